@@ -1,0 +1,15 @@
+"""Bort as optax gradient transformations."""
+
+from bort_jax.optimizer.correction import ADAPTIVE
+from bort_jax.optimizer.correction import MODES
+from bort_jax.optimizer.correction import bort_correction
+from bort_jax.optimizer.correction import matrix_correction
+from bort_jax.optimizer.layout import BortDimensionNumbers
+from bort_jax.optimizer.masking import default_dimension_numbers
+from bort_jax.optimizer.masking import default_mask
+from bort_jax.optimizer.report import orthogonality_report
+from bort_jax.optimizer.report import summarize_report
+from bort_jax.optimizer.transform import AddBortCorrectionState
+from bort_jax.optimizer.transform import add_bort_correction
+from bort_jax.optimizer.transform import bort_adamw
+from bort_jax.optimizer.transform import bort_sgd

@@ -1,0 +1,199 @@
+r"""The Bort correction term :math:`\Delta(W)` for every mode.
+
+In PyTorch orientation (rows of ``W`` are output units) the ICLR method is
+
+.. math::
+  \Delta(W) = \nabla_W \tfrac14 \lVert W W^\top - a I \rVert_F^2 = W W^\top W - a W.
+
+Flax kernels hold output units in their *columns*: ``M = W^T``. Every function
+here works on ``M`` (shape ``[..., fan_in, out]``) and returns
+:math:`\Delta` in the same orientation, which is the transpose of the table
+below evaluated on ``W``:
+
+============  ======================================  ==========================
+mode          :math:`\Delta(W)` (torch orientation)     on ``M`` (Flax)
+============  ======================================  ==========================
+l2-full       :math:`W W^\top W - a W`                 :math:`M M^\top M - a M`
+l2-row        :math:`\mathrm{diag}(W W^\top) W - a W`  column norms of ``M``
+l2-col        :math:`W \mathrm{diag}(W^\top W) - a W`  row norms of ``M``
+l1-fullrow    :math:`\mathrm{sign}(W W^\top - a I) W`   ``M sign(MᵀM − aI)``
+l1-fullcol    :math:`W \mathrm{sign}(W^\top W - a I)`   ``sign(MMᵀ − aI) M``
+l1-row        :math:`(\mathrm{sign}(W W^\top - aI)\odot I) W`   diagonal only
+l1-col        :math:`W (\mathrm{sign}(W^\top W - aI)\odot I)`   diagonal only
+============  ======================================  ==========================
+
+``l2-full`` forms its Gram matrix on the smaller side, since
+:math:`M M^\top M = M (M^\top M) = (M M^\top) M`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Union
+
+import jax
+import jax.numpy as jnp
+from jax import Array
+
+from bort_jax.optimizer import layout
+
+MODES = ('l2-full', 'l2-row', 'l2-col', 'l1-fullrow', 'l1-fullcol', 'l1-row', 'l1-col')
+ADAPTIVE = 'adaptive'
+
+Mode = Literal['l2-full', 'l2-row', 'l2-col', 'l1-fullrow', 'l1-fullcol', 'l1-row', 'l1-col']
+Amplitude = Union[float, Array, Literal['adaptive']]
+
+
+def check_mode(mode: str) -> None:
+  """Raises ``ValueError`` unless ``mode`` is one of :data:`MODES`."""
+  if mode not in MODES:
+    raise ValueError(f'Unknown Bort mode {mode!r}; valid modes are {", ".join(MODES)}.')
+
+
+def _is_concrete(value) -> bool:
+  return not isinstance(value, jax.core.Tracer)
+
+
+def check_amplitude(amplitude: Amplitude) -> None:
+  """Raises ``ValueError`` unless ``amplitude`` is positive or ``"adaptive"``.
+
+  Traced values (e.g. under ``optax.inject_hyperparams``) cannot be checked and
+  are accepted.
+  """
+  if isinstance(amplitude, str):
+    if amplitude != ADAPTIVE:
+      raise ValueError(
+          f'Unknown amplitude {amplitude!r}: use a positive number or {ADAPTIVE!r}.'
+      )
+    return
+  if isinstance(amplitude, bool) or amplitude is None:
+    raise ValueError(f'amplitude must be a positive number or {ADAPTIVE!r}, got {amplitude!r}.')
+  if _is_concrete(amplitude):
+    value = jnp.asarray(amplitude)
+    if value.ndim != 0 or not jnp.issubdtype(value.dtype, jnp.number):
+      raise ValueError(f'amplitude must be a scalar, got {amplitude!r}.')
+    if not float(value) > 0:
+      raise ValueError(f'amplitude must be positive, got {amplitude!r}.')
+
+
+def _matmul(a: Array, b: Array, precision) -> Array:
+  return jnp.matmul(a, b, precision=precision)
+
+
+def resolve_amplitude(matrices: Array, amplitude: Amplitude) -> Array:
+  r"""The amplitude ``a`` for each matrix of a ``[..., fan_in, out]`` stack.
+
+  For ``"adaptive"``, :math:`a = (\frac{1}{d}\sum_j \lVert m_j \rVert_2)^2`, the
+  squared mean norm of the output units (columns), computed on device.
+
+  Returns:
+    An array broadcastable against ``matrices`` (shape ``[..., 1, 1]``).
+  """
+  if isinstance(amplitude, str):
+    unit_norms = jnp.sqrt(jnp.sum(jnp.square(matrices), axis=-2))
+    return jnp.square(jnp.mean(unit_norms, axis=-1))[..., None, None]
+  return jnp.asarray(amplitude, matrices.dtype).reshape((1,) * matrices.ndim)
+
+
+def matrix_correction(
+    matrices: Array,
+    *,
+    amplitude: Amplitude = 1.0,
+    mode: Mode = 'l2-full',
+    precision: jax.lax.PrecisionLike = None,
+) -> Array:
+  r""":math:`\Delta` for a stack of matrices whose columns are output units.
+
+  Args:
+    matrices: array ``[..., fan_in, out]``; leading axes are independent
+      matrices.
+    amplitude: positive float ``a`` or ``"adaptive"``.
+    mode: one of :data:`MODES`.
+    precision: matmul precision passed to :func:`jax.numpy.matmul`.
+
+  Returns:
+    :math:`\Delta(M)` with the shape and dtype of ``matrices``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> m = jnp.eye(3, 2) * 2.0
+    >>> matrix_correction(m)  # M (MᵀM) − M = 4M − M = 3M
+    Array([[6., 0.],
+           [0., 6.],
+           [0., 0.]], dtype=float32)
+  """
+  check_mode(mode)
+  n, d = matrices.shape[-2:]
+  a = resolve_amplitude(matrices, amplitude)
+  t = lambda x: jnp.swapaxes(x, -1, -2)
+
+  if mode == 'l2-full':
+    if d <= n:
+      cubic = _matmul(matrices, _matmul(t(matrices), matrices, precision), precision)
+    else:
+      cubic = _matmul(_matmul(matrices, t(matrices), precision), matrices, precision)
+    return cubic - a * matrices
+  if mode in ('l2-row', 'l1-row'):
+    excess = jnp.sum(jnp.square(matrices), axis=-2, keepdims=True) - a
+    return matrices * (excess if mode == 'l2-row' else jnp.sign(excess))
+  if mode in ('l2-col', 'l1-col'):
+    excess = jnp.sum(jnp.square(matrices), axis=-1, keepdims=True) - a
+    return matrices * (excess if mode == 'l2-col' else jnp.sign(excess))
+  if mode == 'l1-fullrow':
+    gram = _matmul(t(matrices), matrices, precision)
+    return _matmul(matrices, jnp.sign(gram - a * jnp.eye(d, dtype=gram.dtype)), precision)
+  # l1-fullcol
+  gram = _matmul(matrices, t(matrices), precision)
+  return _matmul(jnp.sign(gram - a * jnp.eye(n, dtype=gram.dtype)), matrices, precision)
+
+
+def compute_dtype(dtype) -> jnp.dtype:
+  """At least float32: low-precision kernels are corrected in float32."""
+  return jnp.promote_types(dtype, jnp.float32)
+
+
+def bort_correction(
+    kernel: Array,
+    *,
+    amplitude: Amplitude = 1.0,
+    mode: Mode = 'l2-full',
+    dimension_numbers: layout.BortDimensionNumbers | None = None,
+    precision: jax.lax.PrecisionLike = None,
+) -> Array:
+  r"""Bort's correction :math:`\Delta` for one kernel, in the kernel's layout.
+
+  The kernel is read as matrices ``M = kernel.reshape(-1, out)`` (output units
+  in the columns, see :class:`BortDimensionNumbers`), :math:`\Delta(M)` is
+  computed in at least float32 and returned in the kernel's shape and dtype.
+  One constraint-only step is ``kernel - lr * gamma * bort_correction(kernel)``.
+
+  Args:
+    kernel: a Dense/Conv/attention kernel, output axis last unless
+      ``dimension_numbers`` say otherwise.
+    amplitude: target squared norm ``a`` of each output unit (a positive
+      number), or ``"adaptive"`` for the squared mean norm of the output units.
+    mode: one of :data:`MODES` (``"l2-full"`` is the ICLR method).
+    dimension_numbers: which axes are output units / independent matrices;
+      defaults to ``BortDimensionNumbers()`` (last axis is the output).
+    precision: matmul precision.
+
+  Returns:
+    :math:`\Delta` with ``kernel``'s shape and dtype.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> kernel = jax.random.normal(jax.random.key(0), (3, 3, 8, 16)) * 0.1
+    >>> for _ in range(50):
+    ...   kernel = kernel - 0.5 * bort_correction(kernel)
+    >>> m = kernel.reshape(-1, 16)
+    >>> bool(jnp.allclose(m.T @ m, jnp.eye(16), atol=1e-4))
+    True
+  """
+  check_mode(mode)
+  check_amplitude(amplitude)
+  if dimension_numbers is None:
+    dimension_numbers = layout.BortDimensionNumbers()
+  layout.check_dimension_numbers(dimension_numbers)
+  layout.normalized_axes(kernel.shape, dimension_numbers)
+  matrices = layout.to_matrices(kernel.astype(compute_dtype(kernel.dtype)), dimension_numbers)
+  delta = matrix_correction(matrices, amplitude=amplitude, mode=mode, precision=precision)
+  return layout.from_matrices(delta, kernel.shape, dimension_numbers).astype(kernel.dtype)

@@ -1,0 +1,233 @@
+"""Which leaves of a parameter pytree Bort constrains, and how each is read.
+
+Bort constrains weight matrices only: Dense, Conv and attention kernels. The
+official PyTorch optimizer constrains every tensor it is handed (biases
+included) and leaves the filtering to the caller; here the filtering is part of
+the library. The defaults work on plain dicts, Flax linen ``params`` and
+``nnx.State`` (with ``nnx.Variable`` leaves or pure arrays).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Union
+
+import jax
+import jax.numpy as jnp
+from jax import Array
+
+from bort_jax.optimizer import layout
+
+PyTree = Any
+MaskOrFn = Union[PyTree, Callable[[PyTree], PyTree]]
+DimensionNumbersOrFn = Union[
+    layout.BortDimensionNumbers, PyTree, Callable[[PyTree], PyTree]
+]
+
+ATTENTION_INPUT_PROJECTIONS = ('query', 'key', 'value')
+
+
+def path_names(path) -> tuple[str, ...]:
+  """Human-readable names of a key path, without nnx's trailing ``.value``."""
+  names = []
+  for entry in path:
+    if isinstance(entry, jax.tree_util.DictKey):
+      names.append(str(entry.key))
+    elif isinstance(entry, jax.tree_util.GetAttrKey):
+      names.append(entry.name)
+    elif isinstance(entry, jax.tree_util.SequenceKey):
+      names.append(str(entry.idx))
+    elif isinstance(entry, jax.tree_util.FlattenedIndexKey):
+      names.append(str(entry.key))
+    else:
+      names.append(str(entry))
+  while path and isinstance(path[-1], jax.tree_util.GetAttrKey) and path[-1].name in (
+      'value', 'raw_value'):
+    path = path[:-1]
+    names.pop()
+  return tuple(names)
+
+
+def path_string(path) -> str:
+  """``'encoder/block_0/query/kernel'`` style name of a key path."""
+  return '/'.join(path_names(path))
+
+
+def _is_floating(leaf) -> bool:
+  dtype = getattr(leaf, 'dtype', None)
+  return dtype is not None and jnp.issubdtype(dtype, jnp.floating)
+
+
+def is_kernel(path, leaf) -> bool:
+  """Whether a leaf is a floating-point Dense/Conv/attention kernel."""
+  names = path_names(path)
+  return (
+      bool(names)
+      and names[-1] == 'kernel'
+      and _is_floating(leaf)
+      and getattr(leaf, 'ndim', 0) >= 2
+  )
+
+
+def default_mask(params: PyTree) -> PyTree:
+  """``True`` for the leaves Bort constrains by default.
+
+  A leaf is selected when it is a floating-point array with at least two
+  dimensions whose path ends in ``kernel`` (Flax ``Dense``/``Conv``/
+  ``DenseGeneral``/``LinearGeneral``/attention projections). Biases, norm
+  scales, embeddings, position tables and class tokens are never selected.
+
+  Args:
+    params: a parameter pytree (dict, linen params, ``nnx.State``).
+
+  Returns:
+    A pytree of Python bools with the structure of ``params``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> default_mask({'dense': {'kernel': jnp.ones((3, 4)), 'bias': jnp.ones(4)}})
+    {'dense': {'bias': False, 'kernel': True}}
+  """
+  return jax.tree_util.tree_map_with_path(is_kernel, params)
+
+
+def kernel_dimension_numbers(path, leaf) -> layout.BortDimensionNumbers:
+  """Default reading of one kernel: output axis last, except attention inputs.
+
+  ``query``/``key``/``value`` kernels of shape ``(in, heads, head_dim)`` have
+  output axes ``(1, 2)``: each head's units are output units of one
+  ``in x (heads * head_dim)`` matrix. The attention ``out`` kernel
+  ``(heads, head_dim, out)`` keeps the default: its fan-in is
+  ``heads * head_dim``.
+  """
+  names = path_names(path)
+  if (
+      getattr(leaf, 'ndim', 0) == 3
+      and len(names) >= 2
+      and names[-2] in ATTENTION_INPUT_PROJECTIONS
+  ):
+    return layout.BortDimensionNumbers(output_axis=(1, 2))
+  return layout.BortDimensionNumbers()
+
+
+def default_dimension_numbers(params: PyTree) -> PyTree:
+  """Dimension numbers for every leaf the default mask selects, else ``None``.
+
+  Args:
+    params: a parameter pytree.
+
+  Returns:
+    A pytree with the structure of ``params`` whose leaves are
+    :class:`BortDimensionNumbers` or ``None``.
+  """
+  return jax.tree_util.tree_map_with_path(
+      lambda path, leaf: kernel_dimension_numbers(path, leaf) if is_kernel(path, leaf) else None,
+      params,
+  )
+
+
+@dataclasses.dataclass(frozen=True)
+class SelectedLeaf:
+  """A leaf Bort constrains: its position among the flattened leaves and how to read it."""
+
+  index: int
+  path: str
+  dimension_numbers: layout.BortDimensionNumbers
+
+
+def check_mask_argument(mask: MaskOrFn | None) -> None:
+  if mask is not None and not callable(mask) and isinstance(mask, (str, int, float)):
+    raise ValueError(f'mask must be a pytree of bools or a callable, got {mask!r}.')
+
+
+def check_dimension_numbers_argument(dimension_numbers: DimensionNumbersOrFn | None) -> None:
+  if isinstance(dimension_numbers, layout.BortDimensionNumbers):
+    layout.check_dimension_numbers(dimension_numbers)
+  elif dimension_numbers is not None and not callable(dimension_numbers) and isinstance(
+      dimension_numbers, (str, int, float)):
+    raise ValueError(
+        'dimension_numbers must be a BortDimensionNumbers, a pytree of them or '
+        f'a callable, got {dimension_numbers!r}.'
+    )
+
+
+def _flatten_like(treedef, tree, what: str) -> list:
+  is_leaf = lambda x: x is None or isinstance(x, layout.BortDimensionNumbers)
+  try:
+    return treedef.flatten_up_to(tree)
+  except (ValueError, TypeError) as error:
+    leaves = jax.tree_util.tree_leaves(tree, is_leaf=is_leaf)
+    raise ValueError(
+        f'The {what} does not have the structure of the parameters '
+        f'({len(leaves)} leaves vs {treedef.num_leaves}): {error}'
+    ) from error
+
+
+def select_leaves(
+    params: PyTree,
+    mask: MaskOrFn | None = None,
+    dimension_numbers: DimensionNumbersOrFn | None = None,
+) -> tuple[list[Any], Any, list[SelectedLeaf]]:
+  """Flattens ``params`` and lists the leaves Bort constrains.
+
+  Args:
+    params: parameter pytree.
+    mask: pytree of bools with the structure of ``params``, a callable
+      returning one, or ``None`` for :func:`default_mask`.
+    dimension_numbers: a single :class:`BortDimensionNumbers` for every
+      selected leaf, a pytree of them (``None`` leaves where unselected), a
+      callable returning one, or ``None`` for the defaults.
+
+  Returns:
+    ``(leaves, treedef, selected)``: the flattened params, their treedef, and
+    one :class:`SelectedLeaf` per constrained leaf.
+
+  Non-floating leaves are never selected, whatever the mask says.
+
+  Raises:
+    ValueError: a selected floating leaf has fewer than two dimensions, has no dimension numbers, or its dimension numbers name
+      axes it does not have. Errors name the leaf's path.
+  """
+  paths_and_leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+  leaves = [leaf for _, leaf in paths_and_leaves]
+  mask_tree = default_mask(params) if mask is None else (mask(params) if callable(mask) else mask)
+  mask_flat = _flatten_like(treedef, mask_tree, 'mask')
+
+  if dimension_numbers is None:
+    dims_flat = [kernel_dimension_numbers(path, leaf) for path, leaf in paths_and_leaves]
+  elif isinstance(dimension_numbers, layout.BortDimensionNumbers):
+    dims_flat = [dimension_numbers] * len(leaves)
+  else:
+    dims_tree = dimension_numbers(params) if callable(dimension_numbers) else dimension_numbers
+    dims_flat = _flatten_like(treedef, dims_tree, 'dimension_numbers tree')
+
+  selected = []
+  for index, ((path, leaf), chosen, dims) in enumerate(zip(paths_and_leaves, mask_flat, dims_flat)):
+    try:
+      chosen = bool(chosen)
+    except (jax.errors.ConcretizationTypeError, TypeError, ValueError) as error:
+      raise ValueError(
+          f'The mask entry for {path_string(path)} must be a bool known at trace '
+          f'time, got {chosen!r}.'
+      ) from error
+    if not chosen:
+      continue
+    name = path_string(path) or '<root>'
+    if not _is_floating(leaf):
+      continue  # integer/bool leaves are never constrained, whatever the mask says
+    if leaf.ndim < 2:
+      raise ValueError(
+          f'The Bort mask selects {name} of shape {tuple(leaf.shape)}: Bort '
+          'constrains weight matrices, which need at least 2 dimensions.'
+      )
+    if dims is None:
+      raise ValueError(f'The Bort mask selects {name} but its dimension_numbers are None.')
+    layout.check_dimension_numbers(dims)
+    layout.normalized_axes(leaf.shape, dims, name)
+    selected.append(SelectedLeaf(index, name, dims))
+  return leaves, treedef, selected
+
+
+def selected_matrices(leaves: list[Array], selected: list[SelectedLeaf]) -> list[Array]:
+  """Reads each selected leaf as a ``[B, fan_in, out]`` stack (no dtype change)."""
+  return [layout.to_matrices(leaves[s.index], s.dimension_numbers) for s in selected]

@@ -1,0 +1,314 @@
+r"""Bort as optax gradient transformations.
+
+:func:`add_bort_correction` adds :math:`\gamma\,\Delta(\theta)` to the incoming
+updates for the kernels Bort constrains; chained before
+``optax.scale_by_learning_rate`` it gives the step
+:math:`\theta \leftarrow \theta - \eta(\dots + \gamma \Delta(\theta))`.
+:func:`bort_sgd` and :func:`bort_adamw` are the official BortS / BortA.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any, NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+from optax._src import base as optax_base
+
+from bort_jax.optimizer import correction
+from bort_jax.optimizer import layout
+from bort_jax.optimizer import masking
+
+ScalarOrSchedule = optax.ScalarOrSchedule
+
+
+class AddBortCorrectionState(NamedTuple):
+  """State of :func:`add_bort_correction` when ``gamma`` is a schedule."""
+
+  count: chex.Array  # number of updates done, the schedule's argument
+
+
+def _check_gamma(gamma: ScalarOrSchedule) -> None:
+  if callable(gamma):
+    return
+  if isinstance(gamma, bool) or gamma is None:
+    raise ValueError(f'gamma must be a non-negative number or a schedule, got {gamma!r}.')
+  if not isinstance(gamma, jax.core.Tracer):
+    value = jnp.asarray(gamma)
+    if value.ndim != 0 or not jnp.issubdtype(value.dtype, jnp.number):
+      raise ValueError(f'gamma must be a scalar or a schedule, got {gamma!r}.')
+    if float(value) < 0:
+      raise ValueError(f'gamma must be non-negative, got {gamma!r}.')
+
+
+def grouped_corrections(
+    kernels: list[chex.Array],
+    dimension_numbers: list[layout.BortDimensionNumbers],
+    *,
+    amplitude: correction.Amplitude,
+    mode: correction.Mode,
+    precision: jax.lax.PrecisionLike = None,
+) -> list[chex.Array]:
+  r""":math:`\Delta` for many kernels, one batched matmul chain per matrix shape.
+
+  Kernels whose matrices ``[fan_in, out]`` have equal shapes (ResNet stages,
+  transformer blocks) are stacked and corrected together, so the device runs
+  a few large batched matmuls rather than a pair of small ones per kernel.
+  Matrices are computed in at least float32.
+
+  Returns:
+    One :math:`\Delta` per kernel, in the kernel's shape, in the compute dtype.
+  """
+  matrices = [
+      layout.to_matrices(k.astype(correction.compute_dtype(k.dtype)), dn)
+      for k, dn in zip(kernels, dimension_numbers)
+  ]
+  groups = collections.defaultdict(list)
+  for position, m in enumerate(matrices):
+    groups[(m.shape[1:], m.dtype)].append(position)
+
+  deltas: list[Any] = [None] * len(kernels)
+  for positions in groups.values():
+    stacked = jnp.concatenate([matrices[p] for p in positions]) if len(positions) > 1 else (
+        matrices[positions[0]])
+    delta = correction.matrix_correction(
+        stacked, amplitude=amplitude, mode=mode, precision=precision)
+    offset = 0
+    for p in positions:
+      size = matrices[p].shape[0]
+      deltas[p] = layout.from_matrices(
+          delta[offset:offset + size], kernels[p].shape, dimension_numbers[p])
+      offset += size
+  return deltas
+
+
+def add_bort_correction(
+    gamma: ScalarOrSchedule,
+    *,
+    amplitude: correction.Amplitude = 1.0,
+    mode: correction.Mode = 'l2-full',
+    mask: masking.MaskOrFn | None = None,
+    dimension_numbers: masking.DimensionNumbersOrFn | None = None,
+    precision: jax.lax.PrecisionLike = None,
+) -> optax.GradientTransformationExtraArgs:
+  r"""Adds Bort's bounded-orthogonality term to the updates.
+
+  For every selected kernel, read as matrices ``M`` with output units in the
+  columns (see :class:`BortDimensionNumbers`),
+
+  .. math::
+    u \leftarrow u + \gamma_t\, \Delta(M), \qquad
+    \Delta(M) = M M^\top M - a M \quad (\text{mode } \texttt{l2-full}),
+
+  the gradient of :math:`\tfrac14\lVert M^\top M - aI\rVert_F^2`. Followed by
+  ``optax.scale_by_learning_rate(lr)`` a constraint-only step is the Parseval
+  retraction :math:`M \leftarrow M - \eta\gamma\Delta(M)`, which drives every
+  singular value of ``M`` to :math:`\sqrt a`. Kernels of equal matrix shape are
+  corrected in one batched computation, in at least float32.
+
+  Args:
+    gamma: non-negative Bort coefficient :math:`\gamma`, or an optax schedule
+      of the step count.
+    amplitude: target squared norm ``a`` of each output unit, or
+      ``"adaptive"``: the squared mean norm of the output units, recomputed
+      from the current weights (on device) at every step.
+    mode: one of ``l2-full`` (the ICLR method), ``l2-row``, ``l2-col``,
+      ``l1-fullrow``, ``l1-fullcol``, ``l1-row``, ``l1-col``.
+    mask: which leaves to constrain: a pytree of bools with the structure of
+      the params, or a callable ``params -> mask``. Defaults to
+      :func:`default_mask` (floating Dense/Conv/attention kernels). Integer
+      leaves are never constrained.
+    dimension_numbers: how each kernel is read as matrices: one
+      :class:`BortDimensionNumbers` for all, a pytree of them, or a callable
+      ``params -> pytree``. Defaults to :func:`default_dimension_numbers`
+      (output axis last; ``(1, 2)`` for attention query/key/value kernels).
+    precision: precision of the correction's matmuls (``None``: JAX default).
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs``. Its ``update`` requires
+    ``params``. It keeps no state unless ``gamma`` is a schedule.
+
+  Example:
+    >>> import jax.numpy as jnp, optax
+    >>> tx = optax.chain(optax.scale_by_lion(), add_bort_correction(1e-2),
+    ...                  optax.scale_by_learning_rate(1e-3))
+    >>> params = {'dense': {'kernel': jnp.ones((4, 3)), 'bias': jnp.zeros(3)}}
+    >>> state = tx.init(params)
+    >>> updates, state = tx.update(params, state, params)
+  """
+  _check_gamma(gamma)
+  correction.check_amplitude(amplitude)
+  correction.check_mode(mode)
+  masking.check_mask_argument(mask)
+  masking.check_dimension_numbers_argument(dimension_numbers)
+  is_schedule = callable(gamma)
+
+  def init_fn(params):
+    if mask is None or callable(mask):
+      masking.select_leaves(params, mask, dimension_numbers)
+    if is_schedule:
+      return AddBortCorrectionState(count=jnp.zeros([], jnp.int32))
+    return optax.EmptyState()
+
+  def update_fn(updates, state, params=None, **extra_args):
+    del extra_args
+    if params is None:
+      raise ValueError(optax_base.NO_PARAMS_MSG)
+    if is_schedule:
+      coefficient = gamma(state.count)
+      state = AddBortCorrectionState(count=optax.safe_increment(state.count))
+    else:
+      coefficient = gamma
+    leaves, treedef, selected = masking.select_leaves(params, mask, dimension_numbers)
+    if not selected:
+      return updates, state
+    update_leaves = treedef.flatten_up_to(updates)
+    deltas = grouped_corrections(
+        [leaves[s.index] for s in selected],
+        [s.dimension_numbers for s in selected],
+        amplitude=amplitude,
+        mode=mode,
+        precision=precision,
+    )
+    for s, delta in zip(selected, deltas):
+      update = update_leaves[s.index]
+      update_leaves[s.index] = (update + coefficient * delta).astype(update.dtype)
+    return treedef.unflatten(update_leaves), state
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def bort_sgd(
+    learning_rate: ScalarOrSchedule,
+    *,
+    gamma: ScalarOrSchedule,
+    momentum: float | None = None,
+    nesterov: bool = False,
+    weight_decay: ScalarOrSchedule = 0.0,
+    amplitude: correction.Amplitude = 1.0,
+    mode: correction.Mode = 'l2-full',
+    mask: masking.MaskOrFn | None = None,
+    dimension_numbers: masking.DimensionNumbersOrFn | None = None,
+    weight_decay_mask: Any = None,
+    accumulator_dtype: Any = None,
+    precision: jax.lax.PrecisionLike = None,
+) -> optax.GradientTransformationExtraArgs:
+  r"""BortS: SGD with the Bort term coupled to the gradient.
+
+  The official BortS update, with :math:`\mu` the momentum (dampening 0):
+
+  .. math::
+    g &\leftarrow g + \gamma\Delta(\theta) + \lambda\theta \\
+    b &\leftarrow \mu b + g \quad (b_0 = g) \\
+    \theta &\leftarrow \theta - \eta\,(g + \mu b \text{ if Nesterov else } b)
+
+  The correction and the weight decay join the gradient before momentum, so
+  momentum accumulates them too.
+
+  Args:
+    learning_rate: :math:`\eta`, a float or an optax schedule.
+    gamma: Bort coefficient :math:`\gamma` (float or schedule).
+    momentum: :math:`\mu`; ``None`` for plain SGD.
+    nesterov: Nesterov momentum.
+    weight_decay: L2 coefficient :math:`\lambda` added to the gradient.
+    amplitude: ``a`` (positive float) or ``"adaptive"``.
+    mode: Bort mode, see :func:`add_bort_correction`.
+    mask: leaves Bort constrains (default: Dense/Conv/attention kernels).
+    dimension_numbers: how kernels are read as matrices.
+    weight_decay_mask: leaves weight decay applies to (``None``: all leaves,
+      as in PyTorch and ``optax.sgd``; pass :func:`default_mask` to decay only
+      the constrained kernels).
+    accumulator_dtype: dtype of the momentum buffer (``None``: the params').
+    precision: precision of the correction's matmuls.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs``; ``update`` requires params.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> tx = bort_sgd(0.1, gamma=0.05, momentum=0.9, weight_decay=5e-4)
+    >>> params = {'kernel': jax.random.normal(jax.random.key(0), (6, 2))}
+    >>> state = tx.init(params)
+    >>> updates, state = tx.update(jax.tree.map(jnp.zeros_like, params), state, params)
+  """
+  return optax.chain(
+      add_bort_correction(
+          gamma, amplitude=amplitude, mode=mode, mask=mask,
+          dimension_numbers=dimension_numbers, precision=precision),
+      optax.add_decayed_weights(weight_decay, weight_decay_mask),
+      (optax.trace(decay=momentum, nesterov=nesterov, accumulator_dtype=accumulator_dtype)
+       if momentum is not None else optax.identity()),
+      optax.scale_by_learning_rate(learning_rate),
+  )
+
+
+def bort_adamw(
+    learning_rate: ScalarOrSchedule,
+    *,
+    gamma: ScalarOrSchedule,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    eps_root: float = 0.0,
+    weight_decay: ScalarOrSchedule = 1e-2,
+    amplitude: correction.Amplitude = 1.0,
+    mode: correction.Mode = 'l2-full',
+    mask: masking.MaskOrFn | None = None,
+    dimension_numbers: masking.DimensionNumbersOrFn | None = None,
+    weight_decay_mask: Any = None,
+    mu_dtype: Any = None,
+    precision: jax.lax.PrecisionLike = None,
+) -> optax.GradientTransformationExtraArgs:
+  r"""BortA: AdamW with the Bort term decoupled, like AdamW's weight decay.
+
+  Adam's moments see only the task gradient; decay and correction are applied
+  outside Adam's normalisation and scaled by the learning rate:
+
+  .. math::
+    m &\leftarrow \beta_1 m + (1-\beta_1) g, \quad
+    v \leftarrow \beta_2 v + (1-\beta_2) g^2 \\
+    \theta &\leftarrow \theta - \eta\,\bigl(\hat m / (\sqrt{\hat v} + \epsilon)
+      + \lambda\theta + \gamma\Delta(\theta)\bigr)
+
+  The official code evaluates :math:`\Delta` on the already decayed weights
+  :math:`\theta(1-\eta\lambda)`; here it is evaluated on :math:`\theta`, which
+  is identical for :math:`\lambda = 0` and differs by
+  :math:`O(\eta^2\gamma\lambda)` otherwise.
+
+  Args:
+    learning_rate: :math:`\eta`, a float or an optax schedule.
+    gamma: Bort coefficient :math:`\gamma` (float or schedule).
+    b1, b2, eps, eps_root: Adam's parameters (``optax.scale_by_adam``).
+    weight_decay: decoupled decay :math:`\lambda` (default 1e-2, PyTorch's
+      AdamW and BortA default).
+    amplitude: ``a`` (positive float) or ``"adaptive"``.
+    mode: Bort mode, see :func:`add_bort_correction`.
+    mask: leaves Bort constrains (default: Dense/Conv/attention kernels).
+    dimension_numbers: how kernels are read as matrices.
+    weight_decay_mask: leaves weight decay applies to (``None``: all leaves,
+      as in PyTorch and ``optax.adamw``).
+    mu_dtype: dtype of Adam's first moment.
+    precision: precision of the correction's matmuls.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs``; ``update`` requires params.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, optax
+    >>> tx = optax.inject_hyperparams(bort_adamw)(learning_rate=1e-3, gamma=1e-4,
+    ...                                           amplitude='adaptive')
+    >>> params = {'conv': {'kernel': jnp.ones((3, 3, 4, 8)) * 0.1}}
+    >>> state = tx.init(params)
+    >>> state.hyperparams['gamma'] = 0.0  # switch Bort off mid-training
+  """
+  return optax.chain(
+      optax.scale_by_adam(b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype),
+      optax.add_decayed_weights(weight_decay, weight_decay_mask),
+      add_bort_correction(
+          gamma, amplitude=amplitude, mode=mode, mask=mask,
+          dimension_numbers=dimension_numbers, precision=precision),
+      optax.scale_by_learning_rate(learning_rate),
+  )
