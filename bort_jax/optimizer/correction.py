@@ -32,6 +32,7 @@ from typing import Literal, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import Array
 
 from bort_jax.optimizer import layout
@@ -49,8 +50,19 @@ def check_mode(mode: str) -> None:
     raise ValueError(f'Unknown Bort mode {mode!r}; valid modes are {", ".join(MODES)}.')
 
 
-def _is_concrete(value) -> bool:
-  return not isinstance(value, jax.core.Tracer)
+def concrete_scalar(value, name: str) -> float | None:
+  """``value`` as a Python float, or ``None`` when it is traced (unknown yet).
+
+  Raises:
+    ValueError: ``value`` is not a real scalar.
+  """
+  if isinstance(value, jax.core.Tracer):
+    return None
+  array = np.asarray(value)
+  if isinstance(value, bool) or array.ndim != 0 or not (
+      np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+    raise ValueError(f'{name} must be a real scalar, got {value!r}.')
+  return float(array)
 
 
 def check_amplitude(amplitude: Amplitude) -> None:
@@ -65,14 +77,11 @@ def check_amplitude(amplitude: Amplitude) -> None:
           f'Unknown amplitude {amplitude!r}: use a positive number or {ADAPTIVE!r}.'
       )
     return
-  if isinstance(amplitude, bool) or amplitude is None:
-    raise ValueError(f'amplitude must be a positive number or {ADAPTIVE!r}, got {amplitude!r}.')
-  if _is_concrete(amplitude):
-    value = jnp.asarray(amplitude)
-    if value.ndim != 0 or not jnp.issubdtype(value.dtype, jnp.number):
-      raise ValueError(f'amplitude must be a scalar, got {amplitude!r}.')
-    if not float(value) > 0:
-      raise ValueError(f'amplitude must be positive, got {amplitude!r}.')
+  if amplitude is None:
+    raise ValueError(f'amplitude must be a positive number or {ADAPTIVE!r}, got None.')
+  value = concrete_scalar(amplitude, 'amplitude')
+  if value is not None and not value > 0:
+    raise ValueError(f'amplitude must be positive (or {ADAPTIVE!r}), got {amplitude!r}.')
 
 
 def _matmul(a: Array, b: Array, precision) -> Array:

@@ -34,14 +34,11 @@ class AddBortCorrectionState(NamedTuple):
 def _check_gamma(gamma: ScalarOrSchedule) -> None:
   if callable(gamma):
     return
-  if isinstance(gamma, bool) or gamma is None:
-    raise ValueError(f'gamma must be a non-negative number or a schedule, got {gamma!r}.')
-  if not isinstance(gamma, jax.core.Tracer):
-    value = jnp.asarray(gamma)
-    if value.ndim != 0 or not jnp.issubdtype(value.dtype, jnp.number):
-      raise ValueError(f'gamma must be a scalar or a schedule, got {gamma!r}.')
-    if float(value) < 0:
-      raise ValueError(f'gamma must be non-negative, got {gamma!r}.')
+  if gamma is None:
+    raise ValueError('gamma must be a non-negative number or a schedule, got None.')
+  value = correction.concrete_scalar(gamma, 'gamma')
+  if value is not None and value < 0:
+    raise ValueError(f'gamma must be non-negative, got {gamma!r}.')
 
 
 def grouped_corrections(
