@@ -4,8 +4,8 @@ For the parameter shapes of ResNet-50 and DeiT-S (taken from the project's
 models with ``nnx.eval_shape``; nothing is allocated for the models
 themselves) it times one jitted, donated ``update + apply_updates`` of
 
-* ``optax.adamw`` vs ``bort_jax.bort_adamw`` (fixed and adaptive amplitude),
-  and a minimal per-leaf Bort (one ``bort_correction`` per kernel, no batching
+* ``optax.adamw`` vs ``bort_jax.bort_adamw`` (fixed and adaptive amplitude,
+  default and highest matmul precision), and a minimal per-leaf Bort (one ``bort_correction`` per kernel, no batching
   of equal shapes) for reference;
 * ``optax.sgd`` with momentum and coupled weight decay vs ``bort_jax.bort_sgd``.
 
@@ -90,6 +90,9 @@ def optimizer_pairs() -> dict[str, dict[str, optax.GradientTransformation]]:
           'bort_adamw': bort_jax.bort_adamw(LEARNING_RATE, gamma=GAMMA, weight_decay=WEIGHT_DECAY),
           'bort_adamw adaptive': bort_jax.bort_adamw(
               LEARNING_RATE, gamma=GAMMA, weight_decay=WEIGHT_DECAY, amplitude='adaptive'),
+          'bort_adamw precision=highest': bort_jax.bort_adamw(
+              LEARNING_RATE, gamma=GAMMA, weight_decay=WEIGHT_DECAY,
+              precision=jax.lax.Precision.HIGHEST),
           'per-leaf bort + adamw': optax.chain(
               optax.scale_by_adam(), optax.add_decayed_weights(WEIGHT_DECAY),
               per_leaf_bort(GAMMA), optax.scale_by_learning_rate(LEARNING_RATE)),

@@ -35,6 +35,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
+try:
+  from jax.core import Tracer
+except ImportError:  # pragma: no cover - older/newer JAX layouts
+  from jax._src.core import Tracer
+
 from bort_jax.optimizer import layout
 
 MODES = ('l2-full', 'l2-row', 'l2-col', 'l1-fullrow', 'l1-fullcol', 'l1-row', 'l1-col')
@@ -56,7 +61,7 @@ def concrete_scalar(value, name: str) -> float | None:
   Raises:
     ValueError: ``value`` is not a real scalar.
   """
-  if isinstance(value, jax.core.Tracer):
+  if isinstance(value, Tracer):
     return None
   array = np.asarray(value)
   if isinstance(value, bool) or array.ndim != 0 or not (
