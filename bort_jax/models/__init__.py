@@ -1,1 +1,65 @@
-"""models (placeholder)."""
+"""Flax NNX models for the Bort experiments.
+
+Invertible models (an ordered sequence of named layers, see
+:class:`~bort_jax.models.layers.NamedSequential`): :class:`MLP`,
+:class:`InvertibleCNN`, :class:`VGG16` (and :class:`InvertibleVGG16`).
+Other models: :class:`ResNet18`, :class:`ResNet50` (BatchNorm),
+:class:`VisionTransformer` (DeiT-S by default). Build any of them by name with
+:func:`create_model`.
+"""
+
+from bort_jax.models.cnn import InvertibleCNN
+from bort_jax.models.layers import (
+  SEQUENCE_LAYER_TYPES,
+  AvgPool,
+  Flatten,
+  LeakyReLU,
+  MaxPool,
+  NamedSequential,
+  ReLU,
+)
+from bort_jax.models.mlp import MLP
+from bort_jax.models.registry import MODEL_NAMES, create_model
+from bort_jax.models.resnet import (
+  BasicBlock,
+  BottleneckBlock,
+  ResNet,
+  ResNet18,
+  ResNet50,
+)
+from bort_jax.models.vgg import VGG16, InvertibleVGG16
+from bort_jax.models.vit import (
+  EncoderBlock,
+  FeedForward,
+  PatchEmbedding,
+  VisionTransformer,
+  deit_small,
+  vit_tiny_test,
+)
+
+__all__ = [
+  'AvgPool',
+  'BasicBlock',
+  'BottleneckBlock',
+  'EncoderBlock',
+  'FeedForward',
+  'Flatten',
+  'InvertibleCNN',
+  'InvertibleVGG16',
+  'LeakyReLU',
+  'MLP',
+  'MODEL_NAMES',
+  'MaxPool',
+  'NamedSequential',
+  'PatchEmbedding',
+  'ReLU',
+  'ResNet',
+  'ResNet18',
+  'ResNet50',
+  'SEQUENCE_LAYER_TYPES',
+  'VGG16',
+  'VisionTransformer',
+  'create_model',
+  'deit_small',
+  'vit_tiny_test',
+]

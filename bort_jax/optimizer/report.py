@@ -74,6 +74,7 @@ def orthogonality_report(
     >>> float(report['dense/kernel']['relative_error']) < 1e-5
     True
   """
+  correction.check_amplitude(amplitude)
   leaves, _, selected = masking.select_leaves(params, mask, dimension_numbers)
   matrices = masking.selected_matrices(leaves, selected)
   return {s.path: matrix_figures(m, amplitude) for s, m in zip(selected, matrices)}

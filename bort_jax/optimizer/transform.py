@@ -48,13 +48,16 @@ def grouped_corrections(
     amplitude: correction.Amplitude,
     mode: correction.Mode,
     precision: jax.lax.PrecisionLike = None,
+    batch_kernels: bool = True,
 ) -> list[chex.Array]:
   r""":math:`\Delta` for many kernels, one batched matmul chain per matrix shape.
 
-  Kernels whose matrices ``[fan_in, out]`` have equal shapes (ResNet stages,
-  transformer blocks) are stacked and corrected together, so the device runs
-  a few large batched matmuls rather than a pair of small ones per kernel.
-  Matrices are computed in at least float32.
+  With ``batch_kernels``, kernels whose matrices ``[fan_in, out]`` have equal
+  shapes (ResNet stages, transformer blocks) are stacked and corrected
+  together, so the device runs a few large batched matmuls rather than a pair
+  of small ones per kernel. Without it, each kernel is corrected on its own
+  (and keeps whatever sharding it has). Matrices are computed in at least
+  float32.
 
   Returns:
     One :math:`\Delta` per kernel, in the kernel's shape, in the compute dtype.
@@ -65,7 +68,7 @@ def grouped_corrections(
   ]
   groups = collections.defaultdict(list)
   for position, m in enumerate(matrices):
-    groups[(m.shape[1:], m.dtype)].append(position)
+    groups[(m.shape[1:], m.dtype) if batch_kernels else position].append(position)
 
   deltas: list[Any] = [None] * len(kernels)
   for positions in groups.values():
@@ -90,6 +93,7 @@ def add_bort_correction(
     mask: masking.MaskOrFn | None = None,
     dimension_numbers: masking.DimensionNumbersOrFn | None = None,
     precision: jax.lax.PrecisionLike = None,
+    batch_kernels: bool | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Adds Bort's bounded-orthogonality term to the updates.
 
@@ -123,6 +127,12 @@ def add_bort_correction(
       ``params -> pytree``. Defaults to :func:`default_dimension_numbers`
       (output axis last; ``(1, 2)`` for attention query/key/value kernels).
     precision: precision of the correction's matmuls (``None``: JAX default).
+    batch_kernels: correct kernels of equal matrix shape in one batched
+      computation (fewer, larger matmuls: faster on accelerators). ``None``
+      (default) batches when a single device is visible and corrects each
+      kernel separately otherwise, so that kernels of equal shape but
+      different shardings are never concatenated (which would move data
+      between devices and change the shardings the compiler picks).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``. Its ``update`` requires
@@ -169,6 +179,7 @@ def add_bort_correction(
         amplitude=amplitude,
         mode=mode,
         precision=precision,
+        batch_kernels=(jax.device_count() == 1) if batch_kernels is None else batch_kernels,
     )
     for s, delta in zip(selected, deltas):
       update = update_leaves[s.index]
@@ -192,6 +203,7 @@ def bort_sgd(
     weight_decay_mask: Any = None,
     accumulator_dtype: Any = None,
     precision: jax.lax.PrecisionLike = None,
+    batch_kernels: bool | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""BortS: SGD with the Bort term coupled to the gradient.
 
@@ -220,6 +232,7 @@ def bort_sgd(
       the constrained kernels).
     accumulator_dtype: dtype of the momentum buffer (``None``: the params').
     precision: precision of the correction's matmuls.
+    batch_kernels: see :func:`add_bort_correction`.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``; ``update`` requires params.
@@ -234,7 +247,8 @@ def bort_sgd(
   return optax.chain(
       add_bort_correction(
           gamma, amplitude=amplitude, mode=mode, mask=mask,
-          dimension_numbers=dimension_numbers, precision=precision),
+          dimension_numbers=dimension_numbers, precision=precision,
+          batch_kernels=batch_kernels),
       optax.add_decayed_weights(weight_decay, weight_decay_mask),
       (optax.trace(decay=momentum, nesterov=nesterov, accumulator_dtype=accumulator_dtype)
        if momentum is not None else optax.identity()),
@@ -258,6 +272,7 @@ def bort_adamw(
     weight_decay_mask: Any = None,
     mu_dtype: Any = None,
     precision: jax.lax.PrecisionLike = None,
+    batch_kernels: bool | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""BortA: AdamW with the Bort term decoupled, like AdamW's weight decay.
 
@@ -289,6 +304,7 @@ def bort_adamw(
       as in PyTorch and ``optax.adamw``).
     mu_dtype: dtype of Adam's first moment.
     precision: precision of the correction's matmuls.
+    batch_kernels: see :func:`add_bort_correction`.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``; ``update`` requires params.
@@ -306,6 +322,7 @@ def bort_adamw(
       optax.add_decayed_weights(weight_decay, weight_decay_mask),
       add_bort_correction(
           gamma, amplitude=amplitude, mode=mode, mask=mask,
-          dimension_numbers=dimension_numbers, precision=precision),
+          dimension_numbers=dimension_numbers, precision=precision,
+          batch_kernels=batch_kernels),
       optax.scale_by_learning_rate(learning_rate),
   )

@@ -1,0 +1,94 @@
+"""Registry, output shapes and parameter counts of every registered model."""
+
+import jax.numpy as jnp
+import pytest
+from flax import nnx
+
+from bort_jax.models import (
+  MLP,
+  MODEL_NAMES,
+  VGG16,
+  InvertibleCNN,
+  InvertibleVGG16,
+  ResNet18,
+  ResNet50,
+  VisionTransformer,
+  create_model,
+)
+
+
+# name -> (num_classes, input shape NHWC, class, parameter count).
+# Known figures: torchvision ResNet-50 25,557,032 and VGG-16 138,357,544;
+# timm DeiT-S/16 22,050,664; the usual CIFAR ResNet-18 11,173,962.
+CASES = {
+  'mlp': (10, (2, 28, 28, 1), MLP, 784 * 256 + 256 + 256 * 10 + 10),
+  'invertible_cnn': (10, (2, 28, 28, 1), InvertibleCNN, (
+    3 * 3 * 1 * 32 + 32 + 2 * 2 * 32 * 32 + 32
+    + 3 * 3 * 32 * 64 + 64 + 2 * 2 * 64 * 64 + 64 + 7 * 7 * 64 * 10 + 10)),
+  'vgg16': (1000, (2, 224, 224, 3), VGG16, 138_357_544),
+  'invertible_vgg16': (1000, (2, 224, 224, 3), InvertibleVGG16, (
+    138_357_544 + sum(4 * c * c + c for c in (64, 128, 256, 512, 512)))),
+  'resnet18': (10, (2, 32, 32, 3), ResNet18, 11_173_962),
+  'resnet50': (1000, (2, 224, 224, 3), ResNet50, 25_557_032),
+  'deit_s': (1000, (2, 224, 224, 3), VisionTransformer, 22_050_664),
+  'vit_tiny_test': (10, (2, 32, 32, 3), VisionTransformer, None),
+}
+
+
+def test_registry_names():
+  assert set(MODEL_NAMES) == set(CASES)
+
+
+def test_unknown_name_lists_valid_names():
+  with pytest.raises(ValueError) as info:
+    create_model('resnet1000', num_classes=10, rngs=nnx.Rngs(0))
+  for name in MODEL_NAMES:
+    assert name in str(info.value)
+
+
+@pytest.mark.parametrize('name', sorted(CASES))
+def test_output_shape_and_param_count(name, abstract_model, abstract_apply, count_params):
+  num_classes, input_shape, cls, expected_params = CASES[name]
+  model = abstract_model(name, num_classes)
+  assert isinstance(model, cls)
+  logits = abstract_apply(model, input_shape)
+  assert logits.shape == (input_shape[0], num_classes)
+  assert logits.dtype == jnp.float32
+  if expected_params is not None:
+    assert count_params(model) == expected_params
+
+
+def test_num_classes_and_kwargs_are_forwarded(abstract_model, abstract_apply):
+  model = abstract_model('invertible_cnn', 7, in_channels=3, image_size=32,
+                         channels=(8, 16, 32))
+  assert abstract_apply(model, (2, 32, 32, 3)).shape == (2, 7)
+  assert model.get_layer('classifier').in_features == 4 * 4 * 32
+
+
+def test_cifar_sized_vgg(abstract_model, abstract_apply, count_params):
+  model = abstract_model('vgg16', 10, image_size=32, classifier_widths=(512,))
+  assert abstract_apply(model, (2, 32, 32, 3)).shape == (2, 10)
+  conv_params = 14_714_688  # torchvision VGG-16 features
+  assert count_params(model) == conv_params + 512 * 512 + 512 + 512 * 10 + 10
+
+
+def test_real_forward_small_models(fast_rngs):
+  x = jnp.ones((2, 28, 28, 1))
+  for name in ('mlp', 'invertible_cnn'):
+    model = create_model(name, num_classes=10, rngs=fast_rngs())
+    logits = model(x)
+    assert logits.shape == (2, 10)
+    assert bool(jnp.all(jnp.isfinite(logits)))
+
+
+def test_bad_configurations_raise(fast_rngs):
+  with pytest.raises(ValueError, match='divisible'):
+    InvertibleCNN(image_size=30, rngs=fast_rngs())
+  with pytest.raises(ValueError, match='multiple of 32'):
+    VGG16(image_size=48, rngs=fast_rngs())
+  with pytest.raises(ValueError, match='activation'):
+    MLP(activation='tanh', rngs=fast_rngs())
+  with pytest.raises(ValueError, match='stem'):
+    ResNet18(stem='tiny', rngs=fast_rngs())
+  with pytest.raises(ValueError, match='patch_size'):
+    VisionTransformer(image_size=30, patch_size=4, rngs=fast_rngs())
