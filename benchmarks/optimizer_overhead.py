@@ -5,8 +5,8 @@ models with ``nnx.eval_shape``; nothing is allocated for the models
 themselves) it times one jitted, donated ``update + apply_updates`` of
 
 * ``optax.adamw`` vs ``bort_jax.bort_adamw`` (fixed and adaptive amplitude,
-  default and highest matmul precision), and a minimal per-leaf Bort (one ``bort_correction`` per kernel, no batching
-  of equal shapes) for reference;
+  default and highest matmul precision, kernels of equal shape batched or
+  corrected one by one);
 * ``optax.sgd`` with momentum and coupled weight decay vs ``bort_jax.bort_sgd``.
 
 Measurements are interleaved (baseline, Bort, baseline, ...) and the median
@@ -65,22 +65,6 @@ def correction_flops(params) -> float:
   return total
 
 
-def per_leaf_bort(gamma: float) -> optax.GradientTransformationExtraArgs:
-  """The minimal version: one correction (a small matmul pair) per kernel."""
-
-  def update_fn(updates, state, params=None, **_):
-    mask = bort_jax.default_mask(params)
-    dims = bort_jax.default_dimension_numbers(params)
-    is_leaf = lambda x: x is None or isinstance(x, bort_jax.BortDimensionNumbers)
-    new = jax.tree.map(
-        lambda u, p, m, d: u + gamma * bort_jax.bort_correction(p, dimension_numbers=d).astype(
-            u.dtype) if m else u,
-        updates, params, mask, dims, is_leaf=is_leaf)
-    return new, state
-
-  return optax.GradientTransformationExtraArgs(lambda p: optax.EmptyState(), update_fn)
-
-
 def optimizer_pairs() -> dict[str, dict[str, optax.GradientTransformation]]:
   adamw = optax.adamw(LEARNING_RATE, weight_decay=WEIGHT_DECAY)
   sgd = optax.chain(optax.add_decayed_weights(WEIGHT_DECAY), optax.sgd(0.1, momentum=0.9))
@@ -93,9 +77,8 @@ def optimizer_pairs() -> dict[str, dict[str, optax.GradientTransformation]]:
           'bort_adamw precision=highest': bort_jax.bort_adamw(
               LEARNING_RATE, gamma=GAMMA, weight_decay=WEIGHT_DECAY,
               precision=jax.lax.Precision.HIGHEST),
-          'per-leaf bort + adamw': optax.chain(
-              optax.scale_by_adam(), optax.add_decayed_weights(WEIGHT_DECAY),
-              per_leaf_bort(GAMMA), optax.scale_by_learning_rate(LEARNING_RATE)),
+          'bort_adamw per-leaf': bort_jax.bort_adamw(
+              LEARNING_RATE, gamma=GAMMA, weight_decay=WEIGHT_DECAY, batch_kernels=False),
       },
       'sgd': {
           'sgd': sgd,
