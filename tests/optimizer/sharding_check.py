@@ -1,0 +1,146 @@
+"""Sharded Bort updates on an 8-device CPU mesh, compared with one device.
+
+Run by ``test_sharding.py`` in a subprocess with
+``XLA_FLAGS=--xla_force_host_platform_device_count=8`` (so the pytest process
+keeps its single device); it can also be run by hand the same way. Prints one
+JSON document on the last line of stdout:
+
+  {"device_count": 8, "records": [{"optimizer", "step", "kind", "leaf",
+   "expected", "got", "equivalent", "max_abs_diff", "max_abs_value"}, ...]}
+
+``kind`` is ``param`` (after ``optax.apply_updates``), ``update`` or ``state``
+(optimizer state leaves shaped like a param). XLA's CPU collectives can
+deadlock or abort when many steps are in flight, so every step is waited for.
+"""
+
+import json
+import os
+import sys
+import time
+
+# Importable from the working tree even when run by hand without an install.
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if REPO_ROOT not in sys.path:
+  sys.path.insert(0, REPO_ROOT)
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+from jax.sharding import NamedSharding  # noqa: E402
+from jax.sharding import PartitionSpec as P  # noqa: E402
+
+import bort_jax  # noqa: E402
+
+NUM_STEPS = 2
+NUM_DEVICES = 8
+
+# leaf -> (shape, partition spec over the mesh axis 'x' of 8 devices)
+LAYOUT = {
+    # The three (16, 8) kernels have equal matrix shapes, so the optimizer
+    # corrects them in one concatenated batch although they are sharded
+    # differently.
+    'out_sharded': {'kernel': ((16, 8), P(None, 'x')), 'bias': ((8,), P('x'))},
+    'fan_in_sharded': {'kernel': ((16, 8), P('x', None))},
+    'replicated': {'kernel': ((16, 8), P()), 'bias': ((8,), P())},
+    'conv_fan_in': {'kernel': ((3, 3, 8, 16), P(None, None, 'x', None))},
+    'wide_out': {'kernel': ((4, 16), P(None, 'x'))},  # wide: Gram on the fan-in side
+}
+
+OPTIMIZERS = {
+    'bort_adamw': lambda: bort_jax.bort_adamw(1e-2, gamma=0.1, weight_decay=1e-2),
+    'bort_sgd': lambda: bort_jax.bort_sgd(
+        1e-2, gamma=0.05, momentum=0.9, weight_decay=1e-3, amplitude='adaptive'),
+}
+
+
+def is_spec(x):
+  return isinstance(x, tuple) and len(x) == 2 and isinstance(x[1], P)
+
+
+def path_str(path):
+  return jax.tree_util.keystr(path, simple=True, separator='/')
+
+
+def make_tree(seed, scale):
+  rng = np.random.default_rng(seed)
+  return jax.tree.map(lambda leaf: (scale * rng.standard_normal(leaf[0])).astype(np.float32),
+                      LAYOUT, is_leaf=is_spec)
+
+
+def main():
+  devices = jax.devices()
+  if len(devices) != NUM_DEVICES:
+    raise SystemExit(f'expected {NUM_DEVICES} devices, got {len(devices)}: set XLA_FLAGS='
+                     f'--xla_force_host_platform_device_count={NUM_DEVICES}')
+  mesh = jax.sharding.Mesh(np.array(devices), ('x',))
+  shardings = jax.tree.map(lambda leaf: NamedSharding(mesh, leaf[1]), LAYOUT, is_leaf=is_spec)
+  single = jax.sharding.SingleDeviceSharding(devices[0])
+  leaf_shardings = {path_str(path): s for path, s in
+                    jax.tree_util.tree_flatten_with_path(shardings)[0]}
+
+  params = make_tree(0, 0.3)
+  grads = [make_tree(step + 1, 0.5) for step in range(NUM_STEPS)]
+  records = []
+  timings = []
+  for name, factory in OPTIMIZERS.items():
+    results = {}
+    for placement in ('single', 'sharded'):
+      place = (lambda tree: jax.device_put(tree, shardings)) if placement == 'sharded' else (
+          lambda tree: jax.device_put(tree, single))
+      tx = factory()
+
+      @jax.jit
+      def train_step(p, state, g, tx=tx):
+        updates, state = tx.update(g, state, p)
+        return optax.apply_updates(p, updates), updates, state
+
+      p = place(params)
+      state = tx.init(p)
+      if placement == 'single':  # commit the state too: no recompilation at step 2
+        state = jax.device_put(state, single)
+      history = []
+      for step in range(NUM_STEPS):
+        t = time.perf_counter()
+        p, updates, state = jax.block_until_ready(train_step(p, state, place(grads[step])))
+        timings.append((name, placement, step, time.perf_counter() - t))
+        history.append((updates, p, state))
+      results[placement] = history
+
+    for step in range(NUM_STEPS):
+      (ref_updates, ref_params, _), (updates, new_params, state) = (
+          results['single'][step], results['sharded'][step])
+      for kind, tree, ref in (('param', new_params, ref_params), ('update', updates, ref_updates)):
+        flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+        for (path, leaf), ref_leaf, sharding in zip(
+            flat, jax.tree.leaves(ref), jax.tree.leaves(shardings)):
+          records.append(record(name, step, kind, path_str(path), sharding, leaf, ref_leaf))
+      # Optimizer-state leaves that mirror the params (Adam moments, momentum).
+      for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
+        names = path_str(path)
+        matches = [s for k, s in leaf_shardings.items() if names.endswith('/' + k)]
+        if matches and leaf.ndim:
+          records.append(record(name, step, 'state', names, matches[0], leaf, None))
+  print(json.dumps({'device_count': len(devices), 'records': records, 'timings': timings}))
+
+
+def record(optimizer, step, kind, leaf_name, expected, leaf, ref_leaf):
+  equivalent = bool(leaf.sharding.is_equivalent_to(expected, leaf.ndim))
+  entry = {
+      'optimizer': optimizer,
+      'step': step,
+      'kind': kind,
+      'leaf': leaf_name,
+      'expected': str(expected.spec),
+      'got': str(getattr(leaf.sharding, 'spec', leaf.sharding)),
+      'equivalent': equivalent,
+  }
+  if ref_leaf is not None:
+    value, ref_value = np.asarray(leaf, np.float64), np.asarray(ref_leaf, np.float64)
+    entry['max_abs_diff'] = float(np.max(np.abs(value - ref_value)))
+    entry['max_abs_value'] = float(np.max(np.abs(ref_value)))
+  return entry
+
+
+if __name__ == '__main__':
+  main()
