@@ -39,7 +39,17 @@ def optimizers(gamma: float) -> dict[str, tuple[str, optax.GradientTransformatio
                                  optax.sgd(0.1, momentum=0.9))),
       'bort_sgd': ('sgd', bort_jax.bort_sgd(0.1, gamma=gamma, momentum=0.9,
                                             weight_decay=WEIGHT_DECAY)),
+      'bort_sgd batched': ('sgd', bort_jax.bort_sgd(
+          0.1, gamma=gamma, momentum=0.9, weight_decay=WEIGHT_DECAY, batch_kernels=True)),
+      'bort_sgd barrier': ('sgd', optax.chain(
+          bort_jax.add_bort_correction(gamma), _barrier(),
+          optax.add_decayed_weights(WEIGHT_DECAY), optax.sgd(0.1, momentum=0.9))),
   }
+
+
+def _barrier() -> optax.GradientTransformation:
+  """Experiment: an optimisation barrier between the Bort term and the rest."""
+  return optax.stateless(lambda updates, params: jax.lax.optimization_barrier(updates))
 
 
 def make_runner(model_name, tx, batch, dtype, num_classes):

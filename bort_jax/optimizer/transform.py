@@ -48,9 +48,9 @@ def grouped_corrections(
     amplitude: correction.Amplitude,
     mode: correction.Mode,
     precision: jax.lax.PrecisionLike = None,
-    batch_kernels: bool = True,
+    batch_kernels: bool = False,
 ) -> list[chex.Array]:
-  r""":math:`\Delta` for many kernels, one batched matmul chain per matrix shape.
+  r""":math:`\Delta` for many kernels, optionally batched by matrix shape.
 
   With ``batch_kernels``, kernels whose matrices ``[fan_in, out]`` have equal
   shapes (ResNet stages, transformer blocks) are stacked and corrected
@@ -93,7 +93,7 @@ def add_bort_correction(
     mask: masking.MaskOrFn | None = None,
     dimension_numbers: masking.DimensionNumbersOrFn | None = None,
     precision: jax.lax.PrecisionLike = None,
-    batch_kernels: bool | None = None,
+    batch_kernels: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Adds Bort's bounded-orthogonality term to the updates.
 
@@ -107,8 +107,8 @@ def add_bort_correction(
   the gradient of :math:`\tfrac14\lVert M^\top M - aI\rVert_F^2`. Followed by
   ``optax.scale_by_learning_rate(lr)`` a constraint-only step is the Parseval
   retraction :math:`M \leftarrow M - \eta\gamma\Delta(M)`, which drives every
-  singular value of ``M`` to :math:`\sqrt a`. Kernels of equal matrix shape are
-  corrected in one batched computation, in at least float32.
+  singular value of ``M`` to :math:`\sqrt a`. Corrections are computed in at
+  least float32.
 
   Args:
     gamma: non-negative Bort coefficient :math:`\gamma`, or an optax schedule
@@ -128,11 +128,11 @@ def add_bort_correction(
       (output axis last; ``(1, 2)`` for attention query/key/value kernels).
     precision: precision of the correction's matmuls (``None``: JAX default).
     batch_kernels: correct kernels of equal matrix shape in one batched
-      computation (fewer, larger matmuls: faster on accelerators). ``None``
-      (default) batches when a single device is visible and corrects each
-      kernel separately otherwise, so that kernels of equal shape but
-      different shardings are never concatenated (which would move data
-      between devices and change the shardings the compiler picks).
+      computation (fewer, larger matmuls) instead of one by one. Off by
+      default: on an H200 it changed a ResNet-50 train step by under 0.1%, on
+      CPU the concatenation costs more than it saves, and concatenating kernels
+      of different shardings would move data between devices and change the
+      shardings the compiler picks (one by one, each kernel keeps its own).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``. Its ``update`` requires
@@ -179,7 +179,7 @@ def add_bort_correction(
         amplitude=amplitude,
         mode=mode,
         precision=precision,
-        batch_kernels=(jax.device_count() == 1) if batch_kernels is None else batch_kernels,
+        batch_kernels=batch_kernels,
     )
     for s, delta in zip(selected, deltas):
       update = update_leaves[s.index]
@@ -203,7 +203,7 @@ def bort_sgd(
     weight_decay_mask: Any = None,
     accumulator_dtype: Any = None,
     precision: jax.lax.PrecisionLike = None,
-    batch_kernels: bool | None = None,
+    batch_kernels: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   r"""BortS: SGD with the Bort term coupled to the gradient.
 
@@ -272,7 +272,7 @@ def bort_adamw(
     weight_decay_mask: Any = None,
     mu_dtype: Any = None,
     precision: jax.lax.PrecisionLike = None,
-    batch_kernels: bool | None = None,
+    batch_kernels: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   r"""BortA: AdamW with the Bort term decoupled, like AdamW's weight decay.
 
