@@ -136,15 +136,16 @@ class SelectedLeaf:
 
 
 def check_mask_argument(mask: MaskOrFn | None) -> None:
-  if mask is not None and not callable(mask) and isinstance(mask, (str, int, float)):
+  """Rejects a scalar or string where a mask pytree or callable belongs."""
+  if isinstance(mask, (str, int, float)):
     raise ValueError(f'mask must be a pytree of bools or a callable, got {mask!r}.')
 
 
 def check_dimension_numbers_argument(dimension_numbers: DimensionNumbersOrFn | None) -> None:
+  """Validates what can be validated before the params are known."""
   if isinstance(dimension_numbers, layout.BortDimensionNumbers):
     layout.check_dimension_numbers(dimension_numbers)
-  elif dimension_numbers is not None and not callable(dimension_numbers) and isinstance(
-      dimension_numbers, (str, int, float)):
+  elif isinstance(dimension_numbers, (str, int, float)):
     raise ValueError(
         'dimension_numbers must be a BortDimensionNumbers, a pytree of them or '
         f'a callable, got {dimension_numbers!r}.'
