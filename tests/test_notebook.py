@@ -1,0 +1,39 @@
+"""experiments/notebooks/quickstart.ipynb runs end to end (small budget)."""
+
+import pathlib
+
+import nbclient
+import nbformat
+
+from bort_jax.data.mnist_idx import prepare_mnist
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+NOTEBOOK = ROOT / 'experiments' / 'notebooks' / 'quickstart.ipynb'
+MNIST_IDX_DIR = ROOT / '..' / 'shared' / 'data' / 'mnist'
+
+
+def test_quickstart_notebook_runs(tmp_path, monkeypatch):
+  data_dir = tmp_path / 'tfds'
+  prepare_mnist(MNIST_IDX_DIR, data_dir)
+  monkeypatch.setenv('TFDS_DATA_DIR', str(data_dir))
+  monkeypatch.setenv('BORT_OFFLINE', '1')
+  monkeypatch.setenv('BORT_QUICKSTART_STEPS', '150')
+  monkeypatch.setenv('MPLBACKEND', 'Agg')
+  notebook = nbformat.read(NOTEBOOK, as_version=4)
+  nbclient.NotebookClient(notebook, timeout=600, kernel_name='python3',
+                          resources={'metadata': {'path': str(tmp_path)}}).execute()
+  outputs = ''.join(
+      output.get('text', '') for cell in notebook.cells if cell.cell_type == 'code'
+      for output in cell.get('outputs', []))
+  assert 'bort   test accuracy' in outputs and 'adamw  test accuracy' in outputs
+  assert 'bort   reconstruction MSE' in outputs
+
+
+def test_notebook_is_built_from_its_script():
+  import importlib.util
+  spec = importlib.util.spec_from_file_location(
+      'build_quickstart', NOTEBOOK.with_name('build_quickstart.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  built = [cell.source for cell in module.build().cells]
+  assert built == [cell.source for cell in nbformat.read(NOTEBOOK, as_version=4).cells]
