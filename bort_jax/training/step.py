@@ -83,6 +83,33 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, num_classes: int,
   return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
 
 
+def _is_key(x) -> bool:
+  return jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _fold_device_into_keys(model_state, axis_name: str):
+  """Each pmapped device draws its own dropout masks from the replicated keys."""
+  index = jax.lax.axis_index(axis_name)
+  return jax.tree.map(
+      lambda x: jax.random.fold_in(x, index) if _is_key(x) else x, model_state)
+
+
+def _average_statistics(new_state, old_state, axis_name: str):
+  """Averages floating statistics (BatchNorm) over devices; keeps RNG keys.
+
+  RNG counters advance identically on every device; keys are restored to the
+  replicated ones :func:`_fold_device_into_keys` derived the per-device keys
+  from.
+  """
+  def combine(new, old):
+    if _is_key(old):
+      return old
+    if jnp.issubdtype(new.dtype, jnp.floating):
+      return jax.lax.pmean(new, axis_name)
+    return new
+  return jax.tree.map(combine, new_state, old_state)
+
+
 def make_train_step(
     definition: ModelDefinition,
     tx: optax.GradientTransformation,
@@ -97,8 +124,10 @@ def make_train_step(
     tx: the optimizer the state was initialised with.
     label_smoothing: label-smoothing coefficient.
     axis_name: under ``jax.pmap``, the mapped axis name: gradients, metrics
-      and BatchNorm statistics are averaged over it. ``None`` under ``jax.jit``
-      (the compiler inserts the collectives a sharded batch needs).
+      and BatchNorm statistics are averaged over it, and each device folds
+      its index into the model's RNG keys (distinct dropout masks per
+      device). ``None`` under ``jax.jit`` (the compiler inserts the
+      collectives a sharded batch needs).
 
   Returns:
     ``step(state, batch) -> (state, metrics)`` with ``batch`` holding
@@ -107,6 +136,8 @@ def make_train_step(
   """
 
   def loss_fn(params, model_state, batch):
+    if axis_name is not None:
+      model_state = _fold_device_into_keys(model_state, axis_name)
     model = nnx.merge(definition.train, params, model_state, copy=True)
     logits = model(batch['image'])
     num_classes = logits.shape[-1]
@@ -125,7 +156,7 @@ def make_train_step(
       grads = jax.lax.pmean(grads, axis_name)
       loss = jax.lax.pmean(loss, axis_name)
       correct, count = jax.lax.psum((correct, count), axis_name)
-      model_state = jax.lax.pmean(model_state, axis_name)
+      model_state = _average_statistics(model_state, state.model_state, axis_name)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     new_state = state.replace(
