@@ -1,0 +1,1 @@
+"""Experiment programs (run with ``python -m experiments.<name>``)."""
