@@ -185,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.error(str(error))
 
   try:
-    if config.dataset == 'mnist' and not args.download:
+    if config.dataset == 'mnist':  # local IDX files first; tfds downloads only if still missing
       prepare_mnist(args.data_dir, args.mnist_idx_dir)
     rows = []
     for name in names:
