@@ -1,0 +1,28 @@
+"""Fixtures of the explainability tests (helpers in :mod:`explain_testing`).
+
+A convolution whose im2col matrix is square and orthogonal, followed by a
+LeakyReLU, loses nothing, so :func:`bort_jax.explain.reconstruct` must give
+the input back up to float error.
+"""
+
+import os
+import sys
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if REPO_ROOT not in sys.path:
+  sys.path.insert(0, REPO_ROOT)
+
+import pytest  # noqa: E402
+
+from explain_testing import make_lossless_cnn, normal  # noqa: E402
+
+
+@pytest.fixture(scope='session')
+def lossless_cnn():
+  return make_lossless_cnn()
+
+
+@pytest.fixture(scope='session')
+def images():
+  """``[3, 8, 8, 1]`` random images."""
+  return normal(42, (3, 8, 8, 1))

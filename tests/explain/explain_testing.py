@@ -1,0 +1,94 @@
+"""Helpers of the explainability tests: tiny, exactly invertible models.
+
+Orthogonal weights are set directly (QR of a Gaussian matrix), not trained.
+(A uniquely named module, so that ``from explain_testing import ...`` cannot
+pick up another directory's ``conftest``.)
+"""
+
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from bort_jax.models.layers import Flatten, LeakyReLU, NamedSequential, ReLU
+
+
+def orthonormal(seed, rows, cols):
+  """``[rows, cols]`` with orthonormal columns (rows >= cols) or rows.
+
+  Drawn with numpy (no JAX compilation for test set-up).
+  """
+  rng = np.random.default_rng(seed)
+  q, _ = np.linalg.qr(rng.standard_normal((max(rows, cols), min(rows, cols))))
+  return jnp.asarray(q if rows >= cols else q.T, jnp.float32)
+
+
+def normal(seed, shape):
+  """float32 standard normal samples, drawn with numpy."""
+  return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), jnp.float32)
+
+
+def uniform(seed, shape):
+  """float32 samples uniform in [0, 1), drawn with numpy."""
+  return jnp.asarray(np.random.default_rng(seed).random(shape), jnp.float32)
+
+
+def linear(fan_in, units, seed=0, use_bias=True):
+  """An ``nnx.Linear`` with He-normal weights drawn by numpy.
+
+  Zero-initialised, then filled: JAX's truncated-normal initialiser takes
+  seconds to compile on CPU for every new shape.
+  """
+  layer = nnx.Linear(fan_in, units, use_bias=use_bias, kernel_init=nnx.initializers.zeros,
+                     rngs=nnx.Rngs(0))
+  rng = np.random.default_rng(seed)
+  layer.kernel[...] = jnp.asarray(
+    rng.standard_normal((fan_in, units)) * np.sqrt(2.0 / fan_in), jnp.float32)
+  if use_bias:
+    layer.bias[...] = jnp.asarray(0.1 * rng.standard_normal(units), jnp.float32)
+  return layer
+
+
+def conv(in_features, out_features, kernel_size, seed=0, **kwargs):
+  """An ``nnx.Conv`` with He-normal weights drawn by numpy (see :func:`linear`)."""
+  layer = nnx.Conv(in_features, out_features, kernel_size,
+                   kernel_init=nnx.initializers.zeros, rngs=nnx.Rngs(0), **kwargs)
+  shape = layer.kernel[...].shape
+  fan_in = int(np.prod(shape[:-1]))
+  layer.kernel[...] = jnp.asarray(
+    np.random.default_rng(seed).standard_normal(shape) * np.sqrt(2.0 / fan_in), jnp.float32)
+  return layer
+
+
+def mlp(sizes, seed=0, activation=ReLU):
+  """``flatten, fc1, fc1_act, ..., classifier`` with widths ``sizes``."""
+  layers = [('flatten', Flatten())]
+  for i, (fan_in, units) in enumerate(zip(sizes[:-2], sizes[1:-1]), start=1):
+    layers += [(f'fc{i}', linear(fan_in, units, seed + i)), (f'fc{i}_act', activation())]
+  layers.append(('classifier', linear(sizes[-2], sizes[-1], seed)))
+  return NamedSequential(layers)
+
+
+def set_orthogonal(layer, seed, bias_scale=0.1):
+  """Gives an ``nnx.Conv``/``nnx.Linear`` orthonormal units and a random bias."""
+  kernel = layer.kernel[...]
+  fan_in, units = kernel.reshape(-1, kernel.shape[-1]).shape
+  layer.kernel[...] = orthonormal(seed, fan_in, units).reshape(kernel.shape)
+  if layer.bias is not None:
+    bias = np.random.default_rng(seed + 1).standard_normal(layer.bias[...].shape)
+    layer.bias[...] = jnp.asarray(bias_scale * bias, jnp.float32)
+
+
+def make_lossless_cnn(seed=0, num_classes=10):
+  """8x8x1 -> conv 3x3 (9 ch) -> LeakyReLU -> conv 2x2/2 (36 ch) -> LeakyReLU
+  -> flatten (576) -> classifier. The im2col matrices are square and
+  orthogonal, so every layer but the classifier is injective: the input is
+  recovered exactly from any of their outputs."""
+  conv1 = conv(1, 9, (3, 3), padding=((1, 1), (1, 1)))
+  down = conv(9, 36, (2, 2), strides=2, padding=((0, 0), (0, 0)))
+  classifier = linear(576, num_classes)
+  for i, layer in enumerate((conv1, down, classifier)):
+    set_orthogonal(layer, 10 * seed + 2 * i)
+  return NamedSequential([
+    ('conv1', conv1), ('conv1_lrelu', LeakyReLU(0.5)),
+    ('down1', down), ('down1_lrelu', LeakyReLU(0.5)),
+    ('flatten', Flatten()), ('classifier', classifier)])
