@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import statistics
-import time
 
 import jax
 import numpy as np
+import timing
 
 from bort_jax.training import configs
 from bort_jax.training import modeling
@@ -40,19 +39,9 @@ def make_runner(config: TrainConfig, batch):
     return train_step.create_train_state(model, tx, jax.random.key(0))
 
   definition = jax.eval_shape(initialize)[0]
-  carry = [train.initialize_state(lambda: initialize()[1])]
+  state = train.initialize_state(lambda: initialize()[1])
   step = jax.jit(train_step.make_train_step(definition, tx), donate_argnums=0)
-
-  def run(iterations: int) -> float:
-    state = carry[0]
-    start = time.perf_counter()
-    for _ in range(iterations):
-      state, metrics = step(state, batch)
-    jax.block_until_ready((state, metrics))
-    carry[0] = state
-    return (time.perf_counter() - start) / iterations
-
-  return run
+  return timing.step_runner(step, state, batch)
 
 
 def main(argv=None):
@@ -83,15 +72,9 @@ def main(argv=None):
                                                      if args.gamma is not None else config.gamma),
                                  batch)
                for name in args.optimizers}
-    for run in runners.values():
-      run(3)  # compile and warm up
-    times = {name: [] for name in runners}
-    for _ in range(args.repeats):
-      for name, run in runners.items():
-        times[name].append(run(args.iterations))
-    base = statistics.median(times[baseline])
-    for name, samples in times.items():
-      median = statistics.median(samples)
+    medians = timing.interleaved_medians(runners, args.iterations, args.repeats, warmup=3)
+    base = medians[baseline]
+    for name, median in medians.items():
       print(f'| {model_name} ({config.name}) | {config.batch_size} | {name} | {1 / median:.1f} | '
             f'{1e3 * median:.2f} | {base / median:.3f}x |', flush=True)
 

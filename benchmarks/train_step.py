@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
+import timing
 
 import bort_jax
 from bort_jax import models
@@ -59,18 +58,7 @@ def make_runner(model_name, tx, batch, dtype, num_classes):
       model_name, num_classes=num_classes, rngs=nnx.Rngs(0), dtype=dtype, **extra)
   definition, state = training_step.create_train_state(model, tx, jax.random.key(0))
   step = jax.jit(training_step.make_train_step(definition, tx), donate_argnums=0)
-  carry = [state]
-
-  def run(iterations):
-    state = carry[0]
-    start = time.perf_counter()
-    for _ in range(iterations):
-      state, metrics = step(state, batch)
-    jax.block_until_ready((state, metrics))
-    carry[0] = state
-    return (time.perf_counter() - start) / iterations
-
-  return run
+  return timing.step_runner(step, state, batch)
 
 
 def main(argv=None):
@@ -104,16 +92,10 @@ def main(argv=None):
   for model_name in args.models:
     runners = {name: make_runner(model_name, tx, batch, dtype, args.num_classes)
                for name, (_, tx) in chosen.items()}
-    for run in runners.values():
-      run(2)
-    times = {name: [] for name in runners}
-    for _ in range(args.repeats):
-      for name, run in runners.items():
-        times[name].append(run(args.iterations))
-    for name, samples in times.items():
-      median = statistics.median(samples)
+    medians = timing.interleaved_medians(runners, args.iterations, args.repeats)
+    for name, median in medians.items():
       baseline = chosen[name][0]
-      ratio = median / statistics.median(times[baseline]) if baseline in times else float('nan')
+      ratio = median / medians[baseline] if baseline in medians else float('nan')
       row = dict(model=model_name, optimizer=name, ms=1e3 * median,
                  images_per_s=args.batch_size / median, ratio=ratio)
       rows.append(row)

@@ -94,7 +94,23 @@ class Flatten(nnx.Module):
     return x.reshape(x.shape[0], -1)
 
 
-class MaxPool(nnx.Module):
+class _Pool(nnx.Module):
+  """Window, strides and padding shared by the pooling layers."""
+
+  def __init__(
+    self,
+    window: int | Sequence[int] = 2,
+    strides: int | Sequence[int] | None = None,
+    padding: Padding = 'VALID',
+  ):
+    self.window = _as_pair(window)
+    self.strides = self.window if strides is None else _as_pair(strides)
+    self.padding = padding if isinstance(padding, str) else tuple(
+      tuple(p) for p in padding
+    )
+
+
+class MaxPool(_Pool):
   """2D max pooling over NHWC inputs.
 
   Args:
@@ -110,23 +126,11 @@ class MaxPool(nnx.Module):
     (1, 4, 4, 3)
   """
 
-  def __init__(
-    self,
-    window: int | Sequence[int] = 2,
-    strides: int | Sequence[int] | None = None,
-    padding: Padding = 'VALID',
-  ):
-    self.window = _as_pair(window)
-    self.strides = self.window if strides is None else _as_pair(strides)
-    self.padding = padding if isinstance(padding, str) else tuple(
-      tuple(p) for p in padding
-    )
-
   def __call__(self, x: jax.Array) -> jax.Array:
     return nnx.max_pool(x, self.window, self.strides, self.padding)
 
 
-class AvgPool(nnx.Module):
+class AvgPool(_Pool):
   """2D average pooling over NHWC inputs (padding counts as zeros).
 
   Args:
@@ -141,18 +145,6 @@ class AvgPool(nnx.Module):
     >>> AvgPool(2)(jnp.ones((1, 8, 8, 3))).shape
     (1, 4, 4, 3)
   """
-
-  def __init__(
-    self,
-    window: int | Sequence[int] = 2,
-    strides: int | Sequence[int] | None = None,
-    padding: Padding = 'VALID',
-  ):
-    self.window = _as_pair(window)
-    self.strides = self.window if strides is None else _as_pair(strides)
-    self.padding = padding if isinstance(padding, str) else tuple(
-      tuple(p) for p in padding
-    )
 
   def __call__(self, x: jax.Array) -> jax.Array:
     return nnx.avg_pool(x, self.window, self.strides, self.padding)
