@@ -5,16 +5,11 @@ LeakyReLU, loses nothing, so :func:`bort_jax.explain.reconstruct` must give
 the input back up to float error.
 """
 
-import os
-import sys
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if REPO_ROOT not in sys.path:
-  sys.path.insert(0, REPO_ROOT)
 
-import pytest  # noqa: E402
+import pytest
 
-from explain_testing import make_lossless_cnn, normal  # noqa: E402
+from explain_testing import make_lossless_cnn, normal
 
 
 @pytest.fixture(scope='session')

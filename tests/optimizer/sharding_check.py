@@ -14,23 +14,18 @@ deadlock or abort when many steps are in flight, so every step is waited for.
 """
 
 import json
-import os
-import sys
 import time
 
 # Importable from the working tree even when run by hand without an install.
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if REPO_ROOT not in sys.path:
-  sys.path.insert(0, REPO_ROOT)
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-from jax.sharding import NamedSharding  # noqa: E402
-from jax.sharding import PartitionSpec as P  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
-import bort_jax  # noqa: E402
+import bort_jax
 
 NUM_STEPS = 2
 NUM_DEVICES = 8

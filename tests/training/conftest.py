@@ -10,18 +10,15 @@ its single CPU device.
 import dataclasses
 import fcntl
 import os
-import sys
 from pathlib import Path
 
 # Import the working tree's package even if the installed one is stale.
 REPO_ROOT = Path(__file__).resolve().parents[2]
-if str(REPO_ROOT) not in sys.path:
-  sys.path.insert(0, str(REPO_ROOT))
 
-import pytest  # noqa: E402
+import pytest
 
-from bort_jax.data import mnist_idx  # noqa: E402
-from bort_jax.training import configs, input_pipeline  # noqa: E402
+from bort_jax.data import mnist_idx
+from bort_jax.training import configs, input_pipeline
 
 MNIST_IDX_DIR = (REPO_ROOT / '..' / 'shared' / 'data' / 'mnist').resolve()
 

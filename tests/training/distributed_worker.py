@@ -15,15 +15,12 @@ import hashlib
 import os
 import sys
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if REPO_ROOT not in sys.path:
-  sys.path.insert(0, REPO_ROOT)
 
-import dataclasses  # noqa: E402
+import dataclasses
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from bort_jax.training import configs, parallel  # noqa: E402
+from bort_jax.training import configs, parallel
 
 NUM_PROCESSES = 2
 

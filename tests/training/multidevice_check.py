@@ -18,20 +18,15 @@ parameter difference from the single-device run and the largest parameter.
 """
 
 import json
-import os
-import sys
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if REPO_ROOT not in sys.path:
-  sys.path.insert(0, REPO_ROOT)
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-from flax import nnx  # noqa: E402
+import jax
+import numpy as np
+from flax import nnx
 
-from bort_jax import models  # noqa: E402
-from bort_jax.training import optimizers, parallel, train  # noqa: E402
-from bort_jax.training import step as step_lib  # noqa: E402
+from bort_jax import models
+from bort_jax.training import optimizers, parallel, train
+from bort_jax.training import step as step_lib
 
 NUM_DEVICES = 8
 NUM_STEPS = 3
