@@ -35,6 +35,7 @@ import numpy as np
 from bort_jax import explain
 from bort_jax import training
 from bort_jax.data import make_eval_iterator
+from bort_jax.training.cli import last_evaluation
 
 TOP_CONV_LAYER = 'down2_lrelu'
 OPTIMIZER_HYPERPARAMETERS = {
@@ -59,12 +60,8 @@ class Run:
 
 def final_record(workdir: Path, epochs: int) -> dict | None:
   """The last per-epoch record of a finished run, or None."""
-  path = workdir / 'metrics.jsonl'
-  if not path.exists():
-    return None
-  records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-  finished = [r for r in records if 'eval_accuracy' in r and r['epoch'] >= epochs]
-  return finished[-1] if finished else None
+  record = last_evaluation(workdir)
+  return record if record and record['epoch'] >= epochs else None
 
 
 def reconstruction_mse(workdir: Path, data_dir: str, num_examples: int) -> float:
