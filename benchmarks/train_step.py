@@ -31,6 +31,9 @@ def optimizers(gamma: float) -> dict[str, tuple[str, optax.GradientTransformatio
   """name -> (baseline name, optimizer)."""
   return {
       'adamw': ('adamw', optax.adamw(1e-3, weight_decay=WEIGHT_DECAY)),
+      # The same program compiled a second time: its ratio to ``adamw`` is the
+      # compile-to-compile spread that a Bort ratio has to be read against.
+      'adamw recompiled': ('adamw', optax.adamw(1e-3, weight_decay=WEIGHT_DECAY)),
       'bort_adamw': ('adamw', bort_jax.bort_adamw(1e-3, gamma=gamma, weight_decay=WEIGHT_DECAY)),
       'bort_adamw adaptive': ('adamw', bort_jax.bort_adamw(
           1e-3, gamma=gamma, weight_decay=WEIGHT_DECAY, amplitude='adaptive')),
@@ -64,7 +67,8 @@ def make_runner(model_name, tx, batch, dtype, num_classes):
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--models', nargs='+', default=['resnet50', 'deit_s'])
-  parser.add_argument('--optimizers', nargs='+', default=list(optimizers(0.0)))
+  parser.add_argument('--optimizers', nargs='+', default=list(optimizers(0.0)),
+                      choices=list(optimizers(0.0)))
   parser.add_argument('--batch-size', type=int, default=128)
   parser.add_argument('--image-size', type=int, default=224)
   parser.add_argument('--num-classes', type=int, default=1000)

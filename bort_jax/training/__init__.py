@@ -12,9 +12,15 @@
   :func:`make_train_step`, :func:`make_eval_step`.
 
 The command line is ``bort-train`` (:mod:`bort_jax.training.cli`).
+
+The loop and checkpointing (``train_and_evaluate``, ``TrainResult``,
+``restore_model``) are imported on first use, so the configs, optimizers and
+pure steps work where tensorflow-datasets or orbax are not installed (a
+benchmark on a bare accelerator machine, say).
 """
 
-from bort_jax.training.checkpoint import restore_model
+import importlib
+
 from bort_jax.training.config import TrainConfig
 from bort_jax.training.config import override
 from bort_jax.training.configs import CONFIG_NAMES
@@ -27,8 +33,23 @@ from bort_jax.training.step import TrainState
 from bort_jax.training.step import create_train_state
 from bort_jax.training.step import make_eval_step
 from bort_jax.training.step import make_train_step
-from bort_jax.training.train import TrainResult
-from bort_jax.training.train import train_and_evaluate
+
+_LAZY_ATTRIBUTES = {
+    'restore_model': 'bort_jax.training.checkpoint',
+    'TrainResult': 'bort_jax.training.train',
+    'train_and_evaluate': 'bort_jax.training.train',
+}
+
+
+def __getattr__(name):
+  if name in _LAZY_ATTRIBUTES:
+    return getattr(importlib.import_module(_LAZY_ATTRIBUTES[name]), name)
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
+
+def __dir__():
+  return sorted(set(globals()) | set(_LAZY_ATTRIBUTES))
+
 
 __all__ = [
     'CONFIG_NAMES',
