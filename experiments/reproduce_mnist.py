@@ -82,6 +82,8 @@ def reconstruction_mse(workdir: Path, data_dir: str, num_examples: int) -> float
 def planned_runs(args) -> list[Run]:
   runs = []
   base = {'mlp': training.get_config('mnist_mlp'), 'cnn': training.get_config('mnist_cnn')}
+  base = {k: dataclasses.replace(c, train_examples=args.train_examples,
+                                 eval_examples=args.eval_examples) for k, c in base.items()}
   epochs = {'mlp': args.epochs_mlp, 'cnn': args.epochs_cnn}
   if 'table' in args.parts:
     for model in ('mlp', 'cnn'):
@@ -129,9 +131,13 @@ def mean_std(values) -> str:
 
 
 def markdown(results: list[dict], args) -> str:
+  subset = ''
+  if args.train_examples or args.eval_examples:
+    subset = (f'Subset: the first {args.train_examples or "all"} training and '
+              f'{args.eval_examples or "all"} test examples. ')
   lines = ['# MNIST reproduction', '',
            f'MLP {args.epochs_mlp} epochs, CNN {args.epochs_cnn} epochs, seeds {args.seeds}. '
-           'Test accuracy (%) mean ± std over seeds; orthogonality: relative '
+           f'{subset}Test accuracy (%) mean ± std over seeds; orthogonality: relative '
            '‖G − aI‖_F/‖aI‖_F averaged over kernels (final epoch).', '']
   table = [r for r in results if r['part'] == 'table']
   if table:
@@ -203,6 +209,10 @@ def main(argv=None):
   parser.add_argument('--epochs-cnn', type=int, default=2)
   parser.add_argument('--gammas', nargs='+', type=float, default=[0.0, 0.5, 2.0, 5.0, 20.0])
   parser.add_argument('--modes', nargs='+', default=['l2-full', 'l1-fullrow', 'l2-row'])
+  parser.add_argument('--train-examples', type=int, default=0,
+                      help='train on the first N examples only (0: all; for smoke runs)')
+  parser.add_argument('--eval-examples', type=int, default=0,
+                      help='evaluate on the first N test examples only (0: all)')
   parser.add_argument('--progress', action='store_true')
   args = parser.parse_args(argv)
 

@@ -1,0 +1,84 @@
+"""experiments/reproduce_mnist.py, smoke-run on a subset of the real MNIST."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.fixture(scope='module')
+def reproduction(tmp_path_factory, mnist_data_dir, repo_root):
+  workdir = tmp_path_factory.mktemp('reproduce')
+  command = [sys.executable, '-m', 'experiments.reproduce_mnist', '--data-dir', mnist_data_dir,
+             '--workdir', str(workdir), '--seeds', '0', '1', '--epochs-mlp', '1',
+             '--epochs-cnn', '1', '--gammas', '0', '2', '--modes', 'l2-full', 'l2-row',
+             '--train-examples', '256', '--eval-examples', '200']
+  env = {k: v for k, v in os.environ.items() if k not in ('TFDS_DATA_DIR', 'XLA_FLAGS')}
+  env['PYTHONPATH'] = os.pathsep.join([str(repo_root), env.get('PYTHONPATH', '')])
+  first = subprocess.run(command, cwd=repo_root, env=env, capture_output=True, text=True,
+                         timeout=900)
+  assert first.returncode == 0, first.stderr[-3000:]
+  return command, env, workdir
+
+
+def _results(workdir):
+  return json.loads((workdir / 'results.json').read_text())['results']
+
+
+def test_every_planned_run_is_reported(reproduction):
+  _, _, workdir = reproduction
+  results = _results(workdir)
+  table = [r for r in results if r['part'] == 'table']
+  assert {(r['model'], r['optimizer'], r['seed']) for r in table} == {
+      (model, optimizer, seed) for model in ('mlp', 'invertible_cnn')
+      for optimizer in ('sgd', 'bort_sgd', 'adamw', 'bort_adamw') for seed in (0, 1)}
+  assert sorted(r['gamma'] for r in results if r['part'] == 'sweep') == [0.0, 2.0]
+  assert sorted(r['mode'] for r in results if r['part'] == 'modes') == ['l2-full', 'l2-row']
+  for r in results:
+    assert 0.0 <= r['eval_accuracy'] <= 1.0
+    assert r['orthogonality']['relative_error/mean'] >= 0.0
+    if r['part'] != 'table':
+      assert r['reconstruction_mse'] > 0.0
+
+
+def test_baselines_have_no_bort_term_and_bort_runs_do(reproduction):
+  _, _, workdir = reproduction
+  for r in _results(workdir):
+    if r['part'] == 'table':
+      assert (r['gamma'] > 0) == r['optimizer'].startswith('bort'), r['run']
+
+
+def test_parts_share_identical_runs(reproduction):
+  _, _, workdir = reproduction
+  by_part = {}
+  for r in _results(workdir):
+    if r['model'] == 'invertible_cnn' and r['optimizer'] == 'bort_adamw' and r['seed'] == 0 \
+        and r['gamma'] == 2.0 and r['mode'] == 'l2-full':
+      by_part[r['part']] = r['run']
+  assert set(by_part) == {'table', 'sweep', 'modes'}
+  assert len(set(by_part.values())) == 1
+  assert len(list((workdir / 'runs').iterdir())) == 16 + 1 + 1
+
+
+def test_markdown_and_plot(reproduction):
+  _, _, workdir = reproduction
+  text = (workdir / 'results.md').read_text()
+  assert 'Subset: the first 256 training and 200 test examples' in text
+  for optimizer in ('sgd', 'bort_sgd', 'adamw', 'bort_adamw'):
+    assert f'| mlp | {optimizer} |' in text and f'| invertible_cnn | {optimizer} |' in text
+  assert '## CNN, bort_adamw: gamma' in text and '| l2-row |' in text
+  assert (workdir / 'gamma_sweep.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+
+def test_a_second_invocation_reads_finished_runs_back(reproduction, repo_root):
+  command, env, workdir = reproduction
+  metrics = sorted((workdir / 'runs').glob('*/metrics.jsonl'))
+  before = {path: path.stat().st_mtime_ns for path in metrics}
+  first = _results(workdir)
+  again = subprocess.run(command, cwd=repo_root, env=env, capture_output=True, text=True,
+                         timeout=600)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert {path: path.stat().st_mtime_ns for path in metrics} == before
+  assert [r['eval_accuracy'] for r in _results(workdir)] == [r['eval_accuracy'] for r in first]
