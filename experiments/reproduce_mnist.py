@@ -205,7 +205,7 @@ def main(argv=None):
   parser.add_argument('--parts', nargs='+', default=['table', 'sweep', 'modes'],
                       choices=['table', 'sweep', 'modes'])
   parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
-  parser.add_argument('--epochs-mlp', type=int, default=3)
+  parser.add_argument('--epochs-mlp', type=int, default=10)
   parser.add_argument('--epochs-cnn', type=int, default=2)
   parser.add_argument('--gammas', nargs='+', type=float, default=[0.0, 0.5, 2.0, 5.0, 20.0])
   parser.add_argument('--modes', nargs='+', default=['l2-full', 'l1-fullrow', 'l2-row'])
