@@ -39,6 +39,8 @@ def optimizers(gamma: float) -> dict[str, tuple[str, optax.GradientTransformatio
           1e-3, gamma=gamma, weight_decay=WEIGHT_DECAY, amplitude='adaptive')),
       'sgd': ('sgd', optax.chain(optax.add_decayed_weights(WEIGHT_DECAY),
                                  optax.sgd(0.1, momentum=0.9))),
+      'bort_adamw batched': ('adamw', bort_jax.bort_adamw(
+          1e-3, gamma=gamma, weight_decay=WEIGHT_DECAY, batch_kernels=True)),
       'bort_sgd': ('sgd', bort_jax.bort_sgd(0.1, gamma=gamma, momentum=0.9,
                                             weight_decay=WEIGHT_DECAY)),
       'bort_sgd batched': ('sgd', bort_jax.bort_sgd(
