@@ -10,6 +10,7 @@ the library. The defaults work on plain dicts, Flax linen ``params`` and
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any, Callable, Union
 
 import jax
@@ -89,6 +90,60 @@ def default_mask(params: PyTree) -> PyTree:
     {'dense': {'bias': False, 'kernel': True}}
   """
   return jax.tree_util.tree_map_with_path(is_kernel, params)
+
+
+def kernels_except(*patterns: str) -> Callable[[PyTree], PyTree]:
+  """A mask function: :func:`default_mask` minus the kernels named by ``patterns``.
+
+  Each pattern is a regular expression searched (``re.search``) in the
+  kernel's path string, ``'layers/3/kernel'`` or ``'head/kernel'`` say. The
+  usual use is to leave a classifier head out of the constraint, as the
+  official optimizer allows by handing it only some parameter groups.
+
+  Args:
+    *patterns: regular expressions; a kernel matching any of them is not
+      selected.
+
+  Returns:
+    A function of a parameter pytree returning a pytree of Python bools, for
+    the ``mask`` argument of :func:`bort_jax.add_bort_correction`,
+    :func:`bort_jax.bort_sgd` and :func:`bort_jax.bort_adamw`.
+
+  Raises:
+    ValueError: a pattern that is not a valid regular expression (at once), or
+      one that matches none of the kernels (when the mask is applied, with the
+      list of kernel paths).
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> params = {'body': {'kernel': jnp.ones((3, 3))}, 'head': {'kernel': jnp.ones((3, 2))}}
+    >>> kernels_except('^head/')(params)
+    {'body': {'kernel': True}, 'head': {'kernel': False}}
+  """
+  compiled = []
+  for pattern in patterns:
+    if not isinstance(pattern, str):
+      raise ValueError(f'kernels_except patterns must be strings, got {pattern!r}')
+    try:
+      compiled.append(re.compile(pattern))
+    except re.error as error:
+      raise ValueError(f'kernels_except: invalid regular expression {pattern!r}: {error}') from None
+
+  def mask(params: PyTree) -> PyTree:
+    kernel_paths = [
+        path_string(path) for path, leaf in jax.tree_util.tree_leaves_with_path(params)
+        if is_kernel(path, leaf)]
+    unmatched = [c.pattern for c in compiled if not any(c.search(p) for p in kernel_paths)]
+    if unmatched:
+      raise ValueError(
+          f'kernels_except: {unmatched} match no kernel; the kernels are {kernel_paths}')
+
+    def selected(path, leaf) -> bool:
+      return is_kernel(path, leaf) and not any(c.search(path_string(path)) for c in compiled)
+
+    return jax.tree_util.tree_map_with_path(selected, params)
+
+  return mask
 
 
 def kernel_dimension_numbers(path, leaf) -> layout.BortDimensionNumbers:

@@ -19,6 +19,8 @@ import typing
 from collections.abc import Iterable, Mapping
 from typing import Any, Union
 
+from bort_jax.optimizer.masking import kernels_except
+
 SCHEDULES = ('cosine', 'step', 'constant')
 PARALLEL_MODES = ('jit', 'pmap')
 PARAM_SHARDINGS = ('replicated', 'fsdp')
@@ -62,6 +64,9 @@ class TrainConfig:
     amplitude: Bort amplitude ``a`` (a float) or ``'adaptive'``; also the
       amplitude the orthogonality figures are measured against.
     bort_mode: Bort correction mode (see :data:`bort_jax.MODES`).
+    bort_exclude: regular expressions; kernels whose path (``layers/3/kernel``,
+      ``head/kernel``) matches one are left out of the Bort term (see
+      :func:`bort_jax.kernels_except`); weight decay still applies to them.
     label_smoothing: label-smoothing coefficient of the training loss.
     epochs: number of training epochs.
     batch_size: global training batch size (all devices and processes).
@@ -107,6 +112,7 @@ class TrainConfig:
   gamma: float = 0.0
   amplitude: Union[float, str] = 1.0
   bort_mode: str = 'l2-full'
+  bort_exclude: tuple = ()
   label_smoothing: float = 0.0
   # Loop.
   epochs: int = 1
@@ -163,6 +169,8 @@ def check_config(config: TrainConfig) -> None:
                'checkpoint_every_steps'):
     if getattr(config, name) < 0:
       raise ValueError(f'{name} must be non-negative, got {getattr(config, name)}')
+  if config.bort_exclude:
+    kernels_except(*config.bort_exclude)  # raises for a pattern that is not a regex
   if config.parallel == 'pmap' and config.param_sharding != 'replicated':
     raise ValueError('param_sharding=fsdp needs parallel=jit')
 

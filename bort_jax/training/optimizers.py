@@ -25,7 +25,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import optax
@@ -78,6 +78,7 @@ def create_optimizer(
     gamma: float = 0.0,
     amplitude: bort_jax.optimizer.correction.Amplitude = 1.0,
     bort_mode: str = 'l2-full',
+    bort_exclude: Sequence[str] = (),
     momentum: float = 0.9,
     nesterov: bool = False,
     b1: float = 0.9,
@@ -94,6 +95,8 @@ def create_optimizer(
     gamma: Bort coefficient (``bort_*`` names only).
     amplitude: Bort amplitude, a float or ``'adaptive'``.
     bort_mode: Bort correction mode.
+    bort_exclude: regular expressions naming kernels left out of the Bort
+      term (:func:`bort_jax.kernels_except`); weight decay still applies.
     momentum: SGD momentum (0: none).
     nesterov: SGD Nesterov momentum.
     b1, b2: moment decays of Adam/LAMB/Lion.
@@ -116,7 +119,9 @@ def create_optimizer(
   base, coupled, post = _FAMILIES[family]
   hyperparams = dict(momentum=momentum, nesterov=nesterov, b1=b1, b2=b2, eps=eps)
   decay = optax.add_decayed_weights(weight_decay, mask=bort_jax.default_mask)
-  bort = (bort_jax.add_bort_correction(gamma, amplitude=amplitude, mode=bort_mode)
+  bort_mask = bort_jax.kernels_except(*bort_exclude) if bort_exclude else None
+  bort = (bort_jax.add_bort_correction(gamma, amplitude=amplitude, mode=bort_mode,
+                                       mask=bort_mask)
           if with_bort else optax.identity())
   if coupled:
     transforms = [bort, decay, base(hyperparams)]
@@ -178,6 +183,7 @@ def optimizer_from_config(
       gamma=config.gamma,
       amplitude=config.amplitude,
       bort_mode=config.bort_mode,
+      bort_exclude=config.bort_exclude,
       momentum=config.momentum,
       nesterov=config.nesterov,
       b1=config.b1,

@@ -87,6 +87,39 @@ def test_default_correction_touches_exactly_the_default_mask(tree_name, request,
   assert changed == expected
 
 
+@pytest.mark.parametrize('tree_name', sorted(PARAM_TREES))
+def test_kernels_except_removes_exactly_the_matching_kernels(tree_name, request, helpers):
+  build, expected = PARAM_TREES[tree_name]
+  params = build(request)
+  excluded = sorted(expected)[0]
+  mask = bort_jax.kernels_except(f'^{re.escape(excluded)}$')(params)
+  assert jax.tree.structure(mask) == jax.tree.structure(params)
+  assert helpers.selected_paths(mask) == expected - {excluded}
+  updates = correction_update(bort_jax.add_bort_correction(GAMMA, mask=mask), params)
+  changed = {path for path, leaf in helpers.leaves_by_path(updates).items() if np.any(leaf)}
+  assert changed == expected - {excluded}
+
+
+def test_kernels_except_takes_several_patterns(dict_params, helpers):
+  mask = bort_jax.kernels_except('^head/', 'conv')(dict_params)
+  assert helpers.selected_paths(mask) == {'dense/kernel'}
+
+
+@pytest.mark.parametrize('patterns, message', [
+    (('(',), "invalid regular expression '('"),
+    ((3,), 'patterns must be strings'),
+])
+def test_kernels_except_rejects_bad_patterns_at_construction(patterns, message):
+  with pytest.raises(ValueError, match=re.escape(message)):
+    bort_jax.kernels_except(*patterns)
+
+
+def test_kernels_except_names_a_pattern_that_matches_no_kernel(dict_params):
+  tx = bort_jax.bort_adamw(1e-3, gamma=GAMMA, mask=bort_jax.kernels_except('^classifier/'))
+  with pytest.raises(ValueError, match=r"\['\^classifier/'\] match no kernel.*head/kernel"):
+    correction_update(tx, dict_params)
+
+
 ATTENTION_TREES = ['nnx_attention_variables', 'linen_attention']
 
 

@@ -153,3 +153,29 @@ def test_optimizer_from_config_uses_the_schedule():
   params = cnn_params()
   updates, _ = tx.update(grads_like(params), tx.init(params), params)
   assert all(bool(jnp.all(jnp.isfinite(u))) for u in jax.tree.leaves(updates))
+
+
+@pytest.mark.parametrize('name', ['bort_sgd', 'bort_adamw'])
+def test_bort_exclude_leaves_the_head_out_of_the_bort_term_only(name):
+  params = cnn_params()
+  head = next(p for p in paths(params) if 'kernel' in p and "['layers'][9]" in p)
+  grads = grads_like(params)
+  updates = {}
+  for gamma, exclude in ((0.0, ()), (0.5, ()), (0.5, (r'^layers/9/',))):
+    tx = optimizers.create_optimizer(name, gamma=gamma, bort_exclude=exclude, **HYPERPARAMS)
+    updates[gamma, exclude] = paths(tx.update(grads, tx.init(params), params)[0])
+  baseline, full, without_head = updates.values()
+  np.testing.assert_array_equal(without_head[head], baseline[head])
+  assert not np.array_equal(full[head], baseline[head])
+  for p, m in paths(bort_jax.default_mask(params)).items():
+    if m and p != head:
+      np.testing.assert_array_equal(without_head[p], full[p])
+
+
+def test_bort_exclude_in_the_config_is_checked_and_used():
+  with pytest.raises(ValueError, match='invalid regular expression'):
+    TrainConfig(optimizer='bort_sgd', gamma=0.1, bort_exclude=('[',))
+  config = TrainConfig(optimizer='bort_sgd', gamma=0.1, bort_exclude=('^nothing/',))
+  tx, _ = optimizers.optimizer_from_config(config, steps_per_epoch=10)
+  with pytest.raises(ValueError, match='match no kernel'):
+    tx.update(cnn_params(), tx.init(cnn_params()), cnn_params())

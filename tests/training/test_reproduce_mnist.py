@@ -36,10 +36,16 @@ def test_every_planned_run_is_reported(reproduction):
       for optimizer in ('sgd', 'bort_sgd', 'adamw', 'bort_adamw') for seed in (0, 1)}
   assert sorted(r['gamma'] for r in results if r['part'] == 'sweep') == [0.0, 2.0]
   assert sorted(r['mode'] for r in results if r['part'] == 'modes') == ['l2-full', 'l2-row']
+  head = [r for r in results if r['part'] == 'head']
+  assert {(r['model'], r['optimizer'], r['seed']) for r in head} == {
+      (model, optimizer, seed) for model in ('mlp', 'invertible_cnn')
+      for optimizer in ('bort_sgd', 'bort_adamw') for seed in (0, 1)}
+  assert {r['model']: r['bort_exclude'] for r in head} == {
+      'mlp': ['^layers/3/kernel$'], 'invertible_cnn': ['^layers/9/kernel$']}
   for r in results:
     assert 0.0 <= r['eval_accuracy'] <= 1.0
     assert r['orthogonality']['relative_error/mean'] >= 0.0
-    if r['part'] != 'table':
+    if r['part'] in ('sweep', 'modes'):
       assert r['reconstruction_mse'] > 0.0
 
 
@@ -55,11 +61,11 @@ def test_parts_share_identical_runs(reproduction):
   by_part = {}
   for r in _results(workdir):
     if r['model'] == 'invertible_cnn' and r['optimizer'] == 'bort_adamw' and r['seed'] == 0 \
-        and r['gamma'] == 2.0 and r['mode'] == 'l2-full':
+        and r['gamma'] == 2.0 and r['mode'] == 'l2-full' and not r['bort_exclude']:
       by_part[r['part']] = r['run']
   assert set(by_part) == {'table', 'sweep', 'modes'}
   assert len(set(by_part.values())) == 1
-  assert len(list((workdir / 'runs').iterdir())) == 16 + 1 + 1
+  assert len(list((workdir / 'runs').iterdir())) == 16 + 1 + 1 + 8
 
 
 def test_markdown_and_plot(reproduction):
@@ -69,6 +75,7 @@ def test_markdown_and_plot(reproduction):
   for optimizer in ('sgd', 'bort_sgd', 'adamw', 'bort_adamw'):
     assert f'| mlp | {optimizer} |' in text and f'| invertible_cnn | {optimizer} |' in text
   assert '## CNN, bort_adamw: gamma' in text and '| l2-row |' in text
+  assert '## The classifier left out of the Bort term' in text
   assert (workdir / 'gamma_sweep.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
 
 
@@ -82,3 +89,14 @@ def test_a_second_invocation_reads_finished_runs_back(reproduction, repo_root):
   assert again.returncode == 0, again.stderr[-3000:]
   assert {path: path.stat().st_mtime_ns for path in metrics} == before
   assert [r['eval_accuracy'] for r in _results(workdir)] == [r['eval_accuracy'] for r in first]
+
+
+def test_the_free_head_reaches_the_training_config(reproduction):
+  _, _, workdir = reproduction
+  free_head_runs = sorted(workdir.glob('runs/*-free_head-*'))
+  assert len(free_head_runs) == 8
+  for run in free_head_runs:
+    config = json.loads((run / 'config.json').read_text())
+    assert config['optimizer'].startswith('bort_')
+    assert config['bort_exclude'] == [
+        '^layers/3/kernel$' if run.name.startswith('mnist_mlp') else '^layers/9/kernel$']
