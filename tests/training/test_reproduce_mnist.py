@@ -40,6 +40,7 @@ def test_every_planned_run_is_reported(reproduction):
   assert {(r['model'], r['optimizer'], r['seed']) for r in head} == {
       (model, optimizer, seed) for model in ('mlp', 'invertible_cnn')
       for optimizer in ('bort_sgd', 'bort_adamw') for seed in (0, 1)}
+  assert all(r['constrained_relative_error'] >= 0.0 for r in head)
   assert {r['model']: r['bort_exclude'] for r in head} == {
       'mlp': ['^layers/3/kernel$'], 'invertible_cnn': ['^layers/9/kernel$']}
   for r in results:
