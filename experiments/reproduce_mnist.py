@@ -14,6 +14,8 @@ Three parts, each a set of ``bort-train`` runs (``train_and_evaluate``) in
 * ``head``: the Bort runs of ``table`` again with the classifier's kernel
   left out of the Bort term (``bort_exclude``): does constraining the head
   cost the accuracy?
+* ``longer``: the CNN's ``adamw`` and ``bort_adamw`` runs of ``table`` with
+  ``--epochs-cnn-long`` epochs: does the gap change with the budget?
 
 It writes ``results.json``, ``results.md`` (the tables) and
 ``gamma_sweep.png`` to ``WORKDIR``. Finished runs are read back from their
@@ -43,7 +45,7 @@ from bort_jax.data import make_eval_iterator
 from bort_jax.training.cli import last_evaluation
 
 TOP_CONV_LAYER = 'down2_lrelu'
-PARTS = ('table', 'sweep', 'modes', 'head')
+PARTS = ('table', 'sweep', 'modes', 'head', 'longer')
 # One recipe per optimizer family, the same for both models, so that each Bort
 # run differs from its baseline in gamma only. SGD family: the mnist_mlp config
 # (gamma 0.05, the authors' MNIST value for BortS); AdamW family: the mnist_cnn
@@ -65,9 +67,11 @@ class Run:
 
   @property
   def name(self) -> str:
+    """The run's directory name: every setting the parts vary is in it."""
     c = self.config
     head = '-free_head' if c.bort_exclude else ''
-    return f'{c.name}-{c.optimizer}-g{c.gamma:g}-{c.bort_mode}{head}-s{c.seed}'
+    subset = f'-n{c.train_examples}-{c.eval_examples}' if c.train_examples or c.eval_examples else ''
+    return f'{c.name}-{c.optimizer}-g{c.gamma:g}-{c.bort_mode}{head}-e{c.epochs}{subset}-s{c.seed}'
 
 
 def classifier_pattern(config: training.TrainConfig) -> str:
@@ -124,6 +128,12 @@ def planned_runs(args) -> list[Run]:
     runs += [Run('sweep', dataclasses.replace(cnn_bort, gamma=g)) for g in args.gammas]
   if 'modes' in args.parts:
     runs += [Run('modes', dataclasses.replace(cnn_bort, bort_mode=m)) for m in args.modes]
+  if 'longer' in args.parts:
+    for optimizer in ('adamw', 'bort_adamw'):
+      for seed in args.seeds:
+        runs.append(Run('longer', dataclasses.replace(
+            base['cnn'], seed=seed, epochs=args.epochs_cnn_long,
+            **OPTIMIZER_HYPERPARAMETERS[optimizer])))
   return runs
 
 
@@ -206,6 +216,23 @@ def markdown(results: list[dict], args) -> str:
                      f"{mean_std(r['eval_accuracy'] for r in free)} | "
                      f"{ortho_constrained:.3g} | {ortho:.3g} |")
     lines.append('')
+  longer = [r for r in results if r['part'] == 'longer']
+  if longer:
+    lines += ['## CNN, a longer budget', '',
+              f'The CNN rows of the table, trained for {args.epochs_cnn_long} epochs instead of '
+              f'{args.epochs_cnn}; mean ± std over seeds.', '',
+              '| optimizer | gamma | epochs | test accuracy | rel. orthogonality error |',
+              '|---|---|---|---|---|']
+    for optimizer in ('adamw', 'bort_adamw'):
+      for rows in ([r for r in table if r['model'] == 'invertible_cnn'
+                    and r['optimizer'] == optimizer],
+                   [r for r in longer if r['optimizer'] == optimizer]):
+        if rows:
+          ortho = statistics.mean(r['orthogonality'].get('relative_error/mean', float('nan'))
+                                  for r in rows)
+          lines.append(f"| {optimizer} | {rows[0]['gamma']:g} | {rows[0]['epochs']} | "
+                       f"{mean_std(r['eval_accuracy'] for r in rows)} | {ortho:.3g} |")
+    lines.append('')
   for part, key in (('sweep', 'gamma'), ('modes', 'mode')):
     rows = [r for r in results if r['part'] == part]
     if rows:
@@ -258,6 +285,8 @@ def main(argv=None):
   parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
   parser.add_argument('--epochs-mlp', type=int, default=10)
   parser.add_argument('--epochs-cnn', type=int, default=2)
+  parser.add_argument('--epochs-cnn-long', type=int, default=6,
+                      help='epochs of the CNN in the longer part')
   parser.add_argument('--gammas', nargs='+', type=float, default=[0.0, 0.5, 2.0, 5.0, 20.0])
   parser.add_argument('--modes', nargs='+', default=['l2-full', 'l1-fullrow', 'l2-row'])
   parser.add_argument('--train-examples', type=int, default=0,

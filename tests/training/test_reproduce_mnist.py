@@ -13,7 +13,7 @@ def reproduction(tmp_path_factory, mnist_data_dir, repo_root):
   workdir = tmp_path_factory.mktemp('reproduce')
   command = [sys.executable, '-m', 'experiments.reproduce_mnist', '--data-dir', mnist_data_dir,
              '--workdir', str(workdir), '--seeds', '0', '1', '--epochs-mlp', '1',
-             '--epochs-cnn', '1', '--gammas', '0', '2', '--modes', 'l2-full', 'l2-row',
+             '--epochs-cnn', '1', '--epochs-cnn-long', '2', '--gammas', '0', '2', '--modes', 'l2-full', 'l2-row',
              '--train-examples', '256', '--eval-examples', '200']
   env = {k: v for k, v in os.environ.items() if k not in ('TFDS_DATA_DIR', 'XLA_FLAGS')}
   env['PYTHONPATH'] = os.pathsep.join([str(repo_root), env.get('PYTHONPATH', '')])
@@ -36,6 +36,9 @@ def test_every_planned_run_is_reported(reproduction):
       for optimizer in ('sgd', 'bort_sgd', 'adamw', 'bort_adamw') for seed in (0, 1)}
   assert sorted(r['gamma'] for r in results if r['part'] == 'sweep') == [0.0, 2.0]
   assert sorted(r['mode'] for r in results if r['part'] == 'modes') == ['l2-full', 'l2-row']
+  longer = [r for r in results if r['part'] == 'longer']
+  assert {(r['optimizer'], r['epochs'], r['seed']) for r in longer} == {
+      (optimizer, 2, seed) for optimizer in ('adamw', 'bort_adamw') for seed in (0, 1)}
   head = [r for r in results if r['part'] == 'head']
   assert {(r['model'], r['optimizer'], r['seed']) for r in head} == {
       (model, optimizer, seed) for model in ('mlp', 'invertible_cnn')
@@ -62,11 +65,13 @@ def test_parts_share_identical_runs(reproduction):
   by_part = {}
   for r in _results(workdir):
     if r['model'] == 'invertible_cnn' and r['optimizer'] == 'bort_adamw' and r['seed'] == 0 \
-        and r['gamma'] == 2.0 and r['mode'] == 'l2-full' and not r['bort_exclude']:
+        and r['gamma'] == 2.0 and r['mode'] == 'l2-full' and not r['bort_exclude'] \
+        and r['epochs'] == 1:
       by_part[r['part']] = r['run']
   assert set(by_part) == {'table', 'sweep', 'modes'}
   assert len(set(by_part.values())) == 1
-  assert len(list((workdir / 'runs').iterdir())) == 16 + 1 + 1 + 8
+  # table, sweep, modes, free head, longer: runs differing in epochs get their own directory.
+  assert len(list((workdir / 'runs').iterdir())) == 16 + 1 + 1 + 8 + 4
 
 
 def test_markdown_and_plot(reproduction):
@@ -77,6 +82,7 @@ def test_markdown_and_plot(reproduction):
     assert f'| mlp | {optimizer} |' in text and f'| invertible_cnn | {optimizer} |' in text
   assert '## CNN, bort_adamw: gamma' in text and '| l2-row |' in text
   assert '## The classifier left out of the Bort term' in text
+  assert '## CNN, a longer budget' in text
   assert (workdir / 'gamma_sweep.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
 
 
