@@ -1,6 +1,6 @@
 """Does Bort cost accuracy, and what does gamma do? MNIST, real data, CPU.
 
-Three parts, each a set of ``bort-train`` runs (``train_and_evaluate``) in
+Five parts, each a set of ``bort-train`` runs (``train_and_evaluate``) in
 ``WORKDIR/runs/<run>`` (a run the parts share is trained once):
 
 * ``table``: the MLP and the invertible CNN, each with ``sgd``, ``bort_sgd``,
@@ -70,8 +70,10 @@ class Run:
     """The run's directory name: every setting the parts vary is in it."""
     c = self.config
     head = '-free_head' if c.bort_exclude else ''
-    subset = f'-n{c.train_examples}-{c.eval_examples}' if c.train_examples or c.eval_examples else ''
-    return f'{c.name}-{c.optimizer}-g{c.gamma:g}-{c.bort_mode}{head}-e{c.epochs}{subset}-s{c.seed}'
+    subset = (f'-n{c.train_examples}-{c.eval_examples}'
+              if c.train_examples or c.eval_examples else '')
+    return (f'{c.name}-{c.optimizer}-g{c.gamma:g}-{c.bort_mode}{head}'
+            f'-e{c.epochs}{subset}-s{c.seed}')
 
 
 def classifier_pattern(config: training.TrainConfig) -> str:

@@ -241,8 +241,9 @@ def select_leaves(
   Non-floating leaves are never selected, whatever the mask says.
 
   Raises:
-    ValueError: a selected floating leaf has fewer than two dimensions, has no dimension numbers, or its dimension numbers name
-      axes it does not have. Errors name the leaf's path.
+    ValueError: a selected floating leaf has fewer than two dimensions, has no
+      dimension numbers, or its dimension numbers name axes it does not have.
+      Errors name the leaf's path.
   """
   paths_and_leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
   leaves = [leaf for _, leaf in paths_and_leaves]

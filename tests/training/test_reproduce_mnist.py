@@ -13,7 +13,8 @@ def reproduction(tmp_path_factory, mnist_data_dir, repo_root):
   workdir = tmp_path_factory.mktemp('reproduce')
   command = [sys.executable, '-m', 'experiments.reproduce_mnist', '--data-dir', mnist_data_dir,
              '--workdir', str(workdir), '--seeds', '0', '1', '--epochs-mlp', '1',
-             '--epochs-cnn', '1', '--epochs-cnn-long', '2', '--gammas', '0', '2', '--modes', 'l2-full', 'l2-row',
+             '--epochs-cnn', '1', '--epochs-cnn-long', '2', '--gammas', '0', '2',
+             '--modes', 'l2-full', 'l2-row',
              '--train-examples', '256', '--eval-examples', '200']
   env = {k: v for k, v in os.environ.items() if k not in ('TFDS_DATA_DIR', 'XLA_FLAGS')}
   env['PYTHONPATH'] = os.pathsep.join([str(repo_root), env.get('PYTHONPATH', '')])
