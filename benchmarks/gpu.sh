@@ -11,15 +11,16 @@ export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$out/device.txt"
 python -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, jax.devices())" | tee -a "$out/device.txt"
 date -u | tee -a "$out/device.txt"
-optimizers=(adamw "adamw recompiled" bort_adamw "bort_adamw adaptive" sgd bort_sgd)
+optimizers=(adamw "adamw recompiled" bort_adamw "bort_adamw adaptive" "bort_adamw batched" sgd bort_sgd)
 for model in resnet50 deit_s; do
   start=$SECONDS
-  timeout "${TRAIN_STEP_LIMIT:-200}" python benchmarks/train_step.py --models "$model" --batch-size 128 \
+  timeout "${TRAIN_STEP_LIMIT:-250}" python benchmarks/train_step.py --models "$model" --batch-size 128 \
     --iterations 20 --repeats 5 --optimizers "${optimizers[@]}" \
     --json "$out/train_step_$model.json" 2>&1 | tee "$out/train_step_$model.md"
   echo "# $model: $((SECONDS - start)) s" | tee -a "$out/device.txt"
 done
 start=$SECONDS
-timeout "${OPTIMIZER_LIMIT:-120}" python benchmarks/optimizer_overhead.py --models resnet50 deit_s \
-  --iterations 20 --repeats 5 --json "$out/optimizer_overhead.json" 2>&1 | tee "$out/optimizer_overhead.md"
+timeout "${OPTIMIZER_LIMIT:-240}" python benchmarks/optimizer_overhead.py --models resnet50 deit_s \
+  --iterations 20 --repeats 5 --optimizers bort_adamw "bort_adamw adaptive" bort_sgd \
+  --json "$out/optimizer_overhead.json" 2>&1 | tee "$out/optimizer_overhead.md"
 echo "# optimizer_overhead: $((SECONDS - start)) s" | tee -a "$out/device.txt"
