@@ -1,8 +1,14 @@
 """Explainability procedures of Bort: invert, backtrack, explain, attack.
 
-* :mod:`~bort_jax.explain.inverse`: layer inverses (transposed weights) and
-  :func:`reconstruct`, the backtracking map from any layer of an invertible
-  model (MLP, InvertibleCNN, InvertibleVGG16) to input space.
+* :mod:`~bort_jax.explain.inverse`: layer inverses (transposed weights, or
+  least squares with ``method='pinv'``) and :func:`reconstruct`, the
+  backtracking map from any layer of a sequential model to input space: our
+  ``NamedSequential`` models (MLP, InvertibleCNN, InvertibleVGG16) and any
+  user's ``nnx.Sequential``.
+* :mod:`~bort_jax.explain.registry`: :func:`register_inverse`, which
+  declares the inverse of a user's layer type (the built-ins use it too).
+* :mod:`~bort_jax.explain.chain`: layer chains (layers and names of either
+  kind of model, :func:`forward_to`, per-layer shapes).
 * :mod:`~bort_jax.explain.inversion`: optimisation-based inversion baseline
   (Mahendran and Vedaldi 2015).
 * :mod:`~bort_jax.explain.saliency`: the paper's backtracking saliency (SAT),
@@ -35,14 +41,22 @@ from bort_jax.explain.adversarial import classifier_input_layer
 from bort_jax.explain.adversarial import explainable_adversarial
 from bort_jax.explain.adversarial import fgsm
 from bort_jax.explain.adversarial import pgd
+from bort_jax.explain.chain import forward_to
+from bort_jax.explain.chain import layer_chain
+from bort_jax.explain.chain import resolve_layer
+from bort_jax.explain.inverse import METHODS
 from bort_jax.explain.inverse import SCALINGS
+from bort_jax.explain.inverse import batch_norm_inverse
 from bort_jax.explain.inverse import conv_inverse
+from bort_jax.explain.inverse import conv_pinv
 from bort_jax.explain.inverse import dense_inverse
+from bort_jax.explain.inverse import dense_pinv
 from bort_jax.explain.inverse import flatten_inverse
 from bort_jax.explain.inverse import invertible_layer_names
 from bort_jax.explain.inverse import layer_input_shapes
 from bort_jax.explain.inverse import layer_inverse
 from bort_jax.explain.inverse import leaky_relu_inverse
+from bort_jax.explain.inverse import least_squares_inverse
 from bort_jax.explain.inverse import pool_inverse
 from bort_jax.explain.inverse import reconstruct
 from bort_jax.explain.inverse import reconstruct_all
@@ -50,6 +64,7 @@ from bort_jax.explain.inverse import relu_inverse
 from bort_jax.explain.inverse import unit_scales
 from bort_jax.explain.inversion import invert_by_optimization
 from bort_jax.explain.inversion import total_variation
+from bort_jax.explain.registry import register_inverse
 from bort_jax.explain.metrics import attack_success
 from bort_jax.explain.metrics import auc
 from bort_jax.explain.metrics import cosine_similarity
@@ -74,6 +89,7 @@ from bort_jax.explain.saliency import resolve_k
 from bort_jax.explain.saliency import vanilla_gradient
 
 __all__ = [
+  'METHODS',
   'NORMS',
   'SAT_B',
   'SAT_K',
@@ -83,24 +99,30 @@ __all__ = [
   'attribution_map',
   'auc',
   'backtracking_saliency',
+  'batch_norm_inverse',
   'classifier_input_layer',
   'conv_inverse',
+  'conv_pinv',
   'cosine_similarity',
   'deletion_curve',
   'dense_inverse',
+  'dense_pinv',
   'explainable_adversarial',
   'feature_visualization',
   'fgsm',
   'flatten_inverse',
+  'forward_to',
   'gaussian_window',
   'gradient_x_input',
   'insertion_curve',
   'integrated_gradients',
   'invert_by_optimization',
   'invertible_layer_names',
+  'layer_chain',
   'layer_input_shapes',
   'layer_inverse',
   'leaky_relu_inverse',
+  'least_squares_inverse',
   'mass_on_mask',
   'mse',
   'perturbation_norms',
@@ -109,8 +131,10 @@ __all__ = [
   'psnr',
   'reconstruct',
   'reconstruct_all',
+  'register_inverse',
   'relu_inverse',
   'resolve_k',
+  'resolve_layer',
   'ssim',
   'target_likeness',
   'total_variation',

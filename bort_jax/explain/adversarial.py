@@ -44,6 +44,7 @@ argument, options static) and batched over examples.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import jax
@@ -52,7 +53,9 @@ import optax
 from flax import nnx
 from jax import lax
 
+from bort_jax.explain import chain
 from bort_jax.explain import inverse
+from bort_jax.models.layers import Flatten
 
 __all__ = [
   'NORMS',
@@ -234,16 +237,23 @@ def pgd(
   return lax.fori_loop(0, num_steps, body, x_adv)
 
 
-def classifier_input_layer(model: Any) -> str:
-  """Name of the layer whose output the final linear classifier reads.
+def classifier_input_layer(model: Any) -> chain.LayerRef:
+  """The layer whose output the final linear classifier reads.
 
   Skips ``Flatten`` and ``Dropout`` layers just before the classifier, whose
   outputs are the same representation reshaped (or, in eval mode,
   unchanged): for the ``InvertibleCNN`` it is ``'down2_lrelu'``, for the MLP
   ``'fc1_relu'``.
 
+  Args:
+    model: a layer chain ending with an ``nnx.Linear``: one of our
+      ``NamedSequential`` models or any ``nnx.Sequential``.
+
+  Returns:
+    The layer's name, or its index (``>= 0``) for a model without names.
+
   Raises:
-    ValueError: if the model is not an invertible sequence ending with an
+    ValueError: if the model is not a layer chain ending with an
       ``nnx.Linear``, or has no layer before it.
 
   Example:
@@ -252,16 +262,14 @@ def classifier_input_layer(model: Any) -> str:
     >>> classifier_input_layer(create_model('mlp', num_classes=10, rngs=nnx.Rngs(0)))
     'fc1_relu'
   """
-  from bort_jax.models.layers import Flatten  # pylint: disable=import-outside-toplevel
-
-  inverse.invertible_layer_names(model)
-  if not isinstance(model.layers[-1], nnx.Linear):
+  layers, names = chain.layer_chain(model)
+  if not layers or not isinstance(layers[-1], nnx.Linear):
+    last = chain.layer_label(model, len(layers) - 1) if layers else 'nothing'
     raise ValueError(
-      f'the last layer {model.layer_names[-1]!r} is a '
-      f'{type(model.layers[-1]).__name__}, not a linear classifier')
-  for i in range(len(model.layers) - 2, -1, -1):
-    if not isinstance(model.layers[i], (Flatten, nnx.Dropout)):
-      return model.layer_names[i]
+      f'the last layer, {last}, is not a linear classifier (nnx.Linear)')
+  for i in range(len(layers) - 2, -1, -1):
+    if not isinstance(layers[i], (Flatten, nnx.Dropout)):
+      return i if names is None else names[i]
   raise ValueError('the model has no layer before its classifier')
 
 
@@ -277,8 +285,10 @@ def explainable_adversarial(
   num_scales: int = 21,
   step_fraction: float = 0.5,
   num_steps: int = 3,
-  layer_name: str | None = None,
+  layer_name: chain.LayerRef | None = None,
+  method: inverse.Method = 'transpose',
   scaling: inverse.Scaling = 'auto',
+  inverse_options: Mapping[str, Any] | None = None,
   clip_min: float | None = None,
   clip_max: float | None = None,
 ) -> jax.Array:
@@ -289,7 +299,9 @@ def explainable_adversarial(
   weights and the backtracking map.
 
   Args:
-    model: an invertible model ending with a linear classifier.
+    model: an invertible model ending with a linear classifier whose output
+      is the logits: one of ours or any ``nnx.Sequential`` (see
+      :func:`~bort_jax.explain.inverse.reconstruct`).
     x: ``[N, ...]`` inputs.
     targets: ``[N]`` target classes.
     mode: ``'classifier'`` (move along :math:`w_t - w_c`) or ``'example'``
@@ -304,10 +316,14 @@ def explainable_adversarial(
     step_fraction: ``'example'`` mode: :math:`\beta`, the fraction of the
       remaining way to :math:`z_t` covered by each step.
     num_steps: iterations.
-    layer_name: the representation moved (default:
+    layer_name: the representation moved, by name or index (default:
       :func:`classifier_input_layer`; in ``'classifier'`` mode it must be the
       classifier's input).
+    method: the layer inverses of the backtracking map, ``'transpose'``
+      (the paper's) or ``'pinv'`` (least squares).
     scaling: layer-inverse scaling of the backtracking map.
+    inverse_options: more keyword arguments of
+      :func:`~bort_jax.explain.inverse.reconstruct` (e.g. ``maxiter``).
     clip_min, clip_max: valid input range.
 
   Returns:
@@ -331,22 +347,28 @@ def explainable_adversarial(
     raise ValueError(f'num_steps must be positive, got {num_steps}')
   default_layer = classifier_input_layer(model)
   layer_name = default_layer if layer_name is None else layer_name
-  model.layer_index(layer_name)  # Raises for an unknown name.
+  index = chain.resolve_layer(model, layer_name)  # Raises for a bad layer.
   _check_labels(x, targets, 'targets')
   input_shape = x.shape[1:]
-  shapes = inverse.layer_input_shapes(model, input_shape, x.dtype)
+  shapes = chain.layer_shapes(model, input_shape, x.dtype)
   num_classes = shapes[-1][1][-1]
+  options = dict(inverse_options or {})
 
   def g(z):
-    return inverse.reconstruct(model, z, layer_name, input_shape, scaling=scaling)
+    return inverse.reconstruct(model, z, layer_name, input_shape, method=method,
+                               scaling=scaling, **options)
+
+  def forward(x):
+    return chain.forward_to(model, x, layer_name)
 
   if mode == 'classifier':
-    if layer_name != default_layer:
+    if index != chain.resolve_layer(model, default_layer):
       raise ValueError(
         f"mode='classifier' moves the classifier's input ({default_layer!r}), "
         f'not {layer_name!r}')
-    kernel = model.layers[-1].kernel[...]
-    bias = model.layers[-1].bias
+    classifier = chain.layer_chain(model).layers[-1]
+    kernel = classifier.kernel[...]
+    bias = classifier.bias
     bias = jnp.zeros((num_classes,), kernel.dtype) if bias is None else bias[...]
     target_rows = jax.nn.one_hot(targets, num_classes, dtype=bool)
 
@@ -359,7 +381,7 @@ def explainable_adversarial(
       return gap, rival
 
     def step(_, x_cur):
-      z = model.forward_to(x_cur, layer_name)
+      z = forward(x_cur)
       flat = z.reshape(z.shape[0], -1)
       logits = jnp.matmul(flat, kernel, precision=lax.Precision.HIGHEST) + bias
       gap, rival = margins(logits)
@@ -388,10 +410,10 @@ def explainable_adversarial(
       raise ValueError(
         f'target_examples must have the inputs\' shape {x.shape}, got '
         f'{target_examples.shape}')
-    z_target = model.forward_to(target_examples, layer_name)
+    z_target = forward(target_examples)
 
     def step(_, x_cur):
-      z = model.forward_to(x_cur, layer_name)
+      z = forward(x_cur)
       z_new = z + step_fraction * (z_target - z)
       return _clip(x_cur + g(z_new) - g(z), clip_min, clip_max)
 

@@ -1,12 +1,35 @@
-r"""Layer inverses and the backtracking map of an invertible model.
+r"""Layer inverses and the backtracking map of a sequential model.
 
 A Bort-trained layer has (nearly) bounded, orthogonal weight vectors, so its
 input is recovered from its output with the *transposed* weights. This module
 implements the layer-by-layer approximate inverse of the Bort paper (see
-``docs/bort.md`` §5) for every layer type an invertible
-:class:`~bort_jax.models.layers.NamedSequential` may hold, and
-:func:`reconstruct`, which maps the output of any chosen layer back to input
-space (the *backtracking map* :math:`g` of the saliency algorithm).
+``docs/bort.md`` §5), a least-squares alternative, and :func:`reconstruct`,
+which maps the output of any chosen layer back to input space (the
+*backtracking map* :math:`g` of the saliency algorithm).
+
+**Models.** :func:`reconstruct` walks any layer chain
+(:mod:`~bort_jax.explain.chain`): the package's
+:class:`~bort_jax.models.layers.NamedSequential` models (layer by name or
+index) and any user's ``nnx.Sequential`` (layer by index, negative allowed),
+whose elements may be modules or plain functions (``nnx.relu``,
+``functools.partial(nnx.leaky_relu, negative_slope=0.5)``,
+``jax.nn.leaky_relu``, pooling partials, a flattening lambda).
+
+**Which inverse.** Each layer's inverse is looked up in the registry of
+:mod:`~bort_jax.explain.registry` (by module type, or by function identity
+through ``functools.partial``); the built-in inverses below are registered
+there, and :func:`~bort_jax.explain.registry.register_inverse` adds a
+user's own. A plain function that only reshapes is recognised from its
+jaxpr. A layer with no inverse fails at once, naming the layer and how to
+register one.
+
+**Method.** ``method='transpose'`` (default) is the paper's inverse;
+``method='pinv'`` uses each layer's least-squares inverse: the exact
+pseudo-inverse of a Dense kernel (:func:`dense_pinv`) and conjugate
+gradients on the normal equations of the whole convolution operator
+(:func:`conv_pinv`, :func:`least_squares_inverse`), a fair baseline for
+models not trained with Bort. Exact inverses (activations, BatchNorm,
+reshapes) and the pooling inverse are the same under both.
 
 Notation (torch orientation): a layer's weight matrix :math:`W` has one row
 :math:`w_c` per output unit, fan-in columns. In Flax the matrix is
@@ -31,8 +54,13 @@ Notation (torch orientation): a layer's weight matrix :math:`W` has one row
 * **Max/average pooling**: the patches are filled with the pooled value and
   folded back like a convolution's (nearest-neighbour upsampling for
   non-overlapping windows; the pseudo-inverse of average pooling).
-* **Flatten**: reshape back. **Dropout**: identity (eval mode).
-* **BatchNorm, residual additions, attention**: no inverse; asking for one
+* **Flatten** (and reshaping functions): reshape back. **Dropout**: identity
+  (eval mode).
+* **BatchNorm** in eval mode (running statistics): the affine map it is,
+  inverted exactly, :math:`x = (y - \beta)/\gamma\,\sqrt{\sigma^2 +
+  \epsilon} + \mu` (:func:`batch_norm_inverse`); in training mode it depends
+  on the batch and has no inverse.
+* **Residual additions, attention, LayerNorm**: no inverse; asking for one
   raises a ``ValueError``.
 
 *Scaling* :math:`D`. ``'row'`` (the paper's procedure) divides unit
@@ -64,7 +92,10 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import inspect
+import math
+from collections.abc import Callable, Sequence
 from typing import Any, Literal, Union
 
 import jax
@@ -72,6 +103,15 @@ import jax.numpy as jnp
 from jax import lax
 from flax import nnx
 
+from bort_jax.explain.chain import (
+  LayerRef,
+  describe_layer,
+  layer_chain,
+  layer_label,
+  layer_shapes,
+  resolve_layer,
+)
+from bort_jax.explain.registry import InverseFn, find_inverse, register_inverse, unwrap_partial
 from bort_jax.models.layers import (
   AvgPool,
   Flatten,
@@ -82,13 +122,20 @@ from bort_jax.models.layers import (
 )
 
 __all__ = [
+  'METHODS',
+  'PINV_MAXITER',
+  'PINV_TOL',
   'SCALINGS',
+  'batch_norm_inverse',
   'conv_inverse',
+  'conv_pinv',
   'dense_inverse',
+  'dense_pinv',
   'flatten_inverse',
   'invertible_layer_names',
   'layer_input_shapes',
   'layer_inverse',
+  'least_squares_inverse',
   'leaky_relu_inverse',
   'pool_inverse',
   'reconstruct',
@@ -102,6 +149,11 @@ Padding = Union[str, int, Sequence[tuple[int, int]]]
 
 #: The accepted values of the ``scaling`` argument.
 SCALINGS: tuple[str, ...] = ('auto', 'row', 'frame')
+Method = Literal['transpose', 'pinv']
+#: The accepted values of the ``method`` argument.
+METHODS: tuple[str, ...] = ('transpose', 'pinv')
+#: Default conjugate-gradient iterations and relative tolerance of ``'pinv'``.
+PINV_MAXITER, PINV_TOL = 100, 1e-6
 _HIGHEST = lax.Precision.HIGHEST
 
 
@@ -429,41 +481,514 @@ def flatten_inverse(y: jax.Array, input_shape: Sequence[int]) -> jax.Array:
   return y.reshape(y.shape[0], *input_shape)
 
 
+def _check_output_shape(
+  forward, y: jax.Array, x_shape: tuple[int, ...], what: str
+) -> None:
+  """Raises unless ``forward`` maps ``x_shape`` inputs to ``y``'s shape."""
+  out = jax.eval_shape(forward, jax.ShapeDtypeStruct(x_shape, y.dtype))
+  if out.shape != y.shape:
+    raise ValueError(
+      f'{what}: an input of shape {x_shape[1:]} gives outputs of shape '
+      f'{out.shape[1:]}, but the given outputs have shape {y.shape[1:]}'
+    )
+
+
+def least_squares_inverse(
+  forward: Callable[[jax.Array], jax.Array],
+  y: jax.Array,
+  input_shape: Sequence[int],
+  *,
+  maxiter: int = PINV_MAXITER,
+  tol: float = PINV_TOL,
+) -> jax.Array:
+  r"""Least-squares inverse of an affine map, by conjugate gradients.
+
+  For :math:`f(x) = A x + b` (``forward``, batched over a leading axis and
+  acting on each example alone), solves the normal equations
+
+  .. math::
+    A^\top A\, x = A^\top (y - b)
+
+  for every example with ``jax.scipy.sparse.linalg.cg`` from :math:`x_0 = 0`:
+  :math:`b = f(0)`, :math:`A` is the linearisation of ``forward`` at 0
+  (``jax.linearize``) and :math:`A^\top` its transpose
+  (``jax.linear_transpose``); no matrix is formed. The result is
+  :math:`A^+ (y - b)`: the input itself when :math:`A` is injective, and the
+  minimum-norm least-squares solution otherwise (CG started at 0 stays in
+  the row space of :math:`A`). Jittable; examples are solved in parallel
+  with ``vmap``.
+
+  Args:
+    forward: an affine map ``[N, *input_shape] -> [N, ...]`` (e.g. a
+      convolution with its bias).
+    y: ``[N, ...]`` outputs.
+    input_shape: one example's input shape (no batch axis).
+    maxiter: the most CG iterations (default 100). In exact arithmetic CG
+      ends after at most as many iterations as :math:`A^\top A` has distinct
+      eigenvalues; a well-conditioned convolution needs a few dozen.
+    tol: relative residual at which CG stops,
+      :math:`\lVert A^\top A x - A^\top(y - b)\rVert \le \mathrm{tol}\,
+      \lVert A^\top (y - b)\rVert` (default 1e-6, near float32 accuracy).
+
+  Returns:
+    ``[N, *input_shape]``.
+
+  Raises:
+    ValueError: if ``forward`` does not map inputs of ``input_shape`` to
+      outputs of ``y``'s shape, or ``maxiter``/``tol`` are not positive.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> forward = lambda x: jnp.concatenate([x, 2.0 * x], axis=-1) + 1.0
+    >>> least_squares_inverse(forward, forward(jnp.array([[1.0, -2.0]])), (2,))
+    Array([[ 1., -2.]], dtype=float32)
+  """
+  if int(maxiter) < 1:
+    raise ValueError(f'maxiter must be a positive int, got {maxiter}')
+  if not tol > 0:
+    raise ValueError(f'tol must be positive, got {tol}')
+  input_shape = tuple(int(s) for s in input_shape)
+  _check_output_shape(forward, y, (y.shape[0], *input_shape), 'least_squares_inverse')
+  zeros = jnp.zeros((1, *input_shape), y.dtype)
+  offset, linear = jax.linearize(forward, zeros)
+  transpose = jax.linear_transpose(linear, zeros)
+
+  def normal_operator(x):
+    (x,) = transpose(linear(x))
+    return x
+
+  def solve(y_n):
+    (rhs,) = transpose(y_n[None] - offset)
+    x, _ = jax.scipy.sparse.linalg.cg(
+      normal_operator, rhs, tol=tol, atol=0.0, maxiter=int(maxiter))
+    return x[0]
+
+  return jax.vmap(solve)(y)
+
+
+def dense_pinv(
+  y: jax.Array, kernel: jax.Array, bias: jax.Array | None = None
+) -> jax.Array:
+  r"""Exact least-squares inverse of ``y = x @ kernel + bias``.
+
+  :math:`\hat x = (y - b)\, K^+` with :math:`K^+` the Moore-Penrose
+  pseudo-inverse of the ``[fan_in, units]`` kernel (``jnp.linalg.pinv``, by
+  SVD): the input itself when the kernel has full row rank (at least as many
+  units as inputs), the minimum-norm solution otherwise.
+
+  Args:
+    y: ``[..., units]`` layer outputs.
+    kernel: Flax kernel ``[fan_in, units]``.
+    bias: ``[units]`` or ``None``.
+
+  Returns:
+    ``[..., fan_in]``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> k = jnp.array([[1.0, 1.0, 0.0], [0.0, 1.0, 3.0]])  # 2 -> 3, not orthogonal
+    >>> dense_pinv(jnp.array([[2.0, -1.0]]) @ k + 0.5, k, jnp.full((3,), 0.5))
+    Array([[ 2., -1.]], dtype=float32)
+  """
+  if y.shape[-1] != kernel.shape[-1]:
+    raise ValueError(
+      f'dense_pinv: y has {y.shape[-1]} features but the kernel {kernel.shape} '
+      f'has {kernel.shape[-1]} output units')
+  if bias is not None:
+    y = y - bias
+  return jnp.matmul(y, jnp.linalg.pinv(kernel), precision=_HIGHEST)
+
+
+def conv_pinv(
+  y: jax.Array,
+  kernel: jax.Array,
+  bias: jax.Array | None = None,
+  *,
+  input_shape: Sequence[int],
+  strides: int | Sequence[int] = 1,
+  padding: Padding = 'VALID',
+  kernel_dilation: int | Sequence[int] = 1,
+  input_dilation: int | Sequence[int] = 1,
+  feature_group_count: int = 1,
+  maxiter: int = PINV_MAXITER,
+  tol: float = PINV_TOL,
+) -> jax.Array:
+  r"""Least-squares inverse of a 2D convolution (NHWC), by conjugate gradients.
+
+  :math:`\hat x = A^+ (y - b)` with :math:`A` the whole convolution operator
+  (not patch by patch): see :func:`least_squares_inverse`. Exact whenever
+  the convolution is injective, whatever its filters, e.g. a random
+  stride-1 3x3 convolution from 1 to 8 channels, which
+  :func:`conv_inverse` only approximates (its filters are not orthogonal
+  and its patches are wide: 9 inputs, 8 units).
+
+  Args:
+    y: ``[N, H', W', C_out]`` convolution outputs.
+    kernel: Flax kernel ``[kh, kw, C_in / groups, C_out]``.
+    bias: ``[C_out]`` or ``None``.
+    input_shape: ``(H, W)`` or ``(H, W, C_in)`` of the convolution's input.
+    strides, padding, kernel_dilation: as in :func:`conv_inverse`.
+    input_dilation: the convolution's input dilation.
+    feature_group_count: the convolution's feature groups.
+    maxiter, tol: see :func:`least_squares_inverse`.
+
+  Returns:
+    ``[N, H, W, C_in]``.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> kernel = jax.random.normal(jax.random.key(0), (3, 3, 1, 8))
+    >>> x = jax.random.normal(jax.random.key(1), (1, 6, 6, 1))
+    >>> y = jax.lax.conv_general_dilated(x, kernel, (1, 1), 'SAME',
+    ...     dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    >>> x_hat = conv_pinv(y, kernel, input_shape=(6, 6), padding='SAME')
+    >>> bool(jnp.allclose(x_hat, x, atol=1e-4))
+    True
+  """
+  if kernel.ndim != 4:
+    raise ValueError(f'conv_pinv expects a [kh, kw, C_in, C_out] kernel, got {kernel.shape}')
+  kh, kw, group_in, c_out = kernel.shape
+  c_in = group_in * int(feature_group_count)
+  if y.ndim != 4 or y.shape[-1] != c_out:
+    raise ValueError(
+      f'conv_pinv: expected outputs [N, H, W, {c_out}] for a kernel {kernel.shape}, '
+      f'got shape {y.shape}')
+  input_shape = tuple(int(s) for s in input_shape)
+  if len(input_shape) not in (2, 3):
+    raise ValueError(f'input_shape must be (H, W) or (H, W, C), got {input_shape}')
+  if len(input_shape) == 3 and input_shape[-1] != c_in:
+    raise ValueError(
+      f'conv_pinv: input_shape {input_shape} has {input_shape[-1]} channels but '
+      f'the kernel {kernel.shape} with {feature_group_count} groups expects {c_in}')
+  spatial = input_shape[:2]
+  strides = _pair(strides, 'strides')
+  dilation = _pair(kernel_dilation, 'kernel_dilation')
+  lhs_dilation = _pair(input_dilation, 'input_dilation')
+  dilated = tuple((s - 1) * d + 1 for s, d in zip(spatial, lhs_dilation))
+  pads = _explicit_padding(padding, dilated, (kh, kw), strides, dilation)
+
+  def conv(x):
+    return lax.conv_general_dilated(
+      x, kernel, strides, pads, lhs_dilation=lhs_dilation, rhs_dilation=dilation,
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+      feature_group_count=int(feature_group_count), precision=_HIGHEST)
+
+  _check_output_shape(conv, y, (y.shape[0], *spatial, c_in), 'conv_pinv')
+  if bias is not None:
+    y = y - bias
+  return least_squares_inverse(conv, y, (*spatial, c_in), maxiter=maxiter, tol=tol)
+
+
+def batch_norm_inverse(
+  y: jax.Array,
+  mean: jax.Array,
+  var: jax.Array,
+  scale: jax.Array | None = None,
+  bias: jax.Array | None = None,
+  *,
+  epsilon: float = 1e-5,
+  axis: int | Sequence[int] = -1,
+) -> jax.Array:
+  r"""Exact inverse of batch normalisation with fixed (running) statistics.
+
+  In eval mode a BatchNorm is the affine map
+  :math:`y = (x - \mu)\,\gamma / \sqrt{\sigma^2 + \epsilon} + \beta`, so
+
+  .. math::
+    x = (y - \beta) / \gamma \cdot \sqrt{\sigma^2 + \epsilon} + \mu.
+
+  Args:
+    y: outputs.
+    mean, var: the running statistics :math:`\mu, \sigma^2`, shaped like the
+      feature axes of ``y``.
+    scale, bias: :math:`\gamma, \beta` or ``None`` (1 and 0).
+    epsilon: :math:`\epsilon`.
+    axis: the feature axis (or axes) of ``y``.
+
+  Returns:
+    The inputs, same shape as ``y``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> batch_norm_inverse(jnp.array([[1.0, 1.0]]), jnp.array([0.0, 2.0]),
+    ...                    jnp.array([4.0, 1.0]), epsilon=0.0)
+    Array([[2., 3.]], dtype=float32)
+  """
+  axes = (axis,) if isinstance(axis, int) else tuple(axis)
+  axes = tuple(a % y.ndim for a in axes)
+  shape = [y.shape[a] if a in axes else 1 for a in range(y.ndim)]
+  feature_shape = tuple(y.shape[a] for a in sorted(axes))
+
+  def broadcast(v):
+    v = jnp.asarray(v)
+    if v.size != math.prod(feature_shape):
+      raise ValueError(
+        f'batch_norm_inverse: statistics of shape {v.shape} do not match the '
+        f'feature axes {axes} of outputs of shape {y.shape}')
+    return v.reshape(shape)
+
+  if bias is not None:
+    y = y - broadcast(bias)
+  std = jnp.sqrt(broadcast(var) + epsilon)
+  if scale is not None:
+    std = std / broadcast(scale)
+  return y * std + broadcast(mean)
+
+
 def _value(variable: Any) -> jax.Array | None:
   return None if variable is None else variable[...]
+
+
+def _check_method(method: str) -> None:
+  if method not in METHODS:
+    raise ValueError(f'unknown method {method!r}; valid methods: {list(METHODS)}')
+
+
+# Built-in inverses, registered below through the public registry. Every one
+# has the signature inverse_fn(layer, y, input_shape, *, method, **options).
+
+
+def _unsupported(kind: str) -> ValueError:
+  return ValueError(f'{kind} has no inverse here')
+
+
+def _linear_inverse(layer, y, input_shape, *, method, scaling='auto', eps=1e-8, **options):
+  del input_shape, options
+  kernel, bias = _value(layer.kernel), _value(layer.bias)
+  if method == 'pinv':
+    return dense_pinv(y, kernel, bias)
+  return dense_inverse(y, kernel, bias, scaling=scaling, eps=eps)
+
+
+def _conv_layer_inverse(layer, y, input_shape, *, method, scaling='auto', eps=1e-8,
+                        maxiter=PINV_MAXITER, tol=PINV_TOL, **options):
+  del options
+  if len(input_shape) != 3:
+    raise ValueError(f'only 2D convolutions are supported, input shape {input_shape}')
+  if isinstance(layer.padding, str) and layer.padding.upper() not in ('SAME', 'VALID'):
+    raise _unsupported(f'a convolution with {layer.padding} padding')
+  kernel = _value(layer.kernel)
+  if layer.mask is not None:
+    kernel = kernel * layer.mask
+  common = dict(input_shape=input_shape, strides=layer.strides or 1,
+                padding=layer.padding, kernel_dilation=layer.kernel_dilation or 1)
+  if method == 'pinv':
+    return conv_pinv(y, kernel, _value(layer.bias), input_dilation=layer.input_dilation or 1,
+                     feature_group_count=layer.feature_group_count, maxiter=maxiter,
+                     tol=tol, **common)
+  if layer.feature_group_count != 1:
+    raise ValueError(_no_inverse_message(
+      f'a grouped convolution (feature_group_count={layer.feature_group_count})'))
+  if layer.input_dilation not in (1, None, (1, 1)):
+    raise ValueError(_no_inverse_message('an input-dilated convolution'))
+  return conv_inverse(y, kernel, _value(layer.bias), scaling=scaling, eps=eps, **common)
+
+
+def _batch_norm_layer_inverse(layer, y, input_shape, *, method, **options):
+  del input_shape, method, options
+  if not layer.use_running_average:
+    raise ValueError(
+      'a BatchNorm layer has no inverse in training mode '
+      f'(use_running_average={layer.use_running_average}): its output depends on '
+      'the batch statistics. Call model.eval() (or build it with '
+      'use_running_average=True) to invert it with its running statistics')
+  return batch_norm_inverse(
+    y, _value(layer.mean), _value(layer.var), _value(layer.scale), _value(layer.bias),
+    epsilon=layer.epsilon, axis=layer.axis)
+
+
+def _leaky_relu_module_inverse(layer, y, input_shape, **options):
+  del input_shape, options
+  return leaky_relu_inverse(y, layer.slope)
+
+
+def _leaky_relu_function_inverse(function, y, input_shape, **options):
+  """``jax.nn.leaky_relu`` (slope 0.01) or a partial giving ``negative_slope``."""
+  del input_shape, options
+  slope = _bound_arguments(function).get('negative_slope', 0.01)
+  return leaky_relu_inverse(y, slope)
+
+
+def _pass_through(layer, y, input_shape, **options):
+  del layer, input_shape, options
+  return y
+
+
+def _pool_module_inverse(layer, y, input_shape, **options):
+  del options
+  return pool_inverse(y, input_shape=input_shape, window=layer.window,
+                      strides=layer.strides, padding=layer.padding)
+
+
+def _pool_function_inverse(function, y, input_shape, **options):
+  """``nnx.max_pool``/``nnx.avg_pool`` partials: ``window_shape`` etc. bound."""
+  del options
+  arguments = _bound_arguments(function)
+  if 'window_shape' not in arguments:
+    raise ValueError(
+      f'{unwrap_partial(function).__name__} needs its window_shape: use '
+      'functools.partial(nnx.max_pool, window_shape=(2, 2), strides=(2, 2))')
+  return pool_inverse(
+    y, input_shape=input_shape, window=arguments['window_shape'],
+    strides=arguments.get('strides'), padding=arguments.get('padding', 'VALID'))
+
+
+def _flatten_module_inverse(layer, y, input_shape, **options):
+  del layer, options
+  return flatten_inverse(y, input_shape)
+
+
+def _sequence_inverse(layer, y, input_shape, **options):
+  """A nested sequence: its own backtracking map from its last layer."""
+  return reconstruct(layer, y, -1, input_shape, **options)
+
+
+def _bound_arguments(function: Any) -> dict[str, Any]:
+  """The arguments a ``functools.partial`` (possibly nested) fixes, by name."""
+  partials = []
+  while isinstance(function, functools.partial):
+    partials.append(function)
+    function = function.func
+  args, keywords = (), {}
+  for p in reversed(partials):  # Innermost first.
+    args, keywords = (*args, *p.args), {**keywords, **p.keywords}
+  if not args and not keywords:
+    return {}
+  try:
+    bound = inspect.signature(function).bind_partial(None, *args, **keywords)
+  except (TypeError, ValueError) as e:
+    raise ValueError(f'cannot read the arguments of {function!r}: {e}') from e
+  return {k: v for k, v in list(bound.arguments.items())[1:]}
+
+
+_RESHAPES = frozenset({'reshape', 'squeeze', 'expand_dims'})
+
+
+def _is_reshape(function: Any, input_shape: Sequence[int], dtype: Any) -> bool:
+  """Whether a plain callable only reshapes (e.g. a flattening lambda)."""
+  if isinstance(function, nnx.Module) or not callable(function):
+    return False
+  try:
+    jaxpr = jax.make_jaxpr(function)(jax.ShapeDtypeStruct((2, *input_shape), dtype))
+  except Exception:  # pylint: disable=broad-except
+    return False
+
+  def only_reshapes(jaxpr):
+    for eqn in jaxpr.eqns:
+      inner = eqn.params.get('jaxpr')
+      if inner is not None and eqn.primitive.name in ('jit', 'pjit'):
+        if not only_reshapes(getattr(inner, 'jaxpr', inner)):
+          return False
+      elif eqn.primitive.name not in _RESHAPES:
+        return False
+    return True
+
+  out = jaxpr.out_avals
+  return (only_reshapes(jaxpr.jaxpr) and len(out) == 1 and out[0].shape[0] == 2
+          and out[0].size == 2 * math.prod(input_shape))
+
+
+def _reshape_inverse(function, y, input_shape, **options):
+  del function, options
+  return y.reshape(y.shape[0], *input_shape)
 
 
 def _no_inverse_message(kind: str) -> str:
   return (
     f'{kind} has no inverse (the Bort backtracking map inverts Dense, Conv, '
-    'LeakyReLU, ReLU, pooling, Flatten and Dropout layers only)'
+    'eval-mode BatchNorm, LeakyReLU, ReLU, pooling, Flatten, reshapes and Dropout '
+    'layers, and the ones declared with bort_jax.explain.register_inverse)'
   )
 
 
+def _unregistered_message(label: str, layer: Any) -> str:
+  function = unwrap_partial(layer)
+  if isinstance(layer, nnx.Module) or not callable(layer):
+    what = type(layer).__name__
+  else:
+    what = getattr(function, '__name__', type(function).__name__)
+  return (
+    f'{label} has no inverse: nothing is registered for {what}. Declare one with '
+    f'bort_jax.explain.register_inverse({what}, inverse_fn), where '
+    'inverse_fn(layer, y, input_shape, *, method, **options) returns the '
+    "layer's input [N, *input_shape] from its output y"
+  )
+
+
+def _find_layer_inverse(
+  layer: Any, label: str, input_shape: Sequence[int] | None = None, dtype: Any = jnp.float32
+) -> InverseFn:
+  """The inverse of ``layer``, or a ``ValueError`` naming it and ``register_inverse``."""
+  inverse_fn = find_inverse(layer)
+  if inverse_fn is not None:
+    return inverse_fn
+  if input_shape is not None and _is_reshape(layer, input_shape, dtype):
+    return _reshape_inverse
+  raise ValueError(_unregistered_message(label, layer))
+
+
+for _layer_type, _inverse_fn in (
+  (nnx.Linear, _linear_inverse),
+  (nnx.Conv, _conv_layer_inverse),
+  (nnx.BatchNorm, _batch_norm_layer_inverse),
+  (nnx.Dropout, _pass_through),
+  (LeakyReLU, _leaky_relu_module_inverse),
+  (ReLU, _pass_through),
+  (MaxPool, _pool_module_inverse),
+  (AvgPool, _pool_module_inverse),
+  (Flatten, _flatten_module_inverse),
+  (NamedSequential, _sequence_inverse),
+  (nnx.Sequential, _sequence_inverse),
+  (jax.nn.relu, _pass_through),
+  (jax.nn.leaky_relu, _leaky_relu_function_inverse),
+  (nnx.relu, _pass_through),
+  (nnx.leaky_relu, _leaky_relu_function_inverse),
+  (nnx.max_pool, _pool_function_inverse),
+  (nnx.avg_pool, _pool_function_inverse),
+):
+  register_inverse(_layer_type, _inverse_fn)
+del _layer_type, _inverse_fn
+
+
 def layer_inverse(
-  layer: nnx.Module,
+  layer: Any,
   y: jax.Array,
   input_shape: Sequence[int],
   *,
+  method: Method = 'transpose',
   scaling: Scaling = 'auto',
   eps: float = 1e-8,
+  maxiter: int = PINV_MAXITER,
+  tol: float = PINV_TOL,
+  **options: Any,
 ) -> jax.Array:
-  """Applies the approximate inverse of one layer of an invertible model.
+  """Applies the inverse of one layer, looked up in the registry.
 
   Args:
-    layer: an ``nnx.Linear``, ``nnx.Conv``, ``LeakyReLU``, ``ReLU``,
-      ``MaxPool``, ``AvgPool``, ``Flatten`` or ``nnx.Dropout``.
+    layer: a module (``nnx.Linear``, ``nnx.Conv``, eval-mode
+      ``nnx.BatchNorm``, ``nnx.Dropout``, ``LeakyReLU``, ``ReLU``,
+      ``MaxPool``, ``AvgPool``, ``Flatten``, a nested sequence, or a type
+      given to :func:`~bort_jax.explain.register_inverse`) or a plain
+      function (``nnx.relu``, ``nnx.leaky_relu`` and partials, pooling
+      partials, a reshape).
     y: the layer's outputs ``[N, ...]``.
     input_shape: the shape of one example of the layer's input (no batch axis).
-    scaling: see :func:`unit_scales` (Dense and Conv only).
-    eps: added to the divisors.
+    method: ``'transpose'`` (the Bort paper's transposed weights) or
+      ``'pinv'`` (least squares: :func:`dense_pinv`, :func:`conv_pinv`).
+      Layers with an exact inverse have the same one under both.
+    scaling: see :func:`unit_scales` (``'transpose'``, Dense and Conv only).
+    eps: added to the divisors (``'transpose'``).
+    maxiter, tol: CG iterations and relative tolerance of
+      :func:`conv_pinv` (``'pinv'``).
+    **options: passed on to registered inverses.
 
   Returns:
     ``[N, *input_shape]`` input estimates.
 
   Raises:
-    ValueError: for a layer type with no inverse (e.g. ``nnx.BatchNorm``) or
-      a convolution with feature groups, input dilation or circular padding.
+    ValueError: for a layer with no registered inverse (the message says
+      how to register one), a BatchNorm in training mode, an unknown method,
+      or a convolution the method cannot invert.
 
   Example:
     >>> import jax.numpy as jnp
@@ -471,57 +996,23 @@ def layer_inverse(
     >>> layer_inverse(LeakyReLU(0.5), jnp.array([[-1.0, 2.0]]), (2,))
     Array([[-2.,  2.]], dtype=float32)
   """
+  _check_method(method)
+  _check_scaling(scaling)
   input_shape = tuple(int(s) for s in input_shape)
-  if isinstance(layer, nnx.Linear):
-    return dense_inverse(y, _value(layer.kernel), _value(layer.bias), scaling=scaling, eps=eps)
-  if isinstance(layer, nnx.Conv):
-    if layer.feature_group_count != 1:
-      raise ValueError(_no_inverse_message(
-        f'a grouped convolution (feature_group_count={layer.feature_group_count})'))
-    if layer.input_dilation not in (1, None, (1, 1)):
-      raise ValueError(_no_inverse_message('an input-dilated convolution'))
-    if len(input_shape) != 3:
-      raise ValueError(f'only 2D convolutions are supported, input shape {input_shape}')
-    return conv_inverse(
-      y, _value(layer.kernel), _value(layer.bias), input_shape=input_shape,
-      strides=layer.strides or 1, padding=layer.padding,
-      kernel_dilation=layer.kernel_dilation or 1, scaling=scaling, eps=eps)
-  if isinstance(layer, LeakyReLU):
-    return leaky_relu_inverse(y, layer.slope)
-  if isinstance(layer, (ReLU, nnx.Dropout)):
-    return y
-  if isinstance(layer, (MaxPool, AvgPool)):
-    return pool_inverse(y, input_shape=input_shape, window=layer.window,
-                        strides=layer.strides, padding=layer.padding)
-  if isinstance(layer, Flatten):
-    return flatten_inverse(y, input_shape)
-  raise ValueError(_no_inverse_message(f'a {type(layer).__name__} layer'))
-
-
-def _check_sequence(model: Any) -> None:
-  """Raises a ValueError saying why ``model`` cannot be backtracked."""
-  if isinstance(model, NamedSequential):
-    return
-  kinds = sorted({
-    type(node).__name__
-    for _, node in nnx.iter_graph(model)
-    if isinstance(node, (nnx.BatchNorm, nnx.LayerNorm, nnx.MultiHeadAttention))
-  })
-  detail = f' It contains {", ".join(kinds)} layers, which have no inverse' if kinds else ''
-  raise ValueError(
-    f'{type(model).__name__} is not an invertible layer sequence; reconstruct '
-    'needs a NamedSequential model (MLP, InvertibleCNN, VGG16/InvertibleVGG16).'
-    f'{detail}; residual additions have no inverse either.'
-  )
+  label = f'a {type(layer).__name__} layer' if isinstance(layer, nnx.Module) else (
+    f'the function {describe_layer(layer)}')
+  inverse_fn = _find_layer_inverse(layer, label, input_shape, y.dtype)
+  return inverse_fn(layer, y, input_shape, method=method, scaling=scaling, eps=eps,
+                    maxiter=maxiter, tol=tol, **options)
 
 
 def layer_input_shapes(
-  model: NamedSequential, input_shape: Sequence[int], dtype: Any = jnp.float32
+  model: Any, input_shape: Sequence[int], dtype: Any = jnp.float32
 ) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
   """Per-example ``(input shape, output shape)`` of every layer, abstractly.
 
   Args:
-    model: an invertible model.
+    model: a ``NamedSequential`` or any ``nnx.Sequential``.
     input_shape: one example's shape (no batch axis), e.g. ``(28, 28, 1)``.
     dtype: input dtype.
 
@@ -529,7 +1020,8 @@ def layer_input_shapes(
     One ``(in_shape, out_shape)`` pair per layer, in layer order.
 
   Raises:
-    ValueError: if the model cannot run on inputs of that shape.
+    ValueError: if the model is not a layer chain or cannot run on inputs
+      of that shape.
 
   Example:
     >>> from flax import nnx
@@ -538,123 +1030,160 @@ def layer_input_shapes(
     >>> layer_input_shapes(model, (28, 28, 1))[1]
     ((784,), (256,))
   """
-  _check_sequence(model)
-  input_shape = tuple(int(s) for s in input_shape)
-
-  def run(m, x):
-    shapes = []
-    for layer in m.layers:
-      shapes.append(x)
-      x = layer(x)
-    shapes.append(x)
-    return shapes
-
-  try:
-    structs = jax.eval_shape(run, model, jax.ShapeDtypeStruct((1, *input_shape), dtype))
-  except (TypeError, ValueError) as e:
-    raise ValueError(
-      f'inputs of shape {input_shape} do not fit {type(model).__name__}: {e}'
-    ) from e
-  shapes = [s.shape[1:] for s in structs]
-  return list(zip(shapes[:-1], shapes[1:]))
+  return layer_shapes(model, input_shape, dtype)
 
 
-def invertible_layer_names(model: Any) -> tuple[str, ...]:
-  """Names of the layers :func:`reconstruct` can start from (all of them).
+def invertible_layer_names(
+  model: Any, input_shape: Sequence[int] | None = None
+) -> tuple[str, ...] | tuple[int, ...]:
+  """The layers :func:`reconstruct` can start from: all of them, or an error.
+
+  Args:
+    model: a ``NamedSequential`` or any ``nnx.Sequential``.
+    input_shape: one example's shape; needed only to recognise plain
+      reshaping functions (e.g. ``lambda x: x.reshape(len(x), -1)``) as
+      invertible.
+
+  Returns:
+    The layer names, or ``(0, 1, ..., L - 1)`` for a model without names.
 
   Raises:
-    ValueError: if the model is not an invertible layer sequence.
+    ValueError: if the model is not a layer chain, or a layer has no
+      registered inverse (the message names the first such layer).
+
+  Example:
+    >>> from flax import nnx
+    >>> invertible_layer_names(nnx.Sequential(nnx.Linear(2, 2, rngs=nnx.Rngs(0)), nnx.relu))
+    (0, 1)
   """
-  _check_sequence(model)
-  for name, layer in zip(model.layer_names, model.layers):
-    if not isinstance(layer, (nnx.Linear, nnx.Conv, LeakyReLU, ReLU, MaxPool,
-                              AvgPool, Flatten, nnx.Dropout)):
-      raise ValueError(_no_inverse_message(f'layer {name!r} ({type(layer).__name__})'))
-  return tuple(model.layer_names)
+  layers, names = layer_chain(model)
+  shapes = None if input_shape is None else layer_shapes(model, input_shape)
+  for i, layer in enumerate(layers):
+    _find_layer_inverse(layer, layer_label(model, i), None if shapes is None else shapes[i][0])
+  return names if names is not None else tuple(range(len(layers)))
+
+
+def _is_traced(tree: Any) -> bool:
+  return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(tree))
 
 
 def reconstruct(
-  model: NamedSequential,
+  model: Any,
   representation: jax.Array,
-  layer_name: str,
+  layer_name: LayerRef,
   input_shape: Sequence[int],
   *,
+  method: Method = 'transpose',
   scaling: Scaling = 'auto',
   eps: float = 1e-8,
+  maxiter: int = PINV_MAXITER,
+  tol: float = PINV_TOL,
+  **options: Any,
 ) -> jax.Array:
-  r"""Maps the output of layer ``layer_name`` back to input space.
+  r"""Maps the output of a layer back to input space (the backtracking map).
 
-  Applies :func:`layer_inverse` from ``layer_name`` down to the first layer:
-  :math:`\hat x = g(z) = f_1^{-1}(\cdots f_L^{-1}(z))`. This is the
-  backtracking map of the Bort paper. Jittable with the model as an argument
-  (``layer_name``, ``input_shape`` and ``scaling`` static).
+  Applies :func:`layer_inverse` from the chosen layer down to the first:
+  :math:`\hat x = g(z) = f_1^{-1}(\cdots f_L^{-1}(z))`, the backtracking map
+  of the Bort paper. Every check (layer address, an inverse for every layer,
+  input and representation shapes, method, and, outside ``jit``, an
+  abstract run of the whole map) happens before anything is computed.
+  Jittable with the model as an argument (``layer_name``, ``input_shape``,
+  ``method`` and ``scaling`` static).
 
   Args:
-    model: an invertible model (``MLP``, ``InvertibleCNN``, ``VGG16``,
-      ``InvertibleVGG16`` or any ``NamedSequential``), in eval mode if it has
-      dropout.
-    representation: ``[N, ...]``, the output of layer ``layer_name`` for a
-      batch of ``N`` inputs (or any array of that shape).
-    layer_name: one of ``model.layer_names``.
+    model: our ``NamedSequential`` models (``MLP``, ``InvertibleCNN``,
+      ``VGG16``, ``InvertibleVGG16``) or any ``nnx.Sequential`` whose layers
+      have inverses (built in, or declared with
+      :func:`~bort_jax.explain.register_inverse`), in eval mode.
+    representation: ``[N, ...]``, the output of that layer for a batch of
+      ``N`` inputs (or any array of that shape).
+    layer_name: the layer: a name (models with names) or an index
+      (negative allowed).
     input_shape: one input example's shape, e.g. ``(28, 28, 1)``.
-    scaling: see :func:`unit_scales`.
-    eps: added to the divisors.
+    method: ``'transpose'`` (default: the paper's transposed-weight
+      inverse, exact for orthogonal weights) or ``'pinv'`` (each layer's
+      least-squares inverse: :func:`dense_pinv`, :func:`conv_pinv`; a fair
+      baseline for models not trained with Bort).
+    scaling: see :func:`unit_scales` (``'transpose'``).
+    eps: added to the divisors (``'transpose'``).
+    maxiter, tol: conjugate-gradient iterations and relative tolerance of
+      the convolutions' least-squares inverse (``'pinv'``; see
+      :func:`least_squares_inverse`).
+    **options: passed on to registered inverses.
 
   Returns:
     ``[N, *input_shape]`` reconstructions.
 
   Raises:
-    ValueError: if the model is not an invertible sequence (e.g. a ResNet:
-      BatchNorm, residual additions), the layer name does not exist,
-      ``input_shape`` does not fit the model, or ``representation`` does not
-      have that layer's output shape.
+    ValueError: the model is not a layer chain (e.g. a ResNet), the layer
+      does not exist or the index is out of range, a layer has no inverse,
+      ``input_shape`` does not fit the model, ``representation`` does not
+      have that layer's output shape, or an unknown ``method``/``scaling``.
 
   Example:
-    >>> import jax.numpy as jnp
+    >>> import functools, jax.numpy as jnp
     >>> from flax import nnx
-    >>> from bort_jax.models import create_model
-    >>> model = create_model('mlp', num_classes=10, rngs=nnx.Rngs(0))
-    >>> x = jnp.ones((3, 28, 28, 1))
-    >>> x_hat = reconstruct(model, model.forward_to(x, 'fc1'), 'fc1', (28, 28, 1))
-    >>> x_hat.shape
-    (3, 28, 28, 1)
+    >>> model = nnx.Sequential(
+    ...     nnx.Conv(1, 4, (2, 2), strides=2, rngs=nnx.Rngs(0)),
+    ...     functools.partial(nnx.leaky_relu, negative_slope=0.5))
+    >>> x = jnp.ones((3, 8, 8, 1))
+    >>> reconstruct(model, model(x), -1, (8, 8, 1), method='pinv').shape
+    (3, 8, 8, 1)
   """
+  _check_method(method)
   _check_scaling(scaling)
-  invertible_layer_names(model)
-  stop = model.layer_index(layer_name)
-  shapes = layer_input_shapes(model, input_shape, representation.dtype)
+  layers, _ = layer_chain(model)
+  stop = resolve_layer(model, layer_name)
+  input_shape = tuple(int(s) for s in input_shape)
+  dtype = representation.dtype
+  shapes = layer_shapes(model, input_shape, dtype)
+  inverses = [
+    _find_layer_inverse(layers[i], layer_label(model, i), shapes[i][0], dtype)
+    for i in range(stop + 1)]
   expected = shapes[stop][1]
   if representation.ndim != len(expected) + 1 or representation.shape[1:] != expected:
     raise ValueError(
-      f'representation has shape {tuple(representation.shape)}, but layer '
-      f'{layer_name!r} outputs [N, *{expected}] for inputs of shape '
-      f'{tuple(input_shape)}'
+      f'representation has shape {tuple(representation.shape)}, but '
+      f'{layer_label(model, stop)} outputs [N, *{expected}] for inputs of shape '
+      f'{input_shape}; expected {("N", *expected)}'
     )
-  y = representation
-  for i in range(stop, -1, -1):
-    y = layer_inverse(model.layers[i], y, shapes[i][0], scaling=scaling, eps=eps)
-  return y
+  settings = dict(method=method, scaling=scaling, eps=eps, maxiter=maxiter, tol=tol,
+                  **options)
+
+  def backtrack(model, y):
+    layers = layer_chain(model).layers
+    for i in range(stop, -1, -1):
+      y = inverses[i](layers[i], y, shapes[i][0], **settings)
+      if tuple(y.shape[1:]) != shapes[i][0]:
+        raise ValueError(
+          f'the inverse of {layer_label(model, i)} returned shape {tuple(y.shape)}, '
+          f'expected [N, *{shapes[i][0]}]')
+    return y
+
+  if not _is_traced((model, representation)):
+    jax.eval_shape(backtrack, model, representation)  # Fail before computing.
+  return backtrack(model, representation)
 
 
 def reconstruct_all(
-  model: NamedSequential,
+  model: Any,
   x: jax.Array,
-  layer_names: Sequence[str] | None = None,
-  *,
-  scaling: Scaling = 'auto',
-  eps: float = 1e-8,
-) -> dict[str, jax.Array]:
+  layer_names: Sequence[LayerRef] | None = None,
+  **options: Any,
+) -> dict[LayerRef, jax.Array]:
   """Runs ``x`` forward and reconstructs it from each layer in ``layer_names``.
 
   Args:
-    model: an invertible model.
+    model: an invertible model (see :func:`reconstruct`).
     x: ``[N, *input_shape]`` inputs.
-    layer_names: layers to reconstruct from (default: all).
-    scaling: see :func:`unit_scales`.
-    eps: added to the divisors.
+    layer_names: layers to reconstruct from, names or indices (default:
+      all, by name, or by index for a model without names).
+    **options: ``method``, ``scaling``, ``eps``, ``maxiter``, ``tol``... of
+      :func:`reconstruct`.
 
   Returns:
-    ``{layer_name: [N, *input_shape] reconstruction}`` in layer order.
+    ``{layer: [N, *input_shape] reconstruction}`` in layer order, keyed as
+    given.
 
   Example:
     >>> import jax.numpy as jnp
@@ -664,12 +1193,13 @@ def reconstruct_all(
     >>> sorted(reconstruct_all(model, jnp.ones((1, 784)), ['fc1', 'fc1_relu']))
     ['fc1', 'fc1_relu']
   """
-  invertible_layer_names(model)
-  names = model.layer_names if layer_names is None else tuple(layer_names)
-  for name in names:
-    model.layer_index(name)
-  outputs = model.intermediates(x)
-  return {
-    name: reconstruct(model, outputs[name], name, x.shape[1:], scaling=scaling, eps=eps)
-    for name in model.layer_names if name in names
-  }
+  layers, names = layer_chain(model)
+  if layer_names is None:
+    layer_names = names if names is not None else tuple(range(len(layers)))
+  indices = {resolve_layer(model, layer): layer for layer in layer_names}
+  outputs, y = {}, x
+  for i, layer in enumerate(layers[: max(indices, default=-1) + 1]):
+    y = layer(y)
+    if i in indices:
+      outputs[indices[i]] = reconstruct(model, y, i, x.shape[1:], **options)
+  return outputs

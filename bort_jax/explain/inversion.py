@@ -2,8 +2,9 @@ r"""Optimisation-based representation inversion (the non-Bort baseline).
 
 After Mahendran and Vedaldi (2015), "Understanding deep image representations
 by inverting them": find an input whose representation matches the given one,
-regularised by a total-variation prior and a norm prior. Works for any model
-with a ``forward_to`` (no layer inverse needed), at the cost of
+regularised by a total-variation prior and a norm prior. Works for any layer
+chain (our ``NamedSequential`` models, any ``nnx.Sequential``; no layer
+inverse needed), at the cost of
 ``num_steps`` forward and backward passes; the Bort reconstruction
 (:func:`bort_jax.explain.inverse.reconstruct`) is one backward sweep with
 transposed weights. Per example,
@@ -27,6 +28,8 @@ import jax
 import jax.numpy as jnp
 import optax
 from jax import lax
+
+from bort_jax.explain import chain
 
 __all__ = ['invert_by_optimization', 'total_variation']
 
@@ -62,7 +65,7 @@ def total_variation(x: jax.Array, beta: float = 2.0) -> jax.Array:
 def invert_by_optimization(
   model: Any,
   representation: jax.Array,
-  layer_name: str,
+  layer_name: chain.LayerRef,
   input_shape: Sequence[int],
   key: jax.Array,
   *,
@@ -78,10 +81,11 @@ def invert_by_optimization(
   r"""Reconstructs inputs from a representation by gradient descent on the input.
 
   Args:
-    model: any model with ``forward_to(x, layer_name)`` (e.g. a
-      ``NamedSequential``).
+    model: a layer chain: one of our ``NamedSequential`` models or any
+      ``nnx.Sequential`` (its layers need no inverse).
     representation: ``[N, ...]`` outputs of ``layer_name``.
-    layer_name: the layer that produced ``representation``.
+    layer_name: the layer that produced ``representation``, by name or index
+      (negative allowed).
     input_shape: one input example's shape, e.g. ``(28, 28, 1)``.
     key: PRNG key of the random start.
     num_steps: Adam steps.
@@ -96,8 +100,8 @@ def invert_by_optimization(
     ``[N, *input_shape]`` reconstructions.
 
   Raises:
-    ValueError: unknown layer, or a representation that does not have the
-      layer's output shape.
+    ValueError: unknown layer or index out of range, or a representation
+      that does not have the layer's output shape.
 
   Example:
     >>> import jax, jax.numpy as jnp
@@ -110,11 +114,9 @@ def invert_by_optimization(
     (2, 28, 28, 1)
   """
   input_shape = tuple(int(s) for s in input_shape)
-  model.layer_index(layer_name)
-  expected = jax.eval_shape(
-    lambda m, x: m.forward_to(x, layer_name), model,
-    jax.ShapeDtypeStruct((1, *input_shape), representation.dtype)).shape[1:]
-  if representation.shape[1:] != expected:
+  index = chain.resolve_layer(model, layer_name)
+  expected = chain.layer_shapes(model, input_shape, representation.dtype)[index][1]
+  if representation.ndim != len(expected) + 1 or representation.shape[1:] != expected:
     raise ValueError(
       f'representation has shape {tuple(representation.shape)}, but layer '
       f'{layer_name!r} outputs [N, *{expected}] for inputs of shape {input_shape}')
@@ -124,7 +126,7 @@ def invert_by_optimization(
   images = len(input_shape) == 3
 
   def loss_fn(x):
-    z = model.forward_to(x, layer_name).reshape(n, -1)
+    z = chain.forward_to(model, x, index).reshape(n, -1)
     loss = jnp.sum(jnp.square(z - target), axis=-1) / target_norm
     loss += l2_weight * jnp.sum(jnp.square(x.reshape(n, -1)), axis=-1) / x[0].size
     if images:

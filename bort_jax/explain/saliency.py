@@ -10,7 +10,9 @@ r"""Saliency maps: Bort's backtracking (SAT) and gradient baselines.
   :func:`integrated_gradients` (Sundararajan et al. 2017).
 
 All functions take the model (an NNX module, passed as an argument so that
-``jax.jit`` traces its parameters) and arrays, and are batched over examples
+``jax.jit`` traces its parameters; the backtracking procedures take our
+``NamedSequential`` models or any ``nnx.Sequential``, a layer by name or
+index) and arrays, and are batched over examples
 with ``vmap``/``lax.map`` rather than Python loops. Images are NHWC. Reduce
 the gradient attributions ``[N, H, W, C]`` to maps with
 :func:`attribution_map`.
@@ -18,13 +20,14 @@ the gradient attributions ``[N, H, W, C]`` to maps with
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
+from bort_jax.explain import chain
 from bort_jax.explain import inverse
 
 __all__ = [
@@ -69,10 +72,15 @@ def resolve_k(k: int | None, channels: int) -> int:
   return k
 
 
-def _check_spatial(model: Any, x: jax.Array, layer_name: str) -> tuple[int, ...]:
+def _output_shape(model: Any, x: jax.Array, layer_name: chain.LayerRef) -> tuple[int, ...]:
+  """The layer's per-example output shape (checks the layer and ``x``)."""
+  index = chain.resolve_layer(model, layer_name)
+  return chain.layer_shapes(model, x.shape[1:], x.dtype)[index][1]
+
+
+def _check_spatial(model: Any, x: jax.Array, layer_name: chain.LayerRef) -> tuple[int, ...]:
   """The layer's per-example output shape; must be ``(h, w, C)``."""
-  shapes = inverse.layer_input_shapes(model, x.shape[1:], x.dtype)
-  out = shapes[model.layer_index(layer_name)][1]
+  out = _output_shape(model, x, layer_name)
   if len(out) != 3:
     raise ValueError(
       f'layer {layer_name!r} outputs shape {out}; backtracking saliency needs a '
@@ -81,16 +89,36 @@ def _check_spatial(model: Any, x: jax.Array, layer_name: str) -> tuple[int, ...]
   return out
 
 
+def _backtracking_map(
+  model: Any,
+  layer_name: chain.LayerRef,
+  input_shape: tuple[int, ...],
+  method: str,
+  scaling: str,
+  inverse_options: Mapping[str, Any] | None,
+) -> Callable[[jax.Array], jax.Array]:
+  """``g``: :func:`~bort_jax.explain.inverse.reconstruct` from the layer."""
+  options = dict(inverse_options or {})
+
+  def g(maps):
+    return inverse.reconstruct(model, maps, layer_name, input_shape, method=method,
+                               scaling=scaling, **options)
+
+  return g
+
+
 def backtracking_saliency(
   model: Any,
   x: jax.Array,
-  layer_name: str,
+  layer_name: chain.LayerRef,
   *,
   k: int | None = None,
   impulse: float = SAT_B,
   tau: float = SAT_TAU,
   drop_border: bool = True,
+  method: inverse.Method = 'transpose',
   scaling: inverse.Scaling = 'auto',
+  inverse_options: Mapping[str, Any] | None = None,
   batch_size: int | None = 8,
 ) -> jax.Array:
   r"""The Bort paper's backtracking saliency (Algorithm 1, "SAT").
@@ -116,16 +144,21 @@ def backtracking_saliency(
   maximum is on the border the map is all zero.
 
   Args:
-    model: an invertible model.
+    model: an invertible model: one of ours, or any ``nnx.Sequential`` whose
+      layers have inverses (see :func:`~bort_jax.explain.inverse.reconstruct`).
     x: ``[N, H, W, C_in]`` inputs.
-    layer_name: a layer with a spatial output ``(h, w, C)``, e.g.
-      ``'down2_lrelu'`` of the ``InvertibleCNN``.
+    layer_name: a layer with a spatial output ``(h, w, C)``, by name or index,
+      e.g. ``'down2_lrelu'`` of the ``InvertibleCNN``.
     k: channels kept; ``None`` (default) is the paper's 256 lowered to the
       channel count (see :func:`resolve_k`).
     impulse: :math:`B` (paper: 1000).
     tau: :math:`\tau` (paper: 3).
     drop_border: drop channels whose maximum lies on the border.
+    method: the layer inverses of :math:`g`, ``'transpose'`` (the paper's)
+      or ``'pinv'`` (least squares).
     scaling: layer-inverse scaling, see :func:`~bort_jax.explain.inverse.unit_scales`.
+    inverse_options: more keyword arguments of
+      :func:`~bort_jax.explain.inverse.reconstruct` (e.g. ``maxiter``, ``tol``).
     batch_size: examples backtracked at once (each needs ``k`` passes through
       :math:`g`); ``None``: all.
 
@@ -146,12 +179,8 @@ def backtracking_saliency(
   """
   h, w, channels = _check_spatial(model, x, layer_name)
   k = resolve_k(k, channels)
-  input_shape = x.shape[1:]
-  z = model.forward_to(x, layer_name)
-
-  def g(maps):
-    return inverse.reconstruct(model, maps, layer_name, input_shape, scaling=scaling)
-
+  g = _backtracking_map(model, layer_name, x.shape[1:], method, scaling, inverse_options)
+  z = chain.forward_to(model, x, layer_name)
   base = g(jnp.zeros((1, h, w, channels), x.dtype))[0]
 
   def one(z_n):
@@ -179,10 +208,12 @@ def backtracking_saliency(
 def feature_visualization(
   model: Any,
   x: jax.Array,
-  layer_name: str,
+  layer_name: chain.LayerRef,
   channel: int | jax.Array,
   *,
+  method: inverse.Method = 'transpose',
   scaling: inverse.Scaling = 'auto',
+  inverse_options: Mapping[str, Any] | None = None,
 ) -> jax.Array:
   r"""Backtracks one channel of a representation to input space.
 
@@ -192,11 +223,15 @@ def feature_visualization(
   each example.
 
   Args:
-    model: an invertible model.
+    model: an invertible model (ours, or an ``nnx.Sequential``).
     x: ``[N, ...]`` inputs.
-    layer_name: the layer whose output is backtracked (last axis = channels).
+    layer_name: the layer whose output is backtracked (last axis =
+      channels), by name or index.
     channel: an int, or ``[N]`` ints (one channel per example).
+    method: ``'transpose'`` or ``'pinv'`` layer inverses.
     scaling: layer-inverse scaling.
+    inverse_options: more keyword arguments of
+      :func:`~bort_jax.explain.inverse.reconstruct`.
 
   Returns:
     ``[N, ...]`` like ``x``.
@@ -212,16 +247,15 @@ def feature_visualization(
     >>> feature_visualization(model, jnp.ones((2, 28, 28, 1)), 'down2_lrelu', 3).shape
     (2, 28, 28, 1)
   """
-  shapes = inverse.layer_input_shapes(model, x.shape[1:], x.dtype)
-  out = shapes[model.layer_index(layer_name)][1]
+  out = _output_shape(model, x, layer_name)
   channels = out[-1]
   if isinstance(channel, int) and not 0 <= channel < channels:
     raise ValueError(f'channel {channel} is out of range: layer {layer_name!r} has {channels}')
-  z = model.forward_to(x, layer_name)
+  g = _backtracking_map(model, layer_name, x.shape[1:], method, scaling, inverse_options)
+  z = chain.forward_to(model, x, layer_name)
   channel = jnp.broadcast_to(jnp.asarray(channel), (x.shape[0],))
   keep = jax.nn.one_hot(channel, channels, dtype=z.dtype)
   keep = keep.reshape(x.shape[0], *([1] * (len(out) - 1)), channels)
-  g = lambda maps: inverse.reconstruct(model, maps, layer_name, x.shape[1:], scaling=scaling)
   return g(z * keep) - g(jnp.zeros((1, *out), z.dtype))
 
 
