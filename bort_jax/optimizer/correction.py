@@ -28,6 +28,7 @@ l1-col        :math:`W (\mathrm{sign}(W^\top W - aI)\odot I)`   diagonal only
 
 from __future__ import annotations
 
+import math
 from typing import Literal, Union
 
 import jax
@@ -41,6 +42,7 @@ except ImportError:  # pragma: no cover - older/newer JAX layouts
   from jax._src.core import Tracer
 
 from bort_jax.optimizer import layout
+from bort_jax.optimizer import placement
 
 MODES = ('l2-full', 'l2-row', 'l2-col', 'l1-fullrow', 'l1-fullcol', 'l1-row', 'l1-col')
 ADAPTIVE = 'adaptive'
@@ -58,16 +60,25 @@ def check_mode(mode: str) -> None:
 def concrete_scalar(value, name: str) -> float | None:
   """``value`` as a Python float, or ``None`` when it is traced (unknown yet).
 
+  Any real scalar is accepted: Python and NumPy numbers and 0-d JAX arrays of
+  any integer or floating dtype, ``bfloat16`` and ``float16`` included (what
+  ``optax.inject_hyperparams`` makes of a hyperparameter for a bf16 model).
+
   Raises:
-    ValueError: ``value`` is not a real scalar.
+    ValueError: ``value`` is not a real scalar, or is NaN or infinite.
   """
   if isinstance(value, Tracer):
     return None
-  array = np.asarray(value)
-  if isinstance(value, bool) or array.ndim != 0 or not (
-      np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+  dtype = getattr(value, 'dtype', None)
+  if dtype is None:
+    dtype = np.asarray(value).dtype
+  if isinstance(value, (bool, np.bool_)) or np.ndim(value) != 0 or not (
+      jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.floating)):
     raise ValueError(f'{name} must be a real scalar, got {value!r}.')
-  return float(array)
+  number = float(value)
+  if not math.isfinite(number):
+    raise ValueError(f'{name} must be finite, got {value!r}.')
+  return number
 
 
 def check_amplitude(amplitude: Amplitude) -> None:
@@ -89,8 +100,38 @@ def check_amplitude(amplitude: Amplitude) -> None:
     raise ValueError(f'amplitude must be positive (or {ADAPTIVE!r}), got {amplitude!r}.')
 
 
+def check_complex_mode(mode: str, dtype, name: str = 'kernel') -> None:
+  """Raises ``ValueError`` for a complex kernel under an ``l1`` mode.
+
+  The ``l2`` modes are gradients of real penalties and have the Hermitian
+  form for complex kernels; the ``l1`` modes take the sign of a Gram matrix,
+  which has no meaning for a complex Gram matrix.
+  """
+  if jnp.issubdtype(dtype, jnp.complexfloating) and mode.startswith('l1'):
+    raise ValueError(
+        f'{name} is complex ({jnp.dtype(dtype)}): mode {mode!r} takes the sign '
+        'of a Gram matrix and is defined for real kernels only; use an l2 mode '
+        'or leave the kernel out of the mask.'
+    )
+
+
 def _matmul(a: Array, b: Array, precision) -> Array:
   return jnp.matmul(a, b, precision=precision)
+
+
+def _squared_magnitude(matrices: Array) -> Array:
+  """:math:`|m|^2` entrywise, real for real or complex ``matrices``."""
+  if jnp.issubdtype(matrices.dtype, jnp.complexfloating):
+    return jnp.square(matrices.real) + jnp.square(matrices.imag)
+  return jnp.square(matrices)
+
+
+def _adjoint(matrices: Array) -> Array:
+  r""":math:`M^H` over the last two axes (:math:`M^\top` for real ``M``)."""
+  adjoint = jnp.swapaxes(matrices, -1, -2)
+  if jnp.issubdtype(matrices.dtype, jnp.complexfloating):
+    adjoint = jnp.conj(adjoint)
+  return adjoint
 
 
 def resolve_amplitude(matrices: Array, amplitude: Amplitude) -> Array:
@@ -103,8 +144,9 @@ def resolve_amplitude(matrices: Array, amplitude: Amplitude) -> Array:
     An array broadcastable against ``matrices`` (shape ``[..., 1, 1]``).
   """
   if isinstance(amplitude, str):
-    unit_norms = jnp.sqrt(jnp.sum(jnp.square(matrices), axis=-2))
-    return jnp.square(jnp.mean(unit_norms, axis=-1))[..., None, None]
+    unit_norms = jnp.sqrt(jnp.sum(_squared_magnitude(matrices), axis=-2))
+    return jnp.square(jnp.mean(unit_norms, axis=-1))[..., None, None].astype(
+        matrices.dtype)
   return jnp.asarray(amplitude, matrices.dtype).reshape((1,) * matrices.ndim)
 
 
@@ -117,6 +159,12 @@ def matrix_correction(
 ) -> Array:
   r""":math:`\Delta` for a stack of matrices whose columns are output units.
 
+  For complex matrices the ``l2`` modes use the conjugate transpose:
+  ``l2-full`` is :math:`M(M^H M) - aM`, the steepest-ascent direction of
+  :math:`\tfrac14\lVert M^H M - aI\rVert_F^2` (``jax.grad`` of that penalty
+  returns its complex conjugate); ``l2-row``/``l2-col`` use :math:`|m|^2`.
+  The ``l1`` modes are defined for real matrices only.
+
   Args:
     matrices: array ``[..., fan_in, out]``; leading axes are independent
       matrices.
@@ -127,6 +175,9 @@ def matrix_correction(
   Returns:
     :math:`\Delta(M)` with the shape and dtype of ``matrices``.
 
+  Raises:
+    ValueError: an unknown mode, or an ``l1`` mode on complex matrices.
+
   Example:
     >>> import jax.numpy as jnp
     >>> m = jnp.eye(3, 2) * 2.0
@@ -136,9 +187,10 @@ def matrix_correction(
            [0., 0.]], dtype=float32)
   """
   check_mode(mode)
+  check_complex_mode(mode, matrices.dtype, 'matrices')
   n, d = matrices.shape[-2:]
   a = resolve_amplitude(matrices, amplitude)
-  t = lambda x: jnp.swapaxes(x, -1, -2)
+  t = _adjoint
 
   if mode == 'l2-full':
     if d <= n:
@@ -147,10 +199,10 @@ def matrix_correction(
       cubic = _matmul(_matmul(matrices, t(matrices), precision), matrices, precision)
     return cubic - a * matrices
   if mode in ('l2-row', 'l1-row'):
-    excess = jnp.sum(jnp.square(matrices), axis=-2, keepdims=True) - a
+    excess = jnp.sum(_squared_magnitude(matrices), axis=-2, keepdims=True) - a
     return matrices * (excess if mode == 'l2-row' else jnp.sign(excess))
   if mode in ('l2-col', 'l1-col'):
-    excess = jnp.sum(jnp.square(matrices), axis=-1, keepdims=True) - a
+    excess = jnp.sum(_squared_magnitude(matrices), axis=-1, keepdims=True) - a
     return matrices * (excess if mode == 'l2-col' else jnp.sign(excess))
   if mode == 'l1-fullrow':
     gram = _matmul(t(matrices), matrices, precision)
@@ -208,6 +260,10 @@ def bort_correction(
     dimension_numbers = layout.BortDimensionNumbers()
   layout.check_dimension_numbers(dimension_numbers)
   layout.normalized_axes(kernel.shape, dimension_numbers)
-  matrices = layout.to_matrices(kernel.astype(compute_dtype(kernel.dtype)), dimension_numbers)
+  check_complex_mode(mode, kernel.dtype)
+  spec = placement.explicit_spec(kernel)
+  matrices = layout.to_matrices(
+      placement.to_replicated(kernel.astype(compute_dtype(kernel.dtype))), dimension_numbers)
   delta = matrix_correction(matrices, amplitude=amplitude, mode=mode, precision=precision)
-  return layout.from_matrices(delta, kernel.shape, dimension_numbers).astype(kernel.dtype)
+  delta = layout.from_matrices(delta, kernel.shape, dimension_numbers).astype(kernel.dtype)
+  return placement.to_sharding(delta, spec)

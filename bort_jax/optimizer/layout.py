@@ -14,6 +14,7 @@ import math
 from typing import NamedTuple, Sequence
 
 import jax.numpy as jnp
+import numpy as np
 from jax import Array
 
 
@@ -43,10 +44,19 @@ class BortDimensionNumbers(NamedTuple):
   batch_axis: int | Sequence[int] = ()
 
 
+def _is_integer(axis) -> bool:
+  return isinstance(axis, (int, np.integer)) and not isinstance(axis, (bool, np.bool_))
+
+
 def _as_axes(axes: int | Sequence[int]) -> tuple[int, ...]:
-  if isinstance(axes, int):
-    return (axes,)
-  return tuple(axes)
+  """``axes`` as a tuple of ints; anything else is a clear ``ValueError``."""
+  if _is_integer(axes):
+    return (int(axes),)
+  if isinstance(axes, (str, bytes)) or not isinstance(axes, Sequence):
+    raise ValueError(f'Bort dimension numbers: axes must be integers, got {axes!r}.')
+  if not all(_is_integer(axis) for axis in axes):
+    raise ValueError(f'Bort dimension numbers: axes must be integers, got {axes!r}.')
+  return tuple(int(axis) for axis in axes)
 
 
 def check_dimension_numbers(dimension_numbers: BortDimensionNumbers) -> None:

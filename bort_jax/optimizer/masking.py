@@ -59,6 +59,12 @@ def _is_floating(leaf) -> bool:
   return dtype is not None and jnp.issubdtype(dtype, jnp.floating)
 
 
+def _is_inexact(leaf) -> bool:
+  """Real or complex floating point: what an explicit mask may select."""
+  dtype = getattr(leaf, 'dtype', None)
+  return dtype is not None and jnp.issubdtype(dtype, jnp.inexact)
+
+
 def is_kernel(path, leaf) -> bool:
   """Whether a leaf is a floating-point Dense/Conv/attention kernel."""
   names = path_names(path)
@@ -238,7 +244,9 @@ def select_leaves(
     ``(leaves, treedef, selected)``: the flattened params, their treedef, and
     one :class:`SelectedLeaf` per constrained leaf.
 
-  Non-floating leaves are never selected, whatever the mask says.
+  Integer and boolean leaves are never selected, whatever the mask says.
+  Complex leaves are selected only by an explicit mask (the default mask
+  takes real floating kernels).
 
   Raises:
     ValueError: a selected floating leaf has fewer than two dimensions, has no
@@ -270,7 +278,7 @@ def select_leaves(
     if not chosen:
       continue
     name = path_string(path) or '<root>'
-    if not _is_floating(leaf):
+    if not _is_inexact(leaf):
       continue  # integer/bool leaves are never constrained, whatever the mask says
     if leaf.ndim < 2:
       raise ValueError(

@@ -21,6 +21,7 @@ from optax._src import base as optax_base
 from bort_jax.optimizer import correction
 from bort_jax.optimizer import layout
 from bort_jax.optimizer import masking
+from bort_jax.optimizer import placement
 
 ScalarOrSchedule = optax.ScalarOrSchedule
 
@@ -48,27 +49,40 @@ def grouped_corrections(
     amplitude: correction.Amplitude,
     mode: correction.Mode,
     precision: jax.lax.PrecisionLike = None,
-    batch_kernels: bool = False,
+    batch_kernels: bool = True,
 ) -> list[chex.Array]:
-  r""":math:`\Delta` for many kernels, optionally batched by matrix shape.
+  r""":math:`\Delta` for many kernels, batched where that moves no data.
 
   With ``batch_kernels``, kernels whose matrices ``[fan_in, out]`` have equal
-  shapes (ResNet stages, transformer blocks) are stacked and corrected
-  together, so the device runs a few large batched matmuls rather than a pair
-  of small ones per kernel. Without it, each kernel is corrected on its own
-  (and keeps whatever sharding it has). Matrices are computed in at least
-  float32.
+  shapes and dtypes (ResNet stages, transformer blocks) *and* the same
+  placement are stacked and corrected together, so the device runs a few
+  large batched matmuls rather than a pair of small ones per kernel. The same
+  placement means: the computation runs on one device, or the kernels have the
+  same ``PartitionSpec`` over an explicit-axes mesh. Kernels whose sharding
+  the compiler chooses (auto mesh axes, not visible while tracing) are
+  corrected one by one, so that each keeps its own sharding. Without
+  ``batch_kernels`` every kernel is corrected on its own.
+
+  Under an explicit-axes mesh a sharded kernel is replicated for its
+  correction and :math:`\Delta` is resharded to the kernel's own
+  ``PartitionSpec`` (see :mod:`bort_jax.optimizer.placement`). Matrices are
+  computed in at least float32.
 
   Returns:
-    One :math:`\Delta` per kernel, in the kernel's shape, in the compute dtype.
+    One :math:`\Delta` per kernel, in the kernel's shape and sharding, in the
+    compute dtype.
   """
+  specs = [placement.explicit_spec(k) for k in kernels]
   matrices = [
-      layout.to_matrices(k.astype(correction.compute_dtype(k.dtype)), dn)
+      layout.to_matrices(
+          placement.to_replicated(k.astype(correction.compute_dtype(k.dtype))), dn)
       for k, dn in zip(kernels, dimension_numbers)
   ]
   groups = collections.defaultdict(list)
-  for position, m in enumerate(matrices):
-    groups[(m.shape[1:], m.dtype) if batch_kernels else position].append(position)
+  for position, (kernel, m) in enumerate(zip(kernels, matrices)):
+    where = placement.placement_key(kernel) if batch_kernels else None
+    key = (m.shape[1:], m.dtype, where) if where is not None else position
+    groups[key].append(position)
 
   deltas: list[Any] = [None] * len(kernels)
   for positions in groups.values():
@@ -79,8 +93,10 @@ def grouped_corrections(
     offset = 0
     for p in positions:
       size = matrices[p].shape[0]
-      deltas[p] = layout.from_matrices(
-          delta[offset:offset + size], kernels[p].shape, dimension_numbers[p])
+      deltas[p] = placement.to_sharding(
+          layout.from_matrices(
+              delta[offset:offset + size], kernels[p].shape, dimension_numbers[p]),
+          specs[p])
       offset += size
   return deltas
 
@@ -93,7 +109,7 @@ def add_bort_correction(
     mask: masking.MaskOrFn | None = None,
     dimension_numbers: masking.DimensionNumbersOrFn | None = None,
     precision: jax.lax.PrecisionLike = None,
-    batch_kernels: bool = False,
+    batch_kernels: bool = True,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Adds Bort's bounded-orthogonality term to the updates.
 
@@ -153,9 +169,14 @@ def add_bort_correction(
   masking.check_dimension_numbers_argument(dimension_numbers)
   is_schedule = callable(gamma)
 
+  def check_selected(params):
+    leaves, _, selected = masking.select_leaves(params, mask, dimension_numbers)
+    for s in selected:
+      correction.check_complex_mode(mode, leaves[s.index].dtype, s.path)
+    return leaves, selected
+
   def init_fn(params):
-    if mask is None or callable(mask):
-      masking.select_leaves(params, mask, dimension_numbers)
+    check_selected(params)  # a mask or dimension numbers that do not fit fail here
     if is_schedule:
       return AddBortCorrectionState(count=jnp.zeros([], jnp.int32))
     return optax.EmptyState()
@@ -169,9 +190,10 @@ def add_bort_correction(
       state = AddBortCorrectionState(count=optax.safe_increment(state.count))
     else:
       coefficient = gamma
-    leaves, treedef, selected = masking.select_leaves(params, mask, dimension_numbers)
+    leaves, selected = check_selected(params)
     if not selected:
       return updates, state
+    treedef = jax.tree_util.tree_structure(params)
     update_leaves = treedef.flatten_up_to(updates)
     deltas = grouped_corrections(
         [leaves[s.index] for s in selected],
@@ -183,6 +205,7 @@ def add_bort_correction(
     )
     for s, delta in zip(selected, deltas):
       update = update_leaves[s.index]
+      delta = placement.to_sharding(delta, placement.explicit_spec(update))
       update_leaves[s.index] = (update + coefficient * delta).astype(update.dtype)
     return treedef.unflatten(update_leaves), state
 
@@ -203,7 +226,7 @@ def bort_sgd(
     weight_decay_mask: Any = None,
     accumulator_dtype: Any = None,
     precision: jax.lax.PrecisionLike = None,
-    batch_kernels: bool = False,
+    batch_kernels: bool = True,
 ) -> optax.GradientTransformationExtraArgs:
   r"""BortS: SGD with the Bort term coupled to the gradient.
 
@@ -272,7 +295,7 @@ def bort_adamw(
     weight_decay_mask: Any = None,
     mu_dtype: Any = None,
     precision: jax.lax.PrecisionLike = None,
-    batch_kernels: bool = False,
+    batch_kernels: bool = True,
 ) -> optax.GradientTransformationExtraArgs:
   r"""BortA: AdamW with the Bort term decoupled, like AdamW's weight decay.
 

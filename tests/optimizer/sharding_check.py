@@ -32,9 +32,9 @@ NUM_DEVICES = 8
 
 # leaf -> (shape, partition spec over the mesh axis 'x' of 8 devices)
 LAYOUT = {
-    # The three (16, 8) kernels have equal matrix shapes, so the optimizer
-    # corrects them in one concatenated batch although they are sharded
-    # differently.
+    # The three (16, 8) kernels have equal matrix shapes but the compiler
+    # chooses their shardings (auto axes): the default batching must leave
+    # them one by one, so that each keeps its own sharding.
     'out_sharded': {'kernel': ((16, 8), P(None, 'x')), 'bias': ((8,), P('x'))},
     'fan_in_sharded': {'kernel': ((16, 8), P('x', None))},
     'replicated': {'kernel': ((16, 8), P()), 'bias': ((8,), P())},

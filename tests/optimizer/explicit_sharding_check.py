@@ -1,0 +1,199 @@
+"""Bort on a 2 x 4 mesh of 8 CPU devices, explicit and auto axes.
+
+Run by ``test_explicit_sharding.py`` in a subprocess with
+``XLA_FLAGS=--xla_force_host_platform_device_count=8``; it can be run by hand
+the same way. Dense and Conv kernels are sharded on their fan-in, on their
+output axis, or on both, over a ``('data', 'model')`` mesh, and jitted steps of
+``bort_sgd``, ``bort_adamw`` and ``add_bort_correction`` chained with Lion run
+in three placements:
+
+* ``explicit``: ``jax.make_mesh(..., axis_types=(Explicit, Explicit))`` and
+  ``jax.set_mesh``, with kernels batched (the default) and one by one;
+* ``auto``: the same mesh with auto axes (``jax.device_put`` with
+  ``NamedSharding``), with the default options;
+* ``single``: one device, one by one: the reference values.
+
+Every step is waited for. Prints one JSON document on the last line of stdout:
+``{"device_count", "records": [...], "concatenates": {...}}``; each record has
+``optimizer, variant, step, kind, leaf, expected, got, equivalent`` and, for
+params and updates, ``max_abs_diff`` and ``max_abs_value`` against the
+single-device run. ``concatenates`` lists the result types of the
+``concatenate`` operations in each explicit variant's jaxpr (batched kernels
+are stacked by one).
+"""
+
+import json
+import re
+
+import jax
+import numpy as np
+import optax
+from jax.sharding import AxisType
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+import bort_jax
+
+NUM_STEPS = 2
+NUM_DEVICES = 8
+MESH_SHAPE = (2, 4)
+AXES = ('data', 'model')
+
+# leaf -> (shape, partition spec over ('data': 2, 'model': 4)).
+LAYOUT = {
+    'dense_out': {'kernel': ((16, 8), P(None, 'model')), 'bias': ((8,), P('model'))},
+    # Same matrix shape and spec as dense_out: batched with it by default.
+    'dense_out_twin': {'kernel': ((16, 8), P(None, 'model'))},
+    'dense_fan_in': {'kernel': ((16, 8), P('data', None))},
+    'dense_both': {'kernel': ((16, 8), P('data', 'model'))},
+    'dense_replicated': {'kernel': ((16, 8), P())},
+    'wide_out': {'kernel': ((4, 16), P(None, 'model'))},  # Gram on the fan-in side
+    'conv_out': {'kernel': ((3, 3, 4, 8), P(None, None, None, 'model'))},
+    'conv_fan_in': {'kernel': ((3, 3, 4, 8), P(None, None, 'model', None))},
+    'conv_both': {'kernel': ((3, 3, 4, 8), P(None, None, 'data', 'model'))},
+}
+
+OPTIMIZERS = {
+    'bort_sgd': lambda batch: bort_jax.bort_sgd(
+        1e-2, gamma=0.05, momentum=0.9, weight_decay=1e-3, amplitude='adaptive',
+        batch_kernels=batch),
+    'bort_adamw': lambda batch: bort_jax.bort_adamw(
+        1e-2, gamma=0.1, weight_decay=1e-2, batch_kernels=batch),
+    'lion_chain': lambda batch: optax.chain(
+        optax.scale_by_lion(),
+        bort_jax.add_bort_correction(0.1, batch_kernels=batch),
+        optax.scale_by_learning_rate(1e-2)),
+}
+
+# variant -> (placement, batch_kernels)
+VARIANTS = {
+    'single': ('single', False),
+    'explicit_batched': ('explicit', True),
+    'explicit_one_by_one': ('explicit', False),
+    'auto_default': ('auto', True),
+}
+
+
+def is_spec(x):
+  return isinstance(x, tuple) and len(x) == 2 and isinstance(x[1], P)
+
+
+def path_str(path):
+  return jax.tree_util.keystr(path, simple=True, separator='/')
+
+
+def make_tree(seed, scale):
+  rng = np.random.default_rng(seed)
+  return jax.tree.map(lambda leaf: (scale * rng.standard_normal(leaf[0])).astype(np.float32),
+                      LAYOUT, is_leaf=is_spec)
+
+
+def specs_tree():
+  return jax.tree.map(lambda leaf: leaf[1], LAYOUT, is_leaf=is_spec)
+
+
+def run(factory, batch, place, params, grads, mesh):
+  """Jitted steps; returns [(updates, params, state)] per step, all waited for."""
+  tx = factory(batch)
+
+  @jax.jit
+  def train_step(p, state, g):
+    updates, state = tx.update(g, state, p)
+    return optax.apply_updates(p, updates), updates, state
+
+  p = place(params)
+  state = jax.jit(tx.init)(p)
+  history = []
+  concatenates = None
+  for step in range(NUM_STEPS):
+    g = place(grads[step])
+    if step == 0 and mesh is not None:
+      jaxpr = str(jax.make_jaxpr(train_step)(p, state, g))
+      concatenates = re.findall(r':(\w+\[[^\]]*\]) = concatenate', jaxpr)
+    p, updates, state = jax.block_until_ready(train_step(p, state, g))
+    history.append((updates, p, state))
+  return history, concatenates
+
+
+def record(optimizer, variant, step, kind, leaf_name, expected, leaf, ref_leaf):
+  equivalent = bool(leaf.sharding.is_equivalent_to(expected, leaf.ndim))
+  entry = {
+      'optimizer': optimizer,
+      'variant': variant,
+      'step': step,
+      'kind': kind,
+      'leaf': leaf_name,
+      'expected': str(expected.spec),
+      'got': str(getattr(leaf.sharding, 'spec', leaf.sharding)),
+      'equivalent': equivalent,
+  }
+  if ref_leaf is not None:
+    value, ref_value = np.asarray(leaf, np.float64), np.asarray(ref_leaf, np.float64)
+    entry['max_abs_diff'] = float(np.max(np.abs(value - ref_value)))
+    entry['max_abs_value'] = float(np.max(np.abs(ref_value)))
+  return entry
+
+
+def main():
+  devices = jax.devices()
+  if len(devices) != NUM_DEVICES:
+    raise SystemExit(f'expected {NUM_DEVICES} devices, got {len(devices)}: set XLA_FLAGS='
+                     f'--xla_force_host_platform_device_count={NUM_DEVICES}')
+  explicit_mesh = jax.make_mesh(MESH_SHAPE, AXES, axis_types=(AxisType.Explicit,) * 2)
+  auto_mesh = jax.make_mesh(MESH_SHAPE, AXES, axis_types=(AxisType.Auto,) * 2)
+  specs = specs_tree()
+  single = jax.sharding.SingleDeviceSharding(devices[0])
+  params = make_tree(0, 0.3)
+  grads = [make_tree(step + 1, 0.5) for step in range(NUM_STEPS)]
+  leaf_specs = {path_str(path): s for path, s in jax.tree_util.tree_flatten_with_path(
+      specs, is_leaf=lambda x: isinstance(x, P))[0]}
+
+  records, concatenates = [], {}
+  for name, factory in OPTIMIZERS.items():
+    results = {}
+    for variant, (where, batch) in VARIANTS.items():
+      if where == 'explicit':
+        with jax.set_mesh(explicit_mesh):
+          shardings = jax.tree.map(lambda s: NamedSharding(explicit_mesh, s), specs,
+                                   is_leaf=lambda x: isinstance(x, P))
+          history, count = run(factory, batch, lambda t, s=shardings: jax.device_put(t, s),
+                               params, grads, explicit_mesh)
+        concatenates[f'{name}/{variant}'] = count
+      elif where == 'auto':
+        shardings = jax.tree.map(lambda s: NamedSharding(auto_mesh, s), specs,
+                                 is_leaf=lambda x: isinstance(x, P))
+        history, _ = run(factory, batch, lambda t, s=shardings: jax.device_put(t, s),
+                         params, grads, None)
+      else:
+        history, _ = run(factory, batch, lambda t: jax.device_put(t, single),
+                         params, grads, None)
+      results[variant] = (history, shardings if where != 'single' else None)
+
+    reference = results['single'][0]
+    for variant, (history, shardings) in results.items():
+      if variant == 'single':
+        continue
+      flat_shardings = {path_str(p): s for p, s in jax.tree_util.tree_flatten_with_path(
+          shardings, is_leaf=lambda x: isinstance(x, NamedSharding))[0]}
+      for step in range(NUM_STEPS):
+        (ref_updates, ref_params, _), (updates, new_params, state) = (
+            reference[step], history[step])
+        for kind, tree, ref in (('param', new_params, ref_params),
+                                ('update', updates, ref_updates)):
+          for (path, leaf), ref_leaf in zip(jax.tree_util.tree_flatten_with_path(tree)[0],
+                                            jax.tree.leaves(ref)):
+            leaf_name = path_str(path)
+            records.append(record(name, variant, step, kind, leaf_name,
+                                  flat_shardings[leaf_name], leaf, ref_leaf))
+        for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
+          names = path_str(path)
+          matches = [k for k in leaf_specs if names.endswith('/' + k)]
+          if matches and leaf.ndim:
+            records.append(record(name, variant, step, 'state', names,
+                                  flat_shardings[matches[0]], leaf, None))
+  print(json.dumps({'device_count': len(devices), 'records': records,
+                    'concatenates': concatenates}))
+
+
+if __name__ == '__main__':
+  main()
