@@ -2,13 +2,19 @@
 
 Invertible models (an ordered sequence of named layers, see
 :class:`~bort_jax.models.layers.NamedSequential`): :class:`MLP`,
-:class:`InvertibleCNN`, :class:`VGG16` (and :class:`InvertibleVGG16`).
+:class:`InvertibleCNN`, :class:`BortInvertibleCNN` (every layer square or
+overcomplete, so that the transposed weights invert it under Bort),
+:class:`VGG16` (and :class:`InvertibleVGG16`).
 Other models: :class:`ResNet18`, :class:`ResNet50` (BatchNorm),
 :class:`VisionTransformer` (DeiT-S by default). Build any of them by name with
 :func:`create_model`.
 """
 
-from bort_jax.models.cnn import InvertibleCNN
+from bort_jax.models.cnn import (
+  BORT_INVERTIBLE_CNN_CLASSIFIER_PATTERN,
+  BortInvertibleCNN,
+  InvertibleCNN,
+)
 from bort_jax.models.layers import (
   SEQUENCE_LAYER_TYPES,
   AvgPool,
@@ -38,8 +44,14 @@ from bort_jax.models.vit import (
 )
 
 __all__ = [
+  'BORT_INVERTIBLE_CNN_CLASSIFIER_PATTERN',
+  'MLP',
+  'MODEL_NAMES',
+  'SEQUENCE_LAYER_TYPES',
+  'VGG16',
   'AvgPool',
   'BasicBlock',
+  'BortInvertibleCNN',
   'BottleneckBlock',
   'EncoderBlock',
   'FeedForward',
@@ -47,8 +59,6 @@ __all__ = [
   'InvertibleCNN',
   'InvertibleVGG16',
   'LeakyReLU',
-  'MLP',
-  'MODEL_NAMES',
   'MaxPool',
   'NamedSequential',
   'PatchEmbedding',
@@ -56,8 +66,6 @@ __all__ = [
   'ResNet',
   'ResNet18',
   'ResNet50',
-  'SEQUENCE_LAYER_TYPES',
-  'VGG16',
   'VisionTransformer',
   'create_model',
   'deit_small',

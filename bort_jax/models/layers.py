@@ -230,6 +230,56 @@ class NamedSequential(nnx.Module):
     """Returns the layer called ``layer_name``."""
     return self.layers[self.layer_index(layer_name)]
 
+  def kernel_pattern(self, layer_name: str) -> str:
+    """The regular expression naming ``layer_name``'s kernel in the params.
+
+    Parameter paths of a :class:`NamedSequential` read ``layers/<i>/kernel``;
+    the pattern matches exactly that path. Pass it to
+    :func:`bort_jax.kernels_except` (or a config's ``bort_exclude``) to leave
+    the layer out of the Bort term.
+
+    Raises:
+      ValueError: if there is no layer of that name, or it has no kernel.
+
+    Example:
+      >>> from flax import nnx
+      >>> head = nnx.Linear(4, 2, rngs=nnx.Rngs(0))
+      >>> net = NamedSequential([('flatten', Flatten()), ('classifier', head)])
+      >>> net.kernel_pattern('classifier')
+      '^layers/1/kernel$'
+    """
+    index = self.layer_index(layer_name)
+    kind = type(self.layers[index]).__name__
+    if not hasattr(self.layers[index], 'kernel'):
+      raise ValueError(f'layer {layer_name!r} ({kind}) has no kernel')
+    return f'^layers/{index}/kernel$'
+
+  def patch_matrix_shapes(self) -> dict[str, tuple[int, int]]:
+    """``{layer name: (fan_in, units)}`` of every Dense and Conv layer.
+
+    A layer's matrix per patch is ``M = kernel.reshape(-1, units)``, of shape
+    ``[fan_in, units]`` (``fan_in = kh * kw * C_in`` for a convolution). The
+    transposed weights can recover a patch exactly only when
+    ``units >= fan_in`` (see :class:`~bort_jax.models.cnn.BortInvertibleCNN`).
+
+    Example:
+      >>> from flax import nnx
+      >>> net = NamedSequential([
+      ...     ('conv', nnx.Conv(1, 16, (3, 3), rngs=nnx.Rngs(0))),
+      ...     ('flatten', Flatten())])
+      >>> net.patch_matrix_shapes()
+      {'conv': (9, 16)}
+    """
+    shapes = {}
+    for name, layer in zip(self.layer_names, self.layers):
+      if isinstance(layer, (nnx.Linear, nnx.Conv)):
+        kernel_shape = layer.kernel.shape
+        fan_in = 1
+        for size in kernel_shape[:-1]:
+          fan_in *= int(size)
+        shapes[name] = (fan_in, int(kernel_shape[-1]))
+    return shapes
+
   def forward_to(self, x: jax.Array, layer_name: str) -> jax.Array:
     """Runs the model up to and including ``layer_name``; returns its output.
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from flax import nnx
 
-from bort_jax.models.cnn import InvertibleCNN
+from bort_jax.models.cnn import BortInvertibleCNN, InvertibleCNN
 from bort_jax.models.mlp import MLP
 from bort_jax.models.resnet import ResNet18, ResNet50
 from bort_jax.models.vgg import VGG16, InvertibleVGG16
@@ -17,6 +17,7 @@ from bort_jax.models.vit import deit_small, vit_tiny_test
 MODEL_BUILDERS: dict[str, Callable[..., nnx.Module]] = {
   'mlp': lambda num_classes, **kw: MLP(num_classes=num_classes, **kw),
   'invertible_cnn': InvertibleCNN,
+  'bort_invertible_cnn': BortInvertibleCNN,
   'vgg16': VGG16,
   'invertible_vgg16': InvertibleVGG16,
   'resnet18': ResNet18,
@@ -35,9 +36,9 @@ def create_model(
   """Builds the registered model ``name``.
 
   Args:
-    name: one of :data:`MODEL_NAMES`: ``mlp``, ``invertible_cnn``, ``vgg16``,
-      ``invertible_vgg16``, ``resnet18``, ``resnet50``, ``deit_s``,
-      ``vit_tiny_test``.
+    name: one of :data:`MODEL_NAMES`: ``mlp``, ``invertible_cnn``,
+      ``bort_invertible_cnn``, ``vgg16``, ``invertible_vgg16``, ``resnet18``,
+      ``resnet50``, ``deit_s``, ``vit_tiny_test``.
     num_classes: number of output logits.
     rngs: random number generators for the initialisation.
     **kwargs: further constructor arguments of that model (e.g.

@@ -8,6 +8,7 @@ from bort_jax.models import (
   MLP,
   MODEL_NAMES,
   VGG16,
+  BortInvertibleCNN,
   InvertibleCNN,
   InvertibleVGG16,
   ResNet18,
@@ -15,7 +16,6 @@ from bort_jax.models import (
   VisionTransformer,
   create_model,
 )
-
 
 # name -> (num_classes, input shape NHWC, class, parameter count).
 # Known figures: torchvision ResNet-50 25,557,032 and VGG-16 138,357,544;
@@ -25,6 +25,9 @@ CASES = {
   'invertible_cnn': (10, (2, 28, 28, 1), InvertibleCNN, (
     3 * 3 * 1 * 32 + 32 + 2 * 2 * 32 * 32 + 32
     + 3 * 3 * 32 * 64 + 64 + 2 * 2 * 64 * 64 + 64 + 7 * 7 * 64 * 10 + 10)),
+  'bort_invertible_cnn': (10, (2, 28, 28, 1), BortInvertibleCNN, (
+    3 * 3 * 1 * 16 + 16 + 2 * 2 * 16 * 64 + 64 + 64 * 64 + 64
+    + 2 * 2 * 64 * 256 + 256 + 7 * 7 * 256 * 10 + 10)),
   'vgg16': (1000, (2, 224, 224, 3), VGG16, 138_357_544),
   'invertible_vgg16': (1000, (2, 224, 224, 3), InvertibleVGG16, (
     138_357_544 + sum(4 * c * c + c for c in (64, 128, 256, 512, 512)))),
