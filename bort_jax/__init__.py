@@ -13,6 +13,7 @@ from bort_jax.optimizer import default_mask
 from bort_jax.optimizer import kernels_except
 from bort_jax.optimizer import matrix_correction
 from bort_jax.optimizer import orthogonality_report
+from bort_jax.optimizer import stacked_dimension_numbers
 from bort_jax.optimizer import summarize_report
 
 __version__ = '0.1.0'

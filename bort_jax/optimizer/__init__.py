@@ -8,6 +8,7 @@ from bort_jax.optimizer.layout import BortDimensionNumbers
 from bort_jax.optimizer.masking import default_dimension_numbers
 from bort_jax.optimizer.masking import default_mask
 from bort_jax.optimizer.masking import kernels_except
+from bort_jax.optimizer.masking import stacked_dimension_numbers
 from bort_jax.optimizer.report import orthogonality_report
 from bort_jax.optimizer.report import summarize_report
 from bort_jax.optimizer.transform import AddBortCorrectionState

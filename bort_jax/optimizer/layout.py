@@ -48,7 +48,7 @@ def _is_integer(axis) -> bool:
   return isinstance(axis, (int, np.integer)) and not isinstance(axis, (bool, np.bool_))
 
 
-def _as_axes(axes: int | Sequence[int]) -> tuple[int, ...]:
+def as_axes(axes: int | Sequence[int]) -> tuple[int, ...]:
   """``axes`` as a tuple of ints; anything else is a clear ``ValueError``."""
   if _is_integer(axes):
     return (int(axes),)
@@ -66,8 +66,8 @@ def check_dimension_numbers(dimension_numbers: BortDimensionNumbers) -> None:
         'Expected a BortDimensionNumbers, got '
         f'{type(dimension_numbers).__name__}: {dimension_numbers!r}.'
     )
-  output = _as_axes(dimension_numbers.output_axis)
-  batch = _as_axes(dimension_numbers.batch_axis)
+  output = as_axes(dimension_numbers.output_axis)
+  batch = as_axes(dimension_numbers.batch_axis)
   if not output:
     raise ValueError(f'{dimension_numbers}: output_axis must name at least one axis.')
   for axis in output + batch:
@@ -91,7 +91,7 @@ def normalized_axes(
   ndim = len(shape)
   resolved = {}
   for role in ('output_axis', 'batch_axis'):
-    axes = _as_axes(getattr(dimension_numbers, role))
+    axes = as_axes(getattr(dimension_numbers, role))
     for axis in axes:
       if not -ndim <= axis < ndim:
         raise ValueError(

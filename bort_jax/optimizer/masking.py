@@ -126,16 +126,10 @@ def kernels_except(*patterns: str) -> Callable[[PyTree], PyTree]:
     >>> kernels_except('^head/')(params)
     {'body': {'kernel': True}, 'head': {'kernel': False}}
   """
-  compiled = []
-  for pattern in patterns:
-    if not isinstance(pattern, str):
-      raise ValueError(f'kernels_except patterns must be strings, got {pattern!r}')
-    try:
-      compiled.append(re.compile(pattern))
-    except re.error as error:
-      raise ValueError(f'kernels_except: invalid regular expression {pattern!r}: {error}') from None
+  compiled = _compile_patterns('kernels_except', patterns)
 
   def mask(params: PyTree) -> PyTree:
+    _check_called_with_params(params, 'kernels_except')
     kernel_paths = [
         path_string(path) for path, leaf in jax.tree_util.tree_leaves_with_path(params)
         if is_kernel(path, leaf)]
@@ -150,6 +144,118 @@ def kernels_except(*patterns: str) -> Callable[[PyTree], PyTree]:
     return jax.tree_util.tree_map_with_path(selected, params)
 
   return mask
+
+
+def _compile_patterns(function: str, patterns: tuple[str, ...]) -> list[re.Pattern]:
+  compiled = []
+  for pattern in patterns:
+    if not isinstance(pattern, str):
+      raise ValueError(f'{function} patterns must be strings, got {pattern!r}')
+    try:
+      compiled.append(re.compile(pattern))
+    except re.error as error:
+      raise ValueError(f'{function}: invalid regular expression {pattern!r}: {error}') from None
+  return compiled
+
+
+def _check_called_with_params(params: PyTree, function: str) -> None:
+  """A mask function called with a step count has been taken for a schedule."""
+  if isinstance(params, (int, float)) or getattr(params, 'ndim', None) == 0:
+    raise ValueError(
+        f'{function} was called with {params!r} instead of a parameter pytree. '
+        'optax.inject_hyperparams calls every callable argument with the step '
+        'count, as a schedule: name mask and dimension_numbers in its '
+        "static_args, e.g. optax.inject_hyperparams(bort_adamw, "
+        "static_args=('mask', 'dimension_numbers')).")
+
+
+def stacked_dimension_numbers(
+    *patterns: str, num_stacked_axes: int = 1
+) -> Callable[[PyTree], PyTree]:
+  """Dimension numbers for kernels stacked along leading axes (scanned layers).
+
+  Layers made with ``nnx.vmap``, ``nnx.scan`` or ``nn.scan`` (or
+  ``nn.vmap``) store one kernel per layer stacked along a new leading axis: a
+  ``Dense(in, out)`` repeated ``L`` times is a ``(L, in, out)`` kernel. Read
+  with the default dimension numbers that is *one* ``(L * in) x out`` matrix,
+  whose ``out`` columns would be made orthogonal across all layers together.
+  This function returns, for the ``dimension_numbers`` argument, the default
+  reading of each kernel whose path matches one of ``patterns``, with its
+  first ``num_stacked_axes`` axes as independent matrices
+  (``batch_axis``): one ``in x out`` matrix per layer. Other kernels keep
+  the default reading (:func:`default_dimension_numbers`).
+
+  Args:
+    *patterns: regular expressions searched (``re.search``) in each kernel's
+      path string, e.g. ``'^layers/'`` or ``'blocks/.*/mlp'``; at least one.
+    num_stacked_axes: how many leading axes index layers (2 for a scan over a
+      vmap, say).
+
+  Returns:
+    A function of a parameter pytree returning a pytree of
+    :class:`BortDimensionNumbers` (``None`` where the default mask selects
+    nothing).
+
+  Raises:
+    ValueError: no pattern, an invalid regular expression or a
+      ``num_stacked_axes`` below 1 (at once); a pattern matching no kernel, or
+      a matched kernel with no axes left for a matrix (when applied).
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> params = {'layers': {'kernel': jnp.ones((3, 4, 4))},
+    ...           'head': {'kernel': jnp.ones((4, 2))}}
+    >>> stacked_dimension_numbers('^layers/')(params)['layers']['kernel']
+    BortDimensionNumbers(output_axis=(-1,), batch_axis=(0,))
+  """
+  if not patterns:
+    raise ValueError(
+        'stacked_dimension_numbers needs at least one pattern naming the '
+        "stacked kernels (e.g. '^layers/'; '.' for every kernel).")
+  compiled = _compile_patterns('stacked_dimension_numbers', patterns)
+  if (not isinstance(num_stacked_axes, int) or isinstance(num_stacked_axes, bool)
+      or num_stacked_axes < 1):
+    raise ValueError(
+        f'num_stacked_axes must be a positive integer, got {num_stacked_axes!r}.')
+
+  def dimension_numbers(params: PyTree) -> PyTree:
+    _check_called_with_params(params, 'stacked_dimension_numbers')
+    kernel_paths = [
+        path_string(path) for path, leaf in jax.tree_util.tree_leaves_with_path(params)
+        if is_kernel(path, leaf)]
+    unmatched = [c.pattern for c in compiled if not any(c.search(p) for p in kernel_paths)]
+    if unmatched:
+      raise ValueError(
+          f'stacked_dimension_numbers: {unmatched} match no kernel; the kernels are '
+          f'{kernel_paths}')
+
+    def numbers(path, leaf):
+      if not is_kernel(path, leaf):
+        return None
+      name = path_string(path)
+      if not any(c.search(name) for c in compiled):
+        return kernel_dimension_numbers(path, leaf)
+      if leaf.ndim < num_stacked_axes + 2:
+        raise ValueError(
+            f'stacked_dimension_numbers: {name} of shape {tuple(leaf.shape)} has '
+            f'{num_stacked_axes} stacked axes and fewer than 2 left for a matrix.')
+      single = kernel_dimension_numbers(path, _Unstacked(leaf.ndim - num_stacked_axes))
+      output = tuple(
+          axis + num_stacked_axes if axis >= 0 else axis
+          for axis in layout.as_axes(single.output_axis))
+      return layout.BortDimensionNumbers(
+          output_axis=output, batch_axis=tuple(range(num_stacked_axes)))
+
+    return jax.tree_util.tree_map_with_path(numbers, params)
+
+  return dimension_numbers
+
+
+@dataclasses.dataclass(frozen=True)
+class _Unstacked:
+  """Stands for one layer of a stacked kernel: only its rank matters."""
+
+  ndim: int
 
 
 def kernel_dimension_numbers(path, leaf) -> layout.BortDimensionNumbers:

@@ -126,6 +126,36 @@ def add_bort_correction(
   singular value of ``M`` to :math:`\sqrt a`. Corrections are computed in at
   least float32.
 
+  Sharding: under an explicit-axes mesh (``jax.set_mesh``) a sharded kernel
+  is replicated for its correction (an all-gather, and each device computes
+  the whole correction) and :math:`\Delta` is resharded to the kernel's own
+  ``PartitionSpec``; updates, params and optimizer state keep their shardings.
+
+  Where users trip:
+
+  * Stacked kernels. Layers made with ``nnx.vmap``, ``nnx.scan`` or
+    ``nn.scan`` keep one kernel per layer along a leading axis, ``(L, in,
+    out)``; by default that is read as *one* ``(L*in) x out`` matrix. Pass
+    ``dimension_numbers=stacked_dimension_numbers('^layers/')`` (or
+    ``BortDimensionNumbers(batch_axis=0)``) to constrain each layer's matrix.
+  * ``optax.inject_hyperparams`` calls every callable argument with the step
+    count, as a schedule: a mask or dimension-numbers *function* must be named
+    in ``static_args``: ``optax.inject_hyperparams(bort_adamw,
+    static_args=('mask', 'dimension_numbers'))(...)``.
+  * ``amplitude='adaptive'`` shrinks overcomplete matrices (more output units
+    than fan-in, ``d > n``). Such an ``M`` has rank at most ``n``, so the
+    retraction can only reach :math:`M M^\top = aI_n`; then the squared unit
+    norms sum to :math:`\operatorname{tr}(M^\top M) = na` and, by
+    Cauchy-Schwarz, the next amplitude :math:`(\frac1d\sum_j\lVert m_j
+    \rVert)^2 \le \frac1d\sum_j\lVert m_j\rVert^2 = \frac nd a`: every
+    re-estimate lowers the target by at least the factor ``n/d`` and the
+    weights decay towards zero. For ``d <= n`` the fixed point
+    :math:`M^\top M = aI_d` keeps every unit norm at :math:`\sqrt a` and ``a``
+    is stable. Use a fixed amplitude for overcomplete layers, or leave them out
+    of the mask.
+  * Complex kernels are only selected by an explicit mask; the ``l2`` modes use
+    the conjugate transpose, ``l1`` modes reject them.
+
   Args:
     gamma: non-negative Bort coefficient :math:`\gamma`, or an optax schedule
       of the step count.
@@ -144,11 +174,12 @@ def add_bort_correction(
       (output axis last; ``(1, 2)`` for attention query/key/value kernels).
     precision: precision of the correction's matmuls (``None``: JAX default).
     batch_kernels: correct kernels of equal matrix shape in one batched
-      computation (fewer, larger matmuls) instead of one by one. Off by
-      default: on an H200 it changed a ResNet-50 train step by under 0.1%, on
-      CPU the concatenation costs more than it saves, and concatenating kernels
-      of different shardings would move data between devices and change the
-      shardings the compiler picks (one by one, each kernel keeps its own).
+      computation (fewer, larger matmuls) where that moves no data: on one
+      device, or for kernels with the same ``PartitionSpec`` over an
+      explicit-axes mesh. Kernels whose sharding the compiler picks (auto mesh
+      axes) are corrected one by one, so each keeps its own sharding. On by
+      default (an H100 DeiT-S step: 26.91 ms batched, 29.30 ms one by one);
+      ``False`` corrects every kernel on its own.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``. Its ``update`` requires

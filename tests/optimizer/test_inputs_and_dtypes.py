@@ -237,3 +237,26 @@ def test_kernels_of_equal_matrix_shape_are_batched_by_default(factory):
     jaxprs[name] = str(jax.make_jaxpr(tx.update)(zeros, tx.init(params), params))
   assert re.search(r'f32\[2,6,4\] = concatenate', jaxprs['default'])
   assert 'concatenate' not in jaxprs['one_by_one']
+
+
+# --------------------------------------------- the adaptive amplitude's drift
+
+
+@pytest.mark.parametrize('fan_in,out', [(3, 6), (6, 3)], ids=['overcomplete', 'complete'])
+def test_adaptive_amplitude_shrinks_only_overcomplete_matrices(fan_in, out):
+  # Constraint-only steps M <- M - 0.25 Delta(M) with the adaptive amplitude,
+  # as documented in add_bort_correction: for d > n the amplitude falls by at
+  # least n/d per re-estimate once M M^T = a I_n; for d <= n it settles.
+  m = jax.random.normal(jax.random.key(8), (fan_in, out)) / np.sqrt(fan_in)
+  amplitude = lambda x: float(jnp.mean(jnp.linalg.norm(x, axis=0)) ** 2)
+  amplitudes = []
+  for _ in range(2):
+    for _ in range(100):
+      m = m - 0.25 * bort_jax.bort_correction(m, amplitude='adaptive')
+    amplitudes.append(amplitude(m))
+  if out > fan_in:  # still falling after 100 and 200 steps
+    assert amplitudes[1] < 0.8 * amplitudes[0]
+    assert amplitudes[0] < 0.1
+  else:  # settled: M^T M = a I with a constant
+    np.testing.assert_allclose(amplitudes[1], amplitudes[0], rtol=1e-5)
+    np.testing.assert_allclose(m.T @ m, amplitudes[1] * jnp.eye(out), atol=1e-5)
