@@ -53,8 +53,7 @@ import optax
 from flax import nnx
 from jax import lax
 
-from bort_jax.explain import chain
-from bort_jax.explain import inverse
+from bort_jax.explain import chain, inverse
 from bort_jax.models.layers import Flatten
 
 __all__ = [
@@ -266,7 +265,8 @@ def classifier_input_layer(model: Any) -> chain.LayerRef:
   if not layers or not isinstance(layers[-1], nnx.Linear):
     last = chain.layer_label(model, len(layers) - 1) if layers else 'nothing'
     raise ValueError(
-      f'the last layer, {last}, is not a linear classifier (nnx.Linear)')
+        f'the last layer, {last}, is not a linear classifier (nnx.Linear)'
+    )
   for i in range(len(layers) - 2, -1, -1):
     if not isinstance(layers[i], (Flatten, nnx.Dropout)):
       return i if names is None else names[i]
@@ -274,23 +274,23 @@ def classifier_input_layer(model: Any) -> chain.LayerRef:
 
 
 def explainable_adversarial(
-  model: Any,
-  x: jax.Array,
-  targets: jax.Array,
-  *,
-  mode: Literal['classifier', 'example'] = 'classifier',
-  target_examples: jax.Array | None = None,
-  margin: float = 1.0,
-  max_scale: float = 1024.0,
-  num_scales: int = 21,
-  step_fraction: float = 0.5,
-  num_steps: int = 3,
-  layer_name: chain.LayerRef | None = None,
-  method: inverse.Method = 'transpose',
-  scaling: inverse.Scaling = 'auto',
-  inverse_options: Mapping[str, Any] | None = None,
-  clip_min: float | None = None,
-  clip_max: float | None = None,
+    model: Any,
+    x: jax.Array,
+    targets: jax.Array,
+    *,
+    mode: Literal['classifier', 'example'] = 'classifier',
+    target_examples: jax.Array | None = None,
+    margin: float = 1.0,
+    max_scale: float = 1024.0,
+    num_scales: int = 21,
+    step_fraction: float = 0.5,
+    num_steps: int = 3,
+    layer_name: chain.LayerRef | None = None,
+    method: inverse.Method = 'transpose',
+    scaling: inverse.Scaling = 'auto',
+    inverse_options: Mapping[str, Any] | None = None,
+    clip_min: float | None = None,
+    clip_max: float | None = None,
 ) -> jax.Array:
   r"""Explainable adversarial samples from Bort's invertibility (our design).
 
@@ -355,8 +355,15 @@ def explainable_adversarial(
   options = dict(inverse_options or {})
 
   def g(z):
-    return inverse.reconstruct(model, z, layer_name, input_shape, method=method,
-                               scaling=scaling, **options)
+    return inverse.reconstruct(
+        model,
+        z,
+        layer_name,
+        input_shape,
+        method=method,
+        scaling=scaling,
+        **options,
+    )
 
   def forward(x):
     return chain.forward_to(model, x, layer_name)

@@ -37,27 +37,28 @@ Example:
 from __future__ import annotations
 
 import functools
+import itertools
 import operator
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple, Union
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 __all__ = [
-  'LayerChain',
-  'LayerRef',
-  'describe_layer',
-  'forward_to',
-  'layer_chain',
-  'layer_label',
-  'layer_shapes',
-  'resolve_layer',
+    'LayerChain',
+    'LayerRef',
+    'describe_layer',
+    'forward_to',
+    'layer_chain',
+    'layer_label',
+    'layer_shapes',
+    'resolve_layer',
 ]
 
 #: A layer address: a name (models with names) or an index (negative allowed).
-LayerRef = Union[str, int]
+LayerRef = str | int
 
 
 class LayerChain(NamedTuple):
@@ -74,17 +75,26 @@ class LayerChain(NamedTuple):
 
 
 def _not_a_chain_message(model: Any) -> str:
-  kinds = sorted({
-    type(node).__name__
-    for _, node in nnx.iter_graph(model)
-    if isinstance(node, (nnx.BatchNorm, nnx.LayerNorm, nnx.MultiHeadAttention))
-  }) if isinstance(model, nnx.Module) else []
+  kinds = (
+      sorted(
+          {
+              type(node).__name__
+              for _, node in nnx.iter_graph(model)
+              if isinstance(
+                  node, (nnx.BatchNorm, nnx.LayerNorm, nnx.MultiHeadAttention)
+              )
+          }
+      )
+      if isinstance(model, nnx.Module)
+      else []
+  )
   detail = f' (it contains {", ".join(kinds)} layers)' if kinds else ''
   return (
-    f'{type(model).__name__} is neither an nnx.Sequential nor a NamedSequential, '
-    f'so its layers cannot be walked in order{detail}. Residual additions and '
-    'attention have no inverse; put the sequential part of the model in an '
-    'nnx.Sequential to explain it.'
+      f'{type(model).__name__} is neither an nnx.Sequential nor a '
+      'NamedSequential, so its layers cannot be walked in order'
+      f'{detail}. Residual additions and '
+      'attention have no inverse; put the sequential part of the model in an '
+      'nnx.Sequential to explain it.'
   )
 
 
@@ -113,8 +123,9 @@ def layer_chain(model: Any) -> LayerChain:
     layers, names = tuple(layers), tuple(names)
     if len(layers) != len(names):
       raise ValueError(
-        f'{type(model).__name__} has {len(layers)} layers but '
-        f'{len(names)} layer names')
+          f'{type(model).__name__} has {len(layers)} layers but '
+          f'{len(names)} layer names'
+      )
     return LayerChain(layers, tuple(str(n) for n in names))
   if isinstance(model, nnx.Sequential):
     return LayerChain(tuple(model.layers), None)
@@ -146,23 +157,32 @@ def resolve_layer(model: Any, layer: LayerRef) -> int:
   if isinstance(layer, str):
     if names is None:
       raise ValueError(
-        f'unknown layer {layer!r}: {type(model).__name__} has no layer names; '
-        f'address its layers by index, 0..{count - 1} (or -{count}..-1)')
+          f'unknown layer {layer!r}: {type(model).__name__} has no layer '
+          'names; '
+          f'address its layers by index, 0..{count - 1} (or -{count}..-1)'
+      )
     try:
       return names.index(layer)
     except ValueError:
-      raise ValueError(f'unknown layer {layer!r}; valid layer names: {list(names)}') from None
+      raise ValueError(
+          f'unknown layer {layer!r}; valid layer names: {list(names)}'
+      ) from None
   if isinstance(layer, bool):
-    raise ValueError(f'a layer is a name or an int index, got {layer!r}')
+    raise ValueError(  # noqa: TRY004
+      f'a layer is a name or an int index, got {layer!r}')
   try:
     index = operator.index(layer)
   except TypeError:
     raise ValueError(
-      f'a layer is a name or an int index, got {type(layer).__name__} {layer!r}') from None
+        'a layer is a name or an int index, got '
+        f'{type(layer).__name__} {layer!r}'
+    ) from None
   if not -count <= index < count:
     raise ValueError(
-      f'layer index {index} is out of range: {type(model).__name__} has {count} '
-      f'layers (valid indices 0..{count - 1} or -{count}..-1)')
+        f'layer index {index} is out of range: {type(model).__name__} has '
+        f'{count} '
+        f'layers (valid indices 0..{count - 1} or -{count}..-1)'
+    )
   return index % count
 
 
@@ -186,7 +206,7 @@ def describe_layer(layer: Any) -> str:
 
 
 def layer_label(model: Any, index: int) -> str:
-  """How error messages name layer ``index``: ``'conv1' (Conv)`` or ``2 (Conv)``.
+  """How messages name a layer: ``layer 'conv1' (Conv)`` or ``layer 2 (Conv)``.
 
   Example:
     >>> from flax import nnx
@@ -225,7 +245,7 @@ def forward_to(model: Any, x: jax.Array, layer: LayerRef) -> jax.Array:
 
 
 def layer_shapes(
-  model: Any, input_shape: Sequence[int], dtype: Any = jnp.float32
+    model: Any, input_shape: Sequence[int], dtype: Any = jnp.float32
 ) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
   """Per-example ``(input shape, output shape)`` of every layer, abstractly.
 
@@ -246,7 +266,9 @@ def layer_shapes(
   layer_chain(model)
   input_shape = tuple(int(s) for s in input_shape)
 
-  def run(model, x):  # The model is an argument: its parameters may be abstract.
+  def run(
+      model, x
+  ):  # The model is an argument: its parameters may be abstract.
     shapes = []
     for layer in layer_chain(model).layers:
       shapes.append(x)
@@ -255,9 +277,12 @@ def layer_shapes(
     return shapes
 
   try:
-    structs = jax.eval_shape(run, model, jax.ShapeDtypeStruct((1, *input_shape), dtype))
+    structs = jax.eval_shape(
+        run, model, jax.ShapeDtypeStruct((1, *input_shape), dtype)
+    )
   except (TypeError, ValueError) as e:
     raise ValueError(
-      f'inputs of shape {input_shape} do not fit {type(model).__name__}: {e}') from e
+        f'inputs of shape {input_shape} do not fit {type(model).__name__}: {e}'
+    ) from e
   shapes = [s.shape[1:] for s in structs]
-  return list(zip(shapes[:-1], shapes[1:]))
+  return list(itertools.pairwise(shapes))

@@ -93,25 +93,29 @@ Example:
 from __future__ import annotations
 
 import functools
-import inspect
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 from flax import nnx
+from jax import lax
 
 from bort_jax.explain.chain import (
-  LayerRef,
-  describe_layer,
-  layer_chain,
-  layer_label,
-  layer_shapes,
-  resolve_layer,
+    LayerRef,
+    describe_layer,
+    layer_chain,
+    layer_label,
+    layer_shapes,
+    resolve_layer,
 )
-from bort_jax.explain.registry import InverseFn, find_inverse, register_inverse, unwrap_partial
+from bort_jax.explain.registry import (
+    InverseFn,
+    find_inverse,
+    register_inverse,
+    unwrap_partial,
+)
 from bort_jax.models.layers import (
   AvgPool,
   Flatten,
@@ -122,30 +126,30 @@ from bort_jax.models.layers import (
 )
 
 __all__ = [
-  'METHODS',
-  'PINV_MAXITER',
-  'PINV_TOL',
-  'SCALINGS',
-  'batch_norm_inverse',
-  'conv_inverse',
-  'conv_pinv',
-  'dense_inverse',
-  'dense_pinv',
-  'flatten_inverse',
-  'invertible_layer_names',
-  'layer_input_shapes',
-  'layer_inverse',
-  'least_squares_inverse',
-  'leaky_relu_inverse',
-  'pool_inverse',
-  'reconstruct',
-  'reconstruct_all',
-  'relu_inverse',
-  'unit_scales',
+    'METHODS',
+    'PINV_MAXITER',
+    'PINV_TOL',
+    'SCALINGS',
+    'batch_norm_inverse',
+    'conv_inverse',
+    'conv_pinv',
+    'dense_inverse',
+    'dense_pinv',
+    'flatten_inverse',
+    'invertible_layer_names',
+    'layer_input_shapes',
+    'layer_inverse',
+    'leaky_relu_inverse',
+    'least_squares_inverse',
+    'pool_inverse',
+    'reconstruct',
+    'reconstruct_all',
+    'relu_inverse',
+    'unit_scales',
 ]
 
 Scaling = Literal['auto', 'row', 'frame']
-Padding = Union[str, int, Sequence[tuple[int, int]]]
+Padding = str | int | Sequence[tuple[int, int]]
 
 #: The accepted values of the ``scaling`` argument.
 SCALINGS: tuple[str, ...] = ('auto', 'row', 'frame')
@@ -482,24 +486,24 @@ def flatten_inverse(y: jax.Array, input_shape: Sequence[int]) -> jax.Array:
 
 
 def _check_output_shape(
-  forward, y: jax.Array, x_shape: tuple[int, ...], what: str
+    forward, y: jax.Array, x_shape: tuple[int, ...], what: str
 ) -> None:
   """Raises unless ``forward`` maps ``x_shape`` inputs to ``y``'s shape."""
   out = jax.eval_shape(forward, jax.ShapeDtypeStruct(x_shape, y.dtype))
   if out.shape != y.shape:
     raise ValueError(
-      f'{what}: an input of shape {x_shape[1:]} gives outputs of shape '
-      f'{out.shape[1:]}, but the given outputs have shape {y.shape[1:]}'
+        f'{what}: an input of shape {x_shape[1:]} gives outputs of shape '
+        f'{out.shape[1:]}, but the given outputs have shape {y.shape[1:]}'
     )
 
 
 def least_squares_inverse(
-  forward: Callable[[jax.Array], jax.Array],
-  y: jax.Array,
-  input_shape: Sequence[int],
-  *,
-  maxiter: int = PINV_MAXITER,
-  tol: float = PINV_TOL,
+    forward: Callable[[jax.Array], jax.Array],
+    y: jax.Array,
+    input_shape: Sequence[int],
+    *,
+    maxiter: int = PINV_MAXITER,
+    tol: float = PINV_TOL,
 ) -> jax.Array:
   r"""Least-squares inverse of an affine map, by conjugate gradients.
 
@@ -548,7 +552,9 @@ def least_squares_inverse(
   if not tol > 0:
     raise ValueError(f'tol must be positive, got {tol}')
   input_shape = tuple(int(s) for s in input_shape)
-  _check_output_shape(forward, y, (y.shape[0], *input_shape), 'least_squares_inverse')
+  _check_output_shape(
+      forward, y, (y.shape[0], *input_shape), 'least_squares_inverse'
+  )
   zeros = jnp.zeros((1, *input_shape), y.dtype)
   offset, linear = jax.linearize(forward, zeros)
   transpose = jax.linear_transpose(linear, zeros)
@@ -560,14 +566,15 @@ def least_squares_inverse(
   def solve(y_n):
     (rhs,) = transpose(y_n[None] - offset)
     x, _ = jax.scipy.sparse.linalg.cg(
-      normal_operator, rhs, tol=tol, atol=0.0, maxiter=int(maxiter))
+        normal_operator, rhs, tol=tol, atol=0.0, maxiter=int(maxiter)
+    )
     return x[0]
 
   return jax.vmap(solve)(y)
 
 
 def dense_pinv(
-  y: jax.Array, kernel: jax.Array, bias: jax.Array | None = None
+    y: jax.Array, kernel: jax.Array, bias: jax.Array | None = None
 ) -> jax.Array:
   r"""Exact least-squares inverse of ``y = x @ kernel + bias``.
 
@@ -586,32 +593,36 @@ def dense_pinv(
 
   Example:
     >>> import jax.numpy as jnp
-    >>> k = jnp.array([[1.0, 1.0, 0.0], [0.0, 1.0, 3.0]])  # 2 -> 3, not orthogonal
-    >>> dense_pinv(jnp.array([[2.0, -1.0]]) @ k + 0.5, k, jnp.full((3,), 0.5))
+    >>> k = jnp.array([[1.0, 1.0, 0.0], [0.0, 1.0, 3.0]])  # Not orthogonal.
+    >>> b = jnp.full((3,), 0.5)
+    >>> x_hat = dense_pinv(jnp.array([[2.0, -1.0]]) @ k + b, k, b)
+    >>> x_hat.round(4)
     Array([[ 2., -1.]], dtype=float32)
   """
   if y.shape[-1] != kernel.shape[-1]:
     raise ValueError(
-      f'dense_pinv: y has {y.shape[-1]} features but the kernel {kernel.shape} '
-      f'has {kernel.shape[-1]} output units')
+        f'dense_pinv: y has {y.shape[-1]} features but the kernel '
+        f'{kernel.shape} '
+        f'has {kernel.shape[-1]} output units'
+    )
   if bias is not None:
     y = y - bias
   return jnp.matmul(y, jnp.linalg.pinv(kernel), precision=_HIGHEST)
 
 
 def conv_pinv(
-  y: jax.Array,
-  kernel: jax.Array,
-  bias: jax.Array | None = None,
-  *,
-  input_shape: Sequence[int],
-  strides: int | Sequence[int] = 1,
-  padding: Padding = 'VALID',
-  kernel_dilation: int | Sequence[int] = 1,
-  input_dilation: int | Sequence[int] = 1,
-  feature_group_count: int = 1,
-  maxiter: int = PINV_MAXITER,
-  tol: float = PINV_TOL,
+    y: jax.Array,
+    kernel: jax.Array,
+    bias: jax.Array | None = None,
+    *,
+    input_shape: Sequence[int],
+    strides: int | Sequence[int] = 1,
+    padding: Padding = 'VALID',
+    kernel_dilation: int | Sequence[int] = 1,
+    input_dilation: int | Sequence[int] = 1,
+    feature_group_count: int = 1,
+    maxiter: int = PINV_MAXITER,
+    tol: float = PINV_TOL,
 ) -> jax.Array:
   r"""Least-squares inverse of a 2D convolution (NHWC), by conjugate gradients.
 
@@ -646,20 +657,28 @@ def conv_pinv(
     True
   """
   if kernel.ndim != 4:
-    raise ValueError(f'conv_pinv expects a [kh, kw, C_in, C_out] kernel, got {kernel.shape}')
+    raise ValueError(
+        f'conv_pinv expects a [kh, kw, C_in, C_out] kernel, got {kernel.shape}'
+    )
   kh, kw, group_in, c_out = kernel.shape
   c_in = group_in * int(feature_group_count)
   if y.ndim != 4 or y.shape[-1] != c_out:
     raise ValueError(
-      f'conv_pinv: expected outputs [N, H, W, {c_out}] for a kernel {kernel.shape}, '
-      f'got shape {y.shape}')
+        f'conv_pinv: expected outputs [N, H, W, {c_out}] for a kernel '
+        f'{kernel.shape}, '
+        f'got shape {y.shape}'
+    )
   input_shape = tuple(int(s) for s in input_shape)
   if len(input_shape) not in (2, 3):
-    raise ValueError(f'input_shape must be (H, W) or (H, W, C), got {input_shape}')
+    raise ValueError(
+        f'input_shape must be (H, W) or (H, W, C), got {input_shape}'
+    )
   if len(input_shape) == 3 and input_shape[-1] != c_in:
     raise ValueError(
-      f'conv_pinv: input_shape {input_shape} has {input_shape[-1]} channels but '
-      f'the kernel {kernel.shape} with {feature_group_count} groups expects {c_in}')
+        f'conv_pinv: input_shape {input_shape} has {input_shape[-1]} channels '
+        f'but the kernel {kernel.shape} with {feature_group_count} groups '
+        f'expects {c_in}'
+    )
   spatial = input_shape[:2]
   strides = _pair(strides, 'strides')
   dilation = _pair(kernel_dilation, 'kernel_dilation')
@@ -669,25 +688,34 @@ def conv_pinv(
 
   def conv(x):
     return lax.conv_general_dilated(
-      x, kernel, strides, pads, lhs_dilation=lhs_dilation, rhs_dilation=dilation,
-      dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
-      feature_group_count=int(feature_group_count), precision=_HIGHEST)
+        x,
+        kernel,
+        strides,
+        pads,
+        lhs_dilation=lhs_dilation,
+        rhs_dilation=dilation,
+        dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+        feature_group_count=int(feature_group_count),
+        precision=_HIGHEST,
+    )
 
   _check_output_shape(conv, y, (y.shape[0], *spatial, c_in), 'conv_pinv')
   if bias is not None:
     y = y - bias
-  return least_squares_inverse(conv, y, (*spatial, c_in), maxiter=maxiter, tol=tol)
+  return least_squares_inverse(
+      conv, y, (*spatial, c_in), maxiter=maxiter, tol=tol
+  )
 
 
 def batch_norm_inverse(
-  y: jax.Array,
-  mean: jax.Array,
-  var: jax.Array,
-  scale: jax.Array | None = None,
-  bias: jax.Array | None = None,
-  *,
-  epsilon: float = 1e-5,
-  axis: int | Sequence[int] = -1,
+    y: jax.Array,
+    mean: jax.Array,
+    var: jax.Array,
+    scale: jax.Array | None = None,
+    bias: jax.Array | None = None,
+    *,
+    epsilon: float = 1e-5,
+    axis: int | Sequence[int] = -1,
 ) -> jax.Array:
   r"""Exact inverse of batch normalisation with fixed (running) statistics.
 
@@ -723,8 +751,9 @@ def batch_norm_inverse(
     v = jnp.asarray(v)
     if v.size != math.prod(feature_shape):
       raise ValueError(
-        f'batch_norm_inverse: statistics of shape {v.shape} do not match the '
-        f'feature axes {axes} of outputs of shape {y.shape}')
+          f'batch_norm_inverse: statistics of shape {v.shape} do not match the '
+          f'feature axes {axes} of outputs of shape {y.shape}'
+      )
     return v.reshape(shape)
 
   if bias is not None:
@@ -741,7 +770,9 @@ def _value(variable: Any) -> jax.Array | None:
 
 def _check_method(method: str) -> None:
   if method not in METHODS:
-    raise ValueError(f'unknown method {method!r}; valid methods: {list(METHODS)}')
+    raise ValueError(
+        f'unknown method {method!r}; valid methods: {list(METHODS)}'
+    )
 
 
 # Built-in inverses, registered below through the public registry. Every one
@@ -752,7 +783,9 @@ def _unsupported(kind: str) -> ValueError:
   return ValueError(f'{kind} has no inverse here')
 
 
-def _linear_inverse(layer, y, input_shape, *, method, scaling='auto', eps=1e-8, **options):
+def _linear_inverse(
+    layer, y, input_shape, *, method, scaling='auto', eps=1e-8, **options
+):
   del input_shape, options
   kernel, bias = _value(layer.kernel), _value(layer.bias)
   if method == 'pinv':
@@ -760,41 +793,81 @@ def _linear_inverse(layer, y, input_shape, *, method, scaling='auto', eps=1e-8, 
   return dense_inverse(y, kernel, bias, scaling=scaling, eps=eps)
 
 
-def _conv_layer_inverse(layer, y, input_shape, *, method, scaling='auto', eps=1e-8,
-                        maxiter=PINV_MAXITER, tol=PINV_TOL, **options):
+def _conv_layer_inverse(
+    layer,
+    y,
+    input_shape,
+    *,
+    method,
+    scaling='auto',
+    eps=1e-8,
+    maxiter=PINV_MAXITER,
+    tol=PINV_TOL,
+    **options,
+):
   del options
   if len(input_shape) != 3:
-    raise ValueError(f'only 2D convolutions are supported, input shape {input_shape}')
-  if isinstance(layer.padding, str) and layer.padding.upper() not in ('SAME', 'VALID'):
+    raise ValueError(
+        f'only 2D convolutions are supported, input shape {input_shape}'
+    )
+  if isinstance(layer.padding, str) and layer.padding.upper() not in (
+      'SAME',
+      'VALID',
+  ):
     raise _unsupported(f'a convolution with {layer.padding} padding')
   kernel = _value(layer.kernel)
   if layer.mask is not None:
     kernel = kernel * layer.mask
-  common = dict(input_shape=input_shape, strides=layer.strides or 1,
-                padding=layer.padding, kernel_dilation=layer.kernel_dilation or 1)
+  common = {
+      'input_shape': input_shape,
+      'strides': layer.strides or 1,
+      'padding': layer.padding,
+      'kernel_dilation': layer.kernel_dilation or 1,
+  }
   if method == 'pinv':
-    return conv_pinv(y, kernel, _value(layer.bias), input_dilation=layer.input_dilation or 1,
-                     feature_group_count=layer.feature_group_count, maxiter=maxiter,
-                     tol=tol, **common)
+    return conv_pinv(
+        y,
+        kernel,
+        _value(layer.bias),
+        input_dilation=layer.input_dilation or 1,
+        feature_group_count=layer.feature_group_count,
+        maxiter=maxiter,
+        tol=tol,
+        **common,
+    )
   if layer.feature_group_count != 1:
-    raise ValueError(_no_inverse_message(
-      f'a grouped convolution (feature_group_count={layer.feature_group_count})'))
+    raise ValueError(
+        _no_inverse_message(
+            'a grouped convolution '
+            f'(feature_group_count={layer.feature_group_count})'
+        )
+    )
   if layer.input_dilation not in (1, None, (1, 1)):
     raise ValueError(_no_inverse_message('an input-dilated convolution'))
-  return conv_inverse(y, kernel, _value(layer.bias), scaling=scaling, eps=eps, **common)
+  return conv_inverse(
+      y, kernel, _value(layer.bias), scaling=scaling, eps=eps, **common
+  )
 
 
 def _batch_norm_layer_inverse(layer, y, input_shape, *, method, **options):
   del input_shape, method, options
   if not layer.use_running_average:
     raise ValueError(
-      'a BatchNorm layer has no inverse in training mode '
-      f'(use_running_average={layer.use_running_average}): its output depends on '
-      'the batch statistics. Call model.eval() (or build it with '
-      'use_running_average=True) to invert it with its running statistics')
+        'a BatchNorm layer has no inverse in training mode '
+        f'(use_running_average={layer.use_running_average}): its output '
+        'depends on '
+        'the batch statistics. Call model.eval() (or build it with '
+        'use_running_average=True) to invert it with its running statistics'
+    )
   return batch_norm_inverse(
-    y, _value(layer.mean), _value(layer.var), _value(layer.scale), _value(layer.bias),
-    epsilon=layer.epsilon, axis=layer.axis)
+      y,
+      _value(layer.mean),
+      _value(layer.var),
+      _value(layer.scale),
+      _value(layer.bias),
+      epsilon=layer.epsilon,
+      axis=layer.axis,
+  )
 
 
 def _leaky_relu_module_inverse(layer, y, input_shape, **options):
@@ -803,7 +876,7 @@ def _leaky_relu_module_inverse(layer, y, input_shape, **options):
 
 
 def _leaky_relu_function_inverse(function, y, input_shape, **options):
-  """``jax.nn.leaky_relu`` (slope 0.01) or a partial giving ``negative_slope``."""
+  """``jax.nn.leaky_relu`` (slope 0.01) or a partial with ``negative_slope``."""
   del input_shape, options
   slope = _bound_arguments(function).get('negative_slope', 0.01)
   return leaky_relu_inverse(y, slope)
@@ -816,8 +889,13 @@ def _pass_through(layer, y, input_shape, **options):
 
 def _pool_module_inverse(layer, y, input_shape, **options):
   del options
-  return pool_inverse(y, input_shape=input_shape, window=layer.window,
-                      strides=layer.strides, padding=layer.padding)
+  return pool_inverse(
+      y,
+      input_shape=input_shape,
+      window=layer.window,
+      strides=layer.strides,
+      padding=layer.padding,
+  )
 
 
 def _pool_function_inverse(function, y, input_shape, **options):
@@ -826,11 +904,16 @@ def _pool_function_inverse(function, y, input_shape, **options):
   arguments = _bound_arguments(function)
   if 'window_shape' not in arguments:
     raise ValueError(
-      f'{unwrap_partial(function).__name__} needs its window_shape: use '
-      'functools.partial(nnx.max_pool, window_shape=(2, 2), strides=(2, 2))')
+        f'{unwrap_partial(function).__name__} needs its window_shape: use '
+        'functools.partial(nnx.max_pool, window_shape=(2, 2), strides=(2, 2))'
+    )
   return pool_inverse(
-    y, input_shape=input_shape, window=arguments['window_shape'],
-    strides=arguments.get('strides'), padding=arguments.get('padding', 'VALID'))
+      y,
+      input_shape=input_shape,
+      window=arguments['window_shape'],
+      strides=arguments.get('strides'),
+      padding=arguments.get('padding', 'VALID'),
+  )
 
 
 def _flatten_module_inverse(layer, y, input_shape, **options):
@@ -844,21 +927,27 @@ def _sequence_inverse(layer, y, input_shape, **options):
 
 
 def _bound_arguments(function: Any) -> dict[str, Any]:
-  """The arguments a ``functools.partial`` (possibly nested) fixes, by name."""
+  """The arguments a ``functools.partial`` (possibly nested) fixes, by name.
+
+  Raises:
+    ValueError: if the partial binds positional arguments (they would take
+      the place of the layer's input).
+  """
   partials = []
   while isinstance(function, functools.partial):
     partials.append(function)
     function = function.func
-  args, keywords = (), {}
+  keywords = {}
   for p in reversed(partials):  # Innermost first.
-    args, keywords = (*args, *p.args), {**keywords, **p.keywords}
-  if not args and not keywords:
-    return {}
-  try:
-    bound = inspect.signature(function).bind_partial(None, *args, **keywords)
-  except (TypeError, ValueError) as e:
-    raise ValueError(f'cannot read the arguments of {function!r}: {e}') from e
-  return {k: v for k, v in list(bound.arguments.items())[1:]}
+    if p.args:
+      raise ValueError(
+          f'{describe_layer(p)} binds positional arguments, which take the '
+          'place '
+          f'of the layer input; pass them by keyword, e.g. '
+          f'functools.partial({describe_layer(function)}, negative_slope=0.5)'
+      )
+    keywords.update(p.keywords)
+  return keywords
 
 
 _RESHAPES = frozenset({'reshape', 'squeeze', 'expand_dims'})
@@ -869,8 +958,10 @@ def _is_reshape(function: Any, input_shape: Sequence[int], dtype: Any) -> bool:
   if isinstance(function, nnx.Module) or not callable(function):
     return False
   try:
-    jaxpr = jax.make_jaxpr(function)(jax.ShapeDtypeStruct((2, *input_shape), dtype))
-  except Exception:  # pylint: disable=broad-except
+    jaxpr = jax.make_jaxpr(function)(
+        jax.ShapeDtypeStruct((2, *input_shape), dtype)
+    )
+  except (TypeError, ValueError):
     return False
 
   def only_reshapes(jaxpr):
@@ -884,8 +975,12 @@ def _is_reshape(function: Any, input_shape: Sequence[int], dtype: Any) -> bool:
     return True
 
   out = jaxpr.out_avals
-  return (only_reshapes(jaxpr.jaxpr) and len(out) == 1 and out[0].shape[0] == 2
-          and out[0].size == 2 * math.prod(input_shape))
+  return (
+      only_reshapes(jaxpr.jaxpr)
+      and len(out) == 1
+      and out[0].shape[0] == 2
+      and out[0].size == 2 * math.prod(input_shape)
+  )
 
 
 def _reshape_inverse(function, y, input_shape, **options):
@@ -895,9 +990,10 @@ def _reshape_inverse(function, y, input_shape, **options):
 
 def _no_inverse_message(kind: str) -> str:
   return (
-    f'{kind} has no inverse (the Bort backtracking map inverts Dense, Conv, '
-    'eval-mode BatchNorm, LeakyReLU, ReLU, pooling, Flatten, reshapes and Dropout '
-    'layers, and the ones declared with bort_jax.explain.register_inverse)'
+      f'{kind} has no inverse (the Bort backtracking map inverts Dense, Conv, '
+      'eval-mode BatchNorm, LeakyReLU, ReLU, pooling, Flatten, reshapes and '
+      'Dropout '
+      'layers, and the ones declared with bort_jax.explain.register_inverse)'
   )
 
 
@@ -908,17 +1004,21 @@ def _unregistered_message(label: str, layer: Any) -> str:
   else:
     what = getattr(function, '__name__', type(function).__name__)
   return (
-    f'{label} has no inverse: nothing is registered for {what}. Declare one with '
-    f'bort_jax.explain.register_inverse({what}, inverse_fn), where '
-    'inverse_fn(layer, y, input_shape, *, method, **options) returns the '
-    "layer's input [N, *input_shape] from its output y"
+      f'{label} has no inverse: nothing is registered for {what}. Declare one '
+      'with '
+      f'bort_jax.explain.register_inverse({what}, inverse_fn), where '
+      'inverse_fn(layer, y, input_shape, *, method, **options) returns the '
+      "layer's input [N, *input_shape] from its output y"
   )
 
 
 def _find_layer_inverse(
-  layer: Any, label: str, input_shape: Sequence[int] | None = None, dtype: Any = jnp.float32
+    layer: Any,
+    label: str,
+    input_shape: Sequence[int] | None = None,
+    dtype: Any = jnp.float32,
 ) -> InverseFn:
-  """The inverse of ``layer``, or a ``ValueError`` naming it and ``register_inverse``."""
+  """The inverse of ``layer``; else a ``ValueError`` naming it and the fix."""
   inverse_fn = find_inverse(layer)
   if inverse_fn is not None:
     return inverse_fn
@@ -928,39 +1028,39 @@ def _find_layer_inverse(
 
 
 for _layer_type, _inverse_fn in (
-  (nnx.Linear, _linear_inverse),
-  (nnx.Conv, _conv_layer_inverse),
-  (nnx.BatchNorm, _batch_norm_layer_inverse),
-  (nnx.Dropout, _pass_through),
-  (LeakyReLU, _leaky_relu_module_inverse),
-  (ReLU, _pass_through),
-  (MaxPool, _pool_module_inverse),
-  (AvgPool, _pool_module_inverse),
-  (Flatten, _flatten_module_inverse),
-  (NamedSequential, _sequence_inverse),
-  (nnx.Sequential, _sequence_inverse),
-  (jax.nn.relu, _pass_through),
-  (jax.nn.leaky_relu, _leaky_relu_function_inverse),
-  (nnx.relu, _pass_through),
-  (nnx.leaky_relu, _leaky_relu_function_inverse),
-  (nnx.max_pool, _pool_function_inverse),
-  (nnx.avg_pool, _pool_function_inverse),
+    (nnx.Linear, _linear_inverse),
+    (nnx.Conv, _conv_layer_inverse),
+    (nnx.BatchNorm, _batch_norm_layer_inverse),
+    (nnx.Dropout, _pass_through),
+    (LeakyReLU, _leaky_relu_module_inverse),
+    (ReLU, _pass_through),
+    (MaxPool, _pool_module_inverse),
+    (AvgPool, _pool_module_inverse),
+    (Flatten, _flatten_module_inverse),
+    (NamedSequential, _sequence_inverse),
+    (nnx.Sequential, _sequence_inverse),
+    (jax.nn.relu, _pass_through),
+    (jax.nn.leaky_relu, _leaky_relu_function_inverse),
+    (nnx.relu, _pass_through),
+    (nnx.leaky_relu, _leaky_relu_function_inverse),
+    (nnx.max_pool, _pool_function_inverse),
+    (nnx.avg_pool, _pool_function_inverse),
 ):
   register_inverse(_layer_type, _inverse_fn)
 del _layer_type, _inverse_fn
 
 
 def layer_inverse(
-  layer: Any,
-  y: jax.Array,
-  input_shape: Sequence[int],
-  *,
-  method: Method = 'transpose',
-  scaling: Scaling = 'auto',
-  eps: float = 1e-8,
-  maxiter: int = PINV_MAXITER,
-  tol: float = PINV_TOL,
-  **options: Any,
+    layer: Any,
+    y: jax.Array,
+    input_shape: Sequence[int],
+    *,
+    method: Method = 'transpose',
+    scaling: Scaling = 'auto',
+    eps: float = 1e-8,
+    maxiter: int = PINV_MAXITER,
+    tol: float = PINV_TOL,
+    **options: Any,
 ) -> jax.Array:
   """Applies the inverse of one layer, looked up in the registry.
 
@@ -999,15 +1099,27 @@ def layer_inverse(
   _check_method(method)
   _check_scaling(scaling)
   input_shape = tuple(int(s) for s in input_shape)
-  label = f'a {type(layer).__name__} layer' if isinstance(layer, nnx.Module) else (
-    f'the function {describe_layer(layer)}')
+  label = (
+      f'a {type(layer).__name__} layer'
+      if isinstance(layer, nnx.Module)
+      else (f'the function {describe_layer(layer)}')
+  )
   inverse_fn = _find_layer_inverse(layer, label, input_shape, y.dtype)
-  return inverse_fn(layer, y, input_shape, method=method, scaling=scaling, eps=eps,
-                    maxiter=maxiter, tol=tol, **options)
+  return inverse_fn(
+      layer,
+      y,
+      input_shape,
+      method=method,
+      scaling=scaling,
+      eps=eps,
+      maxiter=maxiter,
+      tol=tol,
+      **options,
+  )
 
 
 def layer_input_shapes(
-  model: Any, input_shape: Sequence[int], dtype: Any = jnp.float32
+    model: Any, input_shape: Sequence[int], dtype: Any = jnp.float32
 ) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
   """Per-example ``(input shape, output shape)`` of every layer, abstractly.
 
@@ -1034,7 +1146,7 @@ def layer_input_shapes(
 
 
 def invertible_layer_names(
-  model: Any, input_shape: Sequence[int] | None = None
+    model: Any, input_shape: Sequence[int] | None = None
 ) -> tuple[str, ...] | tuple[int, ...]:
   """The layers :func:`reconstruct` can start from: all of them, or an error.
 
@@ -1053,32 +1165,37 @@ def invertible_layer_names(
 
   Example:
     >>> from flax import nnx
-    >>> invertible_layer_names(nnx.Sequential(nnx.Linear(2, 2, rngs=nnx.Rngs(0)), nnx.relu))
+    >>> model = nnx.Sequential(nnx.Linear(2, 2, rngs=nnx.Rngs(0)), nnx.relu)
+    >>> invertible_layer_names(model)
     (0, 1)
   """
   layers, names = layer_chain(model)
   shapes = None if input_shape is None else layer_shapes(model, input_shape)
   for i, layer in enumerate(layers):
-    _find_layer_inverse(layer, layer_label(model, i), None if shapes is None else shapes[i][0])
+    _find_layer_inverse(
+        layer, layer_label(model, i), None if shapes is None else shapes[i][0]
+    )
   return names if names is not None else tuple(range(len(layers)))
 
 
 def _is_traced(tree: Any) -> bool:
-  return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(tree))
+  return any(
+      isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(tree)
+  )
 
 
 def reconstruct(
-  model: Any,
-  representation: jax.Array,
-  layer_name: LayerRef,
-  input_shape: Sequence[int],
-  *,
-  method: Method = 'transpose',
-  scaling: Scaling = 'auto',
-  eps: float = 1e-8,
-  maxiter: int = PINV_MAXITER,
-  tol: float = PINV_TOL,
-  **options: Any,
+    model: Any,
+    representation: jax.Array,
+    layer_name: LayerRef,
+    input_shape: Sequence[int],
+    *,
+    method: Method = 'transpose',
+    scaling: Scaling = 'auto',
+    eps: float = 1e-8,
+    maxiter: int = PINV_MAXITER,
+    tol: float = PINV_TOL,
+    **options: Any,
 ) -> jax.Array:
   r"""Maps the output of a layer back to input space (the backtracking map).
 
@@ -1138,17 +1255,25 @@ def reconstruct(
   dtype = representation.dtype
   shapes = layer_shapes(model, input_shape, dtype)
   inverses = [
-    _find_layer_inverse(layers[i], layer_label(model, i), shapes[i][0], dtype)
-    for i in range(stop + 1)]
+      _find_layer_inverse(layers[i], layer_label(model, i), shapes[i][0], dtype)
+      for i in range(stop + 1)
+  ]
   expected = shapes[stop][1]
   if representation.ndim != len(expected) + 1 or representation.shape[1:] != expected:
     raise ValueError(
-      f'representation has shape {tuple(representation.shape)}, but '
-      f'{layer_label(model, stop)} outputs [N, *{expected}] for inputs of shape '
-      f'{input_shape}; expected {("N", *expected)}'
+        f'representation has shape {tuple(representation.shape)}, but '
+        f'{layer_label(model, stop)} outputs [N, *{expected}] for inputs of '
+        'shape '
+        f'{input_shape}; expected {("N", *expected)}'
     )
-  settings = dict(method=method, scaling=scaling, eps=eps, maxiter=maxiter, tol=tol,
-                  **options)
+  settings = {
+      'method': method,
+      'scaling': scaling,
+      'eps': eps,
+      'maxiter': maxiter,
+      'tol': tol,
+      **options,
+  }
 
   def backtrack(model, y):
     layers = layer_chain(model).layers
@@ -1156,8 +1281,10 @@ def reconstruct(
       y = inverses[i](layers[i], y, shapes[i][0], **settings)
       if tuple(y.shape[1:]) != shapes[i][0]:
         raise ValueError(
-          f'the inverse of {layer_label(model, i)} returned shape {tuple(y.shape)}, '
-          f'expected [N, *{shapes[i][0]}]')
+            f'the inverse of {layer_label(model, i)} returned shape '
+            f'{tuple(y.shape)}, '
+            f'expected [N, *{shapes[i][0]}]'
+        )
     return y
 
   if not _is_traced((model, representation)):
@@ -1166,10 +1293,10 @@ def reconstruct(
 
 
 def reconstruct_all(
-  model: Any,
-  x: jax.Array,
-  layer_names: Sequence[LayerRef] | None = None,
-  **options: Any,
+    model: Any,
+    x: jax.Array,
+    layer_names: Sequence[LayerRef] | None = None,
+    **options: Any,
 ) -> dict[LayerRef, jax.Array]:
   """Runs ``x`` forward and reconstructs it from each layer in ``layer_names``.
 

@@ -63,20 +63,20 @@ def total_variation(x: jax.Array, beta: float = 2.0) -> jax.Array:
 
 
 def invert_by_optimization(
-  model: Any,
-  representation: jax.Array,
-  layer_name: chain.LayerRef,
-  input_shape: Sequence[int],
-  key: jax.Array,
-  *,
-  num_steps: int = 200,
-  learning_rate: float = 0.05,
-  tv_weight: float = 0.05,
-  tv_beta: float = 2.0,
-  l2_weight: float = 1e-3,
-  init_scale: float = 0.1,
-  clip_min: float | None = None,
-  clip_max: float | None = None,
+    model: Any,
+    representation: jax.Array,
+    layer_name: chain.LayerRef,
+    input_shape: Sequence[int],
+    key: jax.Array,
+    *,
+    num_steps: int = 200,
+    learning_rate: float = 0.05,
+    tv_weight: float = 0.05,
+    tv_beta: float = 2.0,
+    l2_weight: float = 1e-3,
+    init_scale: float = 0.1,
+    clip_min: float | None = None,
+    clip_max: float | None = None,
 ) -> jax.Array:
   r"""Reconstructs inputs from a representation by gradient descent on the input.
 
@@ -115,8 +115,13 @@ def invert_by_optimization(
   """
   input_shape = tuple(int(s) for s in input_shape)
   index = chain.resolve_layer(model, layer_name)
-  expected = chain.layer_shapes(model, input_shape, representation.dtype)[index][1]
-  if representation.ndim != len(expected) + 1 or representation.shape[1:] != expected:
+  expected = chain.layer_shapes(model, input_shape, representation.dtype)[
+      index
+  ][1]
+  if (
+      representation.ndim != len(expected) + 1
+      or representation.shape[1:] != expected
+  ):
     raise ValueError(
       f'representation has shape {tuple(representation.shape)}, but layer '
       f'{layer_name!r} outputs [N, *{expected}] for inputs of shape {input_shape}')
@@ -149,4 +154,3 @@ def invert_by_optimization(
 
   x, _ = lax.fori_loop(0, num_steps, body, (x0, tx.init(x0)))
   return x
-

@@ -58,7 +58,12 @@ from typing import Any
 
 import jax
 
-__all__ = ['InverseFn', 'find_inverse', 'register_inverse', 'registered_layer_types']
+__all__ = [
+    'InverseFn',
+    'find_inverse',
+    'register_inverse',
+    'registered_layer_types',
+]
 
 #: ``inverse_fn(layer, y, input_shape, *, method, **options) -> x``.
 InverseFn = Callable[..., jax.Array]
@@ -70,16 +75,19 @@ _FUNCTION_INVERSES: list[tuple[Callable[..., Any], InverseFn]] = []
 
 def _check_inverse_fn(inverse_fn: Any) -> None:
   if not callable(inverse_fn):
-    raise ValueError(f'inverse_fn must be callable, got {inverse_fn!r}')
+    raise ValueError(  # noqa: TRY004
+      f'inverse_fn must be callable, got {inverse_fn!r}')
   try:
     parameters = inspect.signature(inverse_fn).parameters.values()
   except (TypeError, ValueError):  # Some builtins have no signature.
     return
   if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
     raise ValueError(
-      f'inverse_fn {getattr(inverse_fn, "__name__", inverse_fn)!r} must accept '
-      '**options: the signature is inverse_fn(layer, y, input_shape, *, method, '
-      '**options) -> x')
+        f'inverse_fn {getattr(inverse_fn, "__name__", inverse_fn)!r} must '
+        'accept **options: the signature is '
+        'inverse_fn(layer, y, input_shape, *, method, '
+        '**options) -> x'
+    )
 
 
 def unwrap_partial(layer: Any) -> Any:
@@ -90,7 +98,7 @@ def unwrap_partial(layer: Any) -> Any:
 
 
 def register_inverse(
-  layer_type: type | Callable[..., Any], inverse_fn: InverseFn | None = None
+    layer_type: type | Callable[..., Any], inverse_fn: InverseFn | None = None
 ) -> Any:
   """Declares the inverse of a layer type (or of a plain function layer).
 
@@ -113,22 +121,30 @@ def register_inverse(
       ``inverse_fn`` does not accept ``**options``.
 
   Example:
-    >>> import jax.numpy as jnp
-    >>> _ = register_inverse(jnp.tanh, lambda f, y, shape, **options: jnp.arctanh(y))
-    >>> find_inverse(jnp.tanh) is not None
+    >>> import functools, jax.numpy as jnp
+    >>> def cube(x, offset=0.0):
+    ...   return x**3 + offset
+    >>> def cube_inverse(function, y, input_shape, **options):
+    ...   return jnp.cbrt(y - function.keywords.get('offset', 0.0))
+    >>> _ = register_inverse(cube, cube_inverse)
+    >>> find_inverse(functools.partial(cube, offset=1.0)) is cube_inverse
     True
   """
   if inverse_fn is None:
     return functools.partial(register_inverse, layer_type)
   if not (isinstance(layer_type, type) or callable(layer_type)):
-    raise ValueError(
-      f'layer_type must be a class or a function, got {type(layer_type).__name__}')
+    raise ValueError(  # noqa: TRY004
+        'layer_type must be a class or a function, got '
+        f'{type(layer_type).__name__}'
+    )
   _check_inverse_fn(inverse_fn)
   if isinstance(layer_type, type):
     _TYPE_INVERSES[layer_type] = inverse_fn
   else:
     function = unwrap_partial(layer_type)
-    _FUNCTION_INVERSES[:] = [(f, g) for f, g in _FUNCTION_INVERSES if f is not function]
+    _FUNCTION_INVERSES[:] = [
+        (f, g) for f, g in _FUNCTION_INVERSES if f is not function
+    ]
     _FUNCTION_INVERSES.append((function, inverse_fn))
   return inverse_fn
 

@@ -27,8 +27,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from bort_jax.explain import chain
-from bort_jax.explain import inverse
+from bort_jax.explain import chain, inverse
 
 __all__ = [
   'SAT_B',
@@ -72,13 +71,17 @@ def resolve_k(k: int | None, channels: int) -> int:
   return k
 
 
-def _output_shape(model: Any, x: jax.Array, layer_name: chain.LayerRef) -> tuple[int, ...]:
+def _output_shape(
+    model: Any, x: jax.Array, layer_name: chain.LayerRef
+) -> tuple[int, ...]:
   """The layer's per-example output shape (checks the layer and ``x``)."""
   index = chain.resolve_layer(model, layer_name)
   return chain.layer_shapes(model, x.shape[1:], x.dtype)[index][1]
 
 
-def _check_spatial(model: Any, x: jax.Array, layer_name: chain.LayerRef) -> tuple[int, ...]:
+def _check_spatial(
+    model: Any, x: jax.Array, layer_name: chain.LayerRef
+) -> tuple[int, ...]:
   """The layer's per-example output shape; must be ``(h, w, C)``."""
   out = _output_shape(model, x, layer_name)
   if len(out) != 3:
@@ -90,36 +93,43 @@ def _check_spatial(model: Any, x: jax.Array, layer_name: chain.LayerRef) -> tupl
 
 
 def _backtracking_map(
-  model: Any,
-  layer_name: chain.LayerRef,
-  input_shape: tuple[int, ...],
-  method: str,
-  scaling: str,
-  inverse_options: Mapping[str, Any] | None,
+    model: Any,
+    layer_name: chain.LayerRef,
+    input_shape: tuple[int, ...],
+    method: str,
+    scaling: str,
+    inverse_options: Mapping[str, Any] | None,
 ) -> Callable[[jax.Array], jax.Array]:
   """``g``: :func:`~bort_jax.explain.inverse.reconstruct` from the layer."""
   options = dict(inverse_options or {})
 
   def g(maps):
-    return inverse.reconstruct(model, maps, layer_name, input_shape, method=method,
-                               scaling=scaling, **options)
+    return inverse.reconstruct(
+        model,
+        maps,
+        layer_name,
+        input_shape,
+        method=method,
+        scaling=scaling,
+        **options,
+    )
 
   return g
 
 
 def backtracking_saliency(
-  model: Any,
-  x: jax.Array,
-  layer_name: chain.LayerRef,
-  *,
-  k: int | None = None,
-  impulse: float = SAT_B,
-  tau: float = SAT_TAU,
-  drop_border: bool = True,
-  method: inverse.Method = 'transpose',
-  scaling: inverse.Scaling = 'auto',
-  inverse_options: Mapping[str, Any] | None = None,
-  batch_size: int | None = 8,
+    model: Any,
+    x: jax.Array,
+    layer_name: chain.LayerRef,
+    *,
+    k: int | None = None,
+    impulse: float = SAT_B,
+    tau: float = SAT_TAU,
+    drop_border: bool = True,
+    method: inverse.Method = 'transpose',
+    scaling: inverse.Scaling = 'auto',
+    inverse_options: Mapping[str, Any] | None = None,
+    batch_size: int | None = 8,
 ) -> jax.Array:
   r"""The Bort paper's backtracking saliency (Algorithm 1, "SAT").
 
@@ -179,7 +189,9 @@ def backtracking_saliency(
   """
   h, w, channels = _check_spatial(model, x, layer_name)
   k = resolve_k(k, channels)
-  g = _backtracking_map(model, layer_name, x.shape[1:], method, scaling, inverse_options)
+  g = _backtracking_map(
+      model, layer_name, x.shape[1:], method, scaling, inverse_options
+  )
   z = chain.forward_to(model, x, layer_name)
   base = g(jnp.zeros((1, h, w, channels), x.dtype))[0]
 
@@ -206,14 +218,14 @@ def backtracking_saliency(
 
 
 def feature_visualization(
-  model: Any,
-  x: jax.Array,
-  layer_name: chain.LayerRef,
-  channel: int | jax.Array,
-  *,
-  method: inverse.Method = 'transpose',
-  scaling: inverse.Scaling = 'auto',
-  inverse_options: Mapping[str, Any] | None = None,
+    model: Any,
+    x: jax.Array,
+    layer_name: chain.LayerRef,
+    channel: int | jax.Array,
+    *,
+    method: inverse.Method = 'transpose',
+    scaling: inverse.Scaling = 'auto',
+    inverse_options: Mapping[str, Any] | None = None,
 ) -> jax.Array:
   r"""Backtracks one channel of a representation to input space.
 
@@ -251,7 +263,9 @@ def feature_visualization(
   channels = out[-1]
   if isinstance(channel, int) and not 0 <= channel < channels:
     raise ValueError(f'channel {channel} is out of range: layer {layer_name!r} has {channels}')
-  g = _backtracking_map(model, layer_name, x.shape[1:], method, scaling, inverse_options)
+  g = _backtracking_map(
+      model, layer_name, x.shape[1:], method, scaling, inverse_options
+  )
   z = chain.forward_to(model, x, layer_name)
   channel = jnp.broadcast_to(jnp.asarray(channel), (x.shape[0],))
   keep = jax.nn.one_hot(channel, channels, dtype=z.dtype)
