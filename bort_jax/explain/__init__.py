@@ -64,19 +64,22 @@ from bort_jax.explain.inverse import relu_inverse
 from bort_jax.explain.inverse import unit_scales
 from bort_jax.explain.inversion import invert_by_optimization
 from bort_jax.explain.inversion import total_variation
-from bort_jax.explain.registry import register_inverse
+from bort_jax.explain.metrics import affine_fitted_mse
 from bort_jax.explain.metrics import attack_success
 from bort_jax.explain.metrics import auc
 from bort_jax.explain.metrics import cosine_similarity
 from bort_jax.explain.metrics import deletion_curve
-from bort_jax.explain.metrics import gaussian_window
 from bort_jax.explain.metrics import insertion_curve
 from bort_jax.explain.metrics import mass_on_mask
+from bort_jax.explain.metrics import mean_confidence_interval
 from bort_jax.explain.metrics import mse
+from bort_jax.explain.metrics import pearson_r
 from bort_jax.explain.metrics import perturbation_norms
 from bort_jax.explain.metrics import psnr
+from bort_jax.explain.metrics import spearman_rank_correlation
 from bort_jax.explain.metrics import ssim
 from bort_jax.explain.metrics import target_likeness
+from bort_jax.explain.registry import register_inverse
 from bort_jax.explain.saliency import SAT_B
 from bort_jax.explain.saliency import SAT_K
 from bort_jax.explain.saliency import SAT_TAU
@@ -95,6 +98,7 @@ __all__ = [
   'SAT_K',
   'SAT_TAU',
   'SCALINGS',
+  'affine_fitted_mse',
   'attack_success',
   'attribution_map',
   'auc',
@@ -112,7 +116,6 @@ __all__ = [
   'fgsm',
   'flatten_inverse',
   'forward_to',
-  'gaussian_window',
   'gradient_x_input',
   'insertion_curve',
   'integrated_gradients',
@@ -124,7 +127,9 @@ __all__ = [
   'leaky_relu_inverse',
   'least_squares_inverse',
   'mass_on_mask',
+  'mean_confidence_interval',
   'mse',
+  'pearson_r',
   'perturbation_norms',
   'pgd',
   'pool_inverse',
@@ -135,6 +140,7 @@ __all__ = [
   'relu_inverse',
   'resolve_k',
   'resolve_layer',
+  'spearman_rank_correlation',
   'ssim',
   'target_likeness',
   'total_variation',

@@ -3,14 +3,20 @@ r"""Metrics for reconstructions, saliency maps and adversarial perturbations.
 Every metric is a pure, jittable function of arrays, batched over a leading
 example axis: it returns one value per example (average them yourself), so
 that medians and spreads can be reported as well as means.
+:func:`mean_confidence_interval` then summarises values over seeds.
 
-* Reconstruction: :func:`mse`, :func:`psnr`, :func:`ssim` (Gaussian-window
-  SSIM of Wang et al. 2004, implemented here).
+* Reconstruction: :func:`pearson_r` and :func:`affine_fitted_mse` (gain- and
+  offset-invariant: a reconstruction that is right up to brightness and
+  contrast scores perfectly), :func:`ssim` and :func:`psnr` (from
+  ``dm_pix``), :func:`mse`.
 * Saliency: :func:`deletion_curve`, :func:`insertion_curve`, :func:`auc`
-  (Petsiuk et al. 2018) and :func:`mass_on_mask` (how much of a map lies on
-  given pixels, e.g. the digit strokes).
+  (Petsiuk et al. 2018), :func:`mass_on_mask` (how much of a map lies on
+  given pixels, e.g. the digit strokes) and
+  :func:`spearman_rank_correlation` (the model-randomisation sanity check of
+  Adebayo et al. 2018 compares a trained and an untrained network's maps).
 * Adversarial: :func:`attack_success`, :func:`perturbation_norms`,
   :func:`cosine_similarity` and :func:`target_likeness`.
+* Over seeds: :func:`mean_confidence_interval` (Student t, not jittable).
 
 Images are NHWC. ``data_range`` is the span of valid pixel values (1.0 for
 images in ``[0, 1]``).
@@ -18,23 +24,30 @@ images in ``[0, 1]``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Sequence
 
+import dm_pix
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
+from scipy import stats
 
 __all__ = [
+  'affine_fitted_mse',
   'attack_success',
   'auc',
   'cosine_similarity',
   'deletion_curve',
-  'gaussian_window',
   'insertion_curve',
   'mass_on_mask',
+  'mean_confidence_interval',
   'mse',
+  'pearson_r',
   'perturbation_norms',
   'psnr',
+  'spearman_rank_correlation',
   'ssim',
   'target_likeness',
 ]
@@ -67,8 +80,91 @@ def mse(x: jax.Array, y: jax.Array) -> jax.Array:
   return jnp.mean(jnp.square(_per_example(x) - _per_example(y)), axis=-1)
 
 
+def _centered(x: jax.Array) -> jax.Array:
+  """``[N, D]`` float32 rows minus their means."""
+  x = _per_example(x).astype(jnp.float32)
+  return x - jnp.mean(x, axis=-1, keepdims=True)
+
+
+def pearson_r(x: jax.Array, y: jax.Array) -> jax.Array:
+  r"""Pearson correlation of the flattened examples, per example.
+
+  .. math::
+    r = \frac{\sum_i (x_i - \bar x)(y_i - \bar y)}
+      {\sqrt{\sum_i (x_i - \bar x)^2 \sum_i (y_i - \bar y)^2}}
+
+  Invariant to gain and offset: :math:`r(\alpha x + \beta, y) =
+  \operatorname{sign}(\alpha)\, r(x, y)`, so a reconstruction right up to
+  brightness and contrast scores 1. An example with a constant ``x`` or
+  ``y`` (no variance) gets 0.
+
+  Args:
+    x, y: ``[N, ...]`` arrays of the same shape.
+
+  Returns:
+    ``[N]`` float32 in ``[-1, 1]``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> x = jnp.array([[0.0, 1.0, 2.0, 4.0]])
+    >>> pearson_r(x, 3 * x + 1), pearson_r(x, -x)
+    (Array([1.], dtype=float32), Array([-1.], dtype=float32))
+  """
+  _check_same_shape(x, y, 'pearson_r')
+  xc, yc = _centered(x), _centered(y)
+  norms = jnp.sqrt(jnp.sum(xc * xc, axis=-1) * jnp.sum(yc * yc, axis=-1))
+  covariance = jnp.sum(xc * yc, axis=-1)
+  r = covariance / jnp.where(norms > 0, norms, 1.0)
+  return jnp.clip(jnp.where(norms > 0, r, 0.0), -1.0, 1.0)
+
+
+def affine_fitted_mse(x_hat: jax.Array, x: jax.Array) -> jax.Array:
+  r"""MSE of ``x_hat`` to ``x`` after the best gain and offset, per example.
+
+  With :math:`(\alpha, \beta)` the least-squares fit of
+  :math:`\alpha \hat x + \beta` to :math:`x` over the example's entries,
+  :math:`\alpha = \operatorname{cov}(\hat x, x) / \operatorname{var}(\hat x)`
+  and :math:`\beta = \bar x - \alpha \bar{\hat x}`,
+
+  .. math::
+    \frac1D \sum_i (\alpha \hat x_i + \beta - x_i)^2
+      = \operatorname{var}(x)\,(1 - r^2)
+
+  with :math:`r` the Pearson correlation (:func:`pearson_r`). It is at most
+  :func:`mse` (the fit :math:`\alpha = 1, \beta = 0` is one candidate) and
+  ``var(x)``, what a constant image scores; it ignores the brightness and
+  contrast of a reconstruction. For a constant ``x_hat``, :math:`\alpha = 0`.
+
+  Args:
+    x_hat: ``[N, ...]`` reconstructions (or any estimates of ``x``).
+    x: ``[N, ...]`` references, same shape.
+
+  Returns:
+    ``[N]`` float32.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> x = jnp.array([[0.0, 1.0, 2.0, 3.0]])
+    >>> affine_fitted_mse(0.5 * x - 4.0, x)
+    Array([0.], dtype=float32)
+  """
+  _check_same_shape(x_hat, x, 'affine_fitted_mse')
+  hc, xc = _centered(x_hat), _centered(x)
+  variance = jnp.sum(hc * hc, axis=-1, keepdims=True)
+  covariance = jnp.sum(hc * xc, axis=-1, keepdims=True)
+  positive = variance > 0
+  gain = jnp.where(positive, covariance / jnp.where(positive, variance, 1.0), 0.0)
+  return jnp.mean(jnp.square(gain * hc - xc), axis=-1)
+
+
 def psnr(x: jax.Array, y: jax.Array, data_range: float = 1.0) -> jax.Array:
-  r"""Peak signal-to-noise ratio per example, :math:`10\log_{10}(R^2/\mathrm{MSE})` dB.
+  r"""Peak signal-to-noise ratio per example, in dB.
+
+  .. math::
+    \mathrm{PSNR} = 10 \log_{10} \frac{R^2}{\mathrm{MSE}}
+
+  Computed by ``dm_pix.psnr`` on the examples divided by :math:`R` (dm_pix
+  assumes a range of 1).
 
   Args:
     x, y: ``[N, ...]`` arrays of the same shape.
@@ -82,36 +178,12 @@ def psnr(x: jax.Array, y: jax.Array, data_range: float = 1.0) -> jax.Array:
     >>> psnr(jnp.zeros((1, 4)), jnp.full((1, 4), 0.1))  # MSE 0.01 -> 20 dB
     Array([20.], dtype=float32)
   """
-  return 10.0 * jnp.log10(data_range**2 / mse(x, y))
+  _check_same_shape(x, y, 'psnr')
+  # dm_pix wants [N, H, W, C]; the MSE is over all of an example's entries.
+  def as_images(a):
+    return _per_example(a).astype(jnp.float32)[:, :, None, None] / data_range
 
-
-def gaussian_window(size: int = 11, sigma: float = 1.5) -> jax.Array:
-  """A normalised 1D Gaussian window of ``size`` taps.
-
-  Example:
-    >>> float(gaussian_window(11, 1.5).sum())
-    1.0
-  """
-  if size < 1 or size % 2 == 0:
-    raise ValueError(f'the window size must be a positive odd number, got {size}')
-  offsets = jnp.arange(size, dtype=jnp.float32) - (size - 1) / 2
-  window = jnp.exp(-0.5 * jnp.square(offsets / sigma))
-  return window / jnp.sum(window)
-
-
-def _blur(x: jax.Array, window: jax.Array) -> jax.Array:
-  """Separable 'valid' Gaussian filter of every channel of NHWC ``x``."""
-  n, h, w, c = x.shape
-  planes = jnp.moveaxis(x, -1, 1).reshape(n * c, h, w, 1)
-  size = window.shape[0]
-  dn = ('NHWC', 'HWIO', 'NHWC')
-  planes = lax.conv_general_dilated(
-    planes, window.reshape(size, 1, 1, 1), (1, 1), 'VALID', dimension_numbers=dn,
-    precision=lax.Precision.HIGHEST)
-  planes = lax.conv_general_dilated(
-    planes, window.reshape(1, size, 1, 1), (1, 1), 'VALID', dimension_numbers=dn,
-    precision=lax.Precision.HIGHEST)
-  return jnp.moveaxis(planes.reshape(n, c, *planes.shape[1:3]), 1, -1)
+  return dm_pix.psnr(as_images(x), as_images(y))
 
 
 def ssim(
@@ -124,26 +196,36 @@ def ssim(
   k1: float = 0.01,
   k2: float = 0.03,
 ) -> jax.Array:
-  r"""Structural similarity per example (Wang et al. 2004), Gaussian window.
+  r"""Structural similarity per example (Wang et al. 2004), by ``dm_pix.ssim``.
 
   With local means :math:`\mu`, variances :math:`\sigma^2` and covariance
   :math:`\sigma_{xy}` taken under an 11-tap, :math:`\sigma = 1.5` Gaussian
   window (valid positions only, each channel separately),
 
   .. math::
-    \mathrm{SSIM} = \operatorname{mean}\frac{(2\mu_x\mu_y + C_1)(2\sigma_{xy} + C_2)}
+    \mathrm{SSIM} = \operatorname{mean}
+      \frac{(2\mu_x\mu_y + C_1)(2\sigma_{xy} + C_2)}
       {(\mu_x^2 + \mu_y^2 + C_1)(\sigma_x^2 + \sigma_y^2 + C_2)},
     \quad C_i = (k_i R)^2.
+
+  dm_pix floors the local variances at a tiny positive value and clips the
+  covariance to :math:`|\sigma_{xy}| \le \sigma_x\sigma_y`. SSIM is not
+  gain-invariant; compare reconstructions clipped to the valid range
+  (``jnp.clip(x_hat, 0, R)``).
 
   Args:
     x, y: ``[N, H, W, C]`` images of the same shape, ``H, W >= window_size``.
     data_range: :math:`R`.
-    window_size: Gaussian window taps (odd).
+    window_size: Gaussian window taps.
     sigma: Gaussian window width.
     k1, k2: the stabilising constants' factors.
 
   Returns:
     ``[N]``; 1 for identical images.
+
+  Raises:
+    ValueError: for shapes that differ, are not ``[N, H, W, C]``, or are
+      smaller than the window.
 
   Example:
     >>> import jax.numpy as jnp
@@ -156,19 +238,118 @@ def ssim(
     raise ValueError(f'ssim expects [N, H, W, C] images, got shape {x.shape}')
   if min(x.shape[1:3]) < window_size:
     raise ValueError(
-      f'ssim: images of size {x.shape[1:3]} are smaller than the window ({window_size})')
-  x = x.astype(jnp.float32)
-  y = y.astype(jnp.float32)
-  window = gaussian_window(window_size, sigma)
-  c1 = (k1 * data_range) ** 2
-  c2 = (k2 * data_range) ** 2
-  mu_x, mu_y = _blur(x, window), _blur(y, window)
-  var_x = _blur(x * x, window) - mu_x**2
-  var_y = _blur(y * y, window) - mu_y**2
-  cov = _blur(x * y, window) - mu_x * mu_y
-  ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / (
-    (mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
-  return jnp.mean(_per_example(ssim_map), axis=-1)
+      f'ssim: images of size {x.shape[1:3]} are smaller than the window '
+      f'({window_size})')
+  return _dm_pix_ssim(
+    x.astype(jnp.float32), y.astype(jnp.float32), data_range,
+    window_size=window_size, sigma=sigma, k1=k1, k2=k2)
+
+
+@functools.partial(
+  jax.jit, static_argnames=('window_size', 'sigma', 'k1', 'k2'))
+def _dm_pix_ssim(x, y, data_range, *, window_size, sigma, k1, k2):
+  # One compiled computation: dm_pix's filters run op by op otherwise.
+  return dm_pix.ssim(x, y, max_val=data_range, filter_size=window_size,
+                     filter_sigma=sigma, k1=k1, k2=k2)
+
+
+def _average_ranks(values: jax.Array) -> jax.Array:
+  """1-based ranks of a 1D array; tied values share their average rank."""
+  ordered = jnp.sort(values)
+  below = jnp.searchsorted(ordered, values, side='left')
+  up_to = jnp.searchsorted(ordered, values, side='right')
+  # Ties occupy ranks below + 1 .. up_to; their mean is (below + 1 + up_to) / 2.
+  return (below + 1 + up_to).astype(jnp.float32) / 2
+
+
+def spearman_rank_correlation(a: jax.Array, b: jax.Array) -> jax.Array:
+  r"""Spearman rank correlation of the flattened examples, per example.
+
+  The Pearson correlation (:func:`pearson_r`) of the ranks of the entries,
+  :math:`\rho = r(\operatorname{rank}(a), \operatorname{rank}(b))`. Tied
+  entries (common in saliency maps: zeros, thresholded masks) get the
+  average of the ranks they span, as in ``scipy.stats.spearmanr``. It is
+  invariant to any strictly increasing transform of either map. An example
+  whose entries are all equal gets 0.
+
+  The model-randomisation sanity check (Adebayo et al. 2018) reports it
+  between the saliency maps of a trained and an untrained network: a method
+  that explains the model should give a low value; one near 1 means the
+  maps do not depend on what the network learned.
+
+  Args:
+    a, b: ``[N, ...]`` maps of the same shape.
+
+  Returns:
+    ``[N]`` float32 in ``[-1, 1]``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> a = jnp.array([[0.1, 0.5, 0.2, 0.9]])
+    >>> spearman_rank_correlation(a, jnp.exp(10 * a))
+    Array([1.], dtype=float32)
+  """
+  _check_same_shape(a, b, 'spearman_rank_correlation')
+  return _spearman(_per_example(a), _per_example(b))
+
+
+@jax.jit
+def _spearman(a: jax.Array, b: jax.Array) -> jax.Array:
+  ranks = jax.vmap(_average_ranks)
+  return pearson_r(ranks(a), ranks(b))
+
+
+def mean_confidence_interval(
+  values: Sequence[float] | np.ndarray | jax.Array,
+  confidence: float = 0.95,
+  axis: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+  r"""Mean and half-width of the Student-t confidence interval of the mean.
+
+  For :math:`n` values (e.g. one per seed) with mean :math:`\bar v` and
+  sample standard deviation :math:`s` (:math:`n - 1` in the denominator),
+
+  .. math::
+    \bar v \pm t_{(1 + c)/2,\, n - 1}\, \frac{s}{\sqrt n}
+
+  with :math:`t_{q, k}` the :math:`q` quantile of Student's t distribution
+  with :math:`k` degrees of freedom (``scipy.stats.t``; scipy comes with
+  JAX). It assumes the values are independent draws from a roughly normal
+  distribution; with 3 seeds, :math:`t_{0.975, 2} = 4.30`. Host-side (numpy),
+  not jittable.
+
+  Args:
+    values: the values, the reduced axis of length :math:`n \ge 1`.
+    confidence: :math:`c`, in ``(0, 1)``.
+    axis: the axis holding the samples.
+
+  Returns:
+    ``(mean, half_width)``, numpy float64 arrays of the remaining shape (0-d
+    for a 1D input). The half-width is ``nan`` for a single value: one seed
+    gives no interval.
+
+  Raises:
+    ValueError: for an empty sample or a confidence outside ``(0, 1)``.
+
+  Example:
+    >>> mean, half = mean_confidence_interval([1.0, 2.0, 3.0])
+    >>> float(mean), round(float(half), 4)  # t_{0.975, 2} * 1 / sqrt(3)
+    (2.0, 2.4841)
+  """
+  if not 0.0 < confidence < 1.0:
+    raise ValueError(f'confidence must be in (0, 1), got {confidence}')
+  values = np.asarray(values, dtype=np.float64)
+  n = values.shape[axis] if values.ndim else 1
+  if values.ndim == 0:
+    values = values[None]
+  if n == 0:
+    raise ValueError('mean_confidence_interval needs at least one value')
+  mean = np.mean(values, axis=axis)
+  if n == 1:
+    return mean, np.full_like(mean, np.nan)
+  standard_error = np.std(values, axis=axis, ddof=1) / np.sqrt(n)
+  quantile = stats.t.ppf((1.0 + confidence) / 2.0, df=n - 1)
+  return mean, quantile * standard_error
 
 
 def auc(curve: jax.Array) -> jax.Array:

@@ -1,13 +1,14 @@
-"""Metrics against hand-computed values and an independent SSIM."""
+"""Metrics against hand-computed values, scipy and an independent SSIM."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from scipy import stats
 
 from bort_jax import explain
 
-from explain_testing import uniform
+from explain_testing import normal, uniform
 
 
 def _ssim_reference(x, y, data_range=1.0, size=11, sigma=1.5):
@@ -127,15 +128,127 @@ def test_metric_errors():
     explain.mse(jnp.zeros((1, 3)), jnp.zeros((1, 4)))
   with pytest.raises(ValueError, match='smaller than the window'):
     explain.ssim(jnp.zeros((1, 8, 8, 1)), jnp.zeros((1, 8, 8, 1)))
-  with pytest.raises(ValueError, match='positive odd'):
-    explain.gaussian_window(4)
+  with pytest.raises(ValueError, match='shapes differ'):
+    explain.pearson_r(jnp.zeros((1, 3)), jnp.zeros((1, 4)))
+  with pytest.raises(ValueError, match='shapes differ'):
+    explain.spearman_rank_correlation(jnp.zeros((1, 3)), jnp.zeros((2, 3)))
+  with pytest.raises(ValueError, match='confidence'):
+    explain.mean_confidence_interval([1.0, 2.0], confidence=95)
+  with pytest.raises(ValueError, match='at least one value'):
+    explain.mean_confidence_interval([])
   with pytest.raises(ValueError, match='at least two points'):
     explain.auc(jnp.ones((3, 1)))
 
 
 def test_metrics_jit():
   x = uniform(0, (2, 12, 12, 1))
-  y = x * 0.5
-  f = jax.jit(lambda a, b: (explain.ssim(a, b), explain.psnr(a, b), explain.mse(a, b)))
-  for got, want in zip(f(x, y), (explain.ssim(x, y), explain.psnr(x, y), explain.mse(x, y))):
-    np.testing.assert_allclose(got, want, rtol=1e-5)
+  y = x * 0.5 + uniform(1, (2, 12, 12, 1)) * 0.1
+  names = ('ssim', 'psnr', 'mse', 'pearson_r', 'affine_fitted_mse',
+           'spearman_rank_correlation')
+  fns = [getattr(explain, name) for name in names]
+  jitted = jax.jit(lambda a, b: [f(a, b) for f in fns])(x, y)
+  for name, f, got in zip(names, fns, jitted):
+    np.testing.assert_allclose(got, f(x, y), rtol=1e-5, err_msg=name)
+
+
+def test_pearson_r_known_values_and_scipy():
+  x = normal(0, (3, 4, 5, 1))
+  np.testing.assert_allclose(explain.pearson_r(x, 3 * x + 1), 1.0, atol=1e-6)
+  np.testing.assert_allclose(explain.pearson_r(x, -x), -1.0, atol=1e-6)
+  y = x + normal(1, x.shape)
+  got = explain.pearson_r(x, y)
+  expected = [stats.pearsonr(np.ravel(a), np.ravel(b)).statistic
+              for a, b in zip(np.asarray(x), np.asarray(y))]
+  np.testing.assert_allclose(got, expected, rtol=1e-5)
+  # Gain and offset of either argument change nothing (gain > 0).
+  np.testing.assert_allclose(explain.pearson_r(0.2 * x - 7, 5 * y + 3), got,
+                             rtol=1e-4)
+  # No variance, no correlation: 0 rather than nan.
+  np.testing.assert_array_equal(
+    explain.pearson_r(jnp.ones((1, 6)), jnp.arange(6.0)[None]), [0.0])
+
+
+def test_affine_fitted_mse():
+  x = uniform(0, (3, 6, 6, 1))
+  # Any gain and offset of x is fitted away.
+  np.testing.assert_allclose(explain.affine_fitted_mse(-2.5 * x + 0.7, x), 0.0,
+                             atol=1e-6)
+  # When the least-squares fit is the identity (residual of zero mean and
+  # orthogonal to x_hat) it is the plain MSE.
+  x_hat = np.asarray(normal(1, (3, 36)), np.float64)
+  residual = np.asarray(normal(2, (3, 36)), np.float64)
+  for h, e in zip(x_hat, residual):
+    e -= e.mean()
+    hc = h - h.mean()
+    e -= (e @ hc) / (hc @ hc) * hc
+  target = x_hat + residual
+  np.testing.assert_allclose(
+    explain.affine_fitted_mse(jnp.asarray(x_hat), jnp.asarray(target)),
+    explain.mse(jnp.asarray(x_hat), jnp.asarray(target)), rtol=1e-5)
+  # In general: var(x) (1 - r^2), never above the MSE nor var(x).
+  x_hat, x = normal(3, (4, 50)), normal(4, (4, 50)) + normal(3, (4, 50))
+  got = explain.affine_fitted_mse(x_hat, x)
+  r = explain.pearson_r(x_hat, x)
+  np.testing.assert_allclose(got, jnp.var(x, axis=1) * (1 - r**2), rtol=1e-4)
+  assert bool(jnp.all(got <= explain.mse(x_hat, x)))
+  # A constant x_hat explains nothing: var(x).
+  np.testing.assert_allclose(
+    explain.affine_fitted_mse(jnp.zeros_like(x), x), jnp.var(x, axis=1),
+    rtol=1e-5)
+
+
+def test_spearman_rank_correlation():
+  a = normal(0, (2, 7, 7))
+  np.testing.assert_allclose(
+    explain.spearman_rank_correlation(a, jnp.exp(3 * a) + 2), 1.0, atol=1e-6)
+  np.testing.assert_allclose(
+    explain.spearman_rank_correlation(a, -a**3), -1.0, atol=1e-6)
+  # Ties take their average rank, as in scipy.
+  rng = np.random.default_rng(0)
+  ties_a = rng.integers(0, 4, (3, 40)).astype(np.float32)
+  ties_b = ties_a + rng.integers(0, 3, (3, 40)).astype(np.float32)
+  expected = [stats.spearmanr(p, q).statistic for p, q in zip(ties_a, ties_b)]
+  np.testing.assert_allclose(
+    explain.spearman_rank_correlation(jnp.asarray(ties_a), jnp.asarray(ties_b)),
+    expected, rtol=1e-5)
+  # A map with every entry equal has no ranking: 0.
+  np.testing.assert_array_equal(
+    explain.spearman_rank_correlation(jnp.zeros((1, 5)), jnp.arange(5.0)[None]),
+    [0.0])
+
+
+def test_mean_confidence_interval_against_a_t_table():
+  # t quantiles from a printed table: t_{0.975, 3} = 3.182446,
+  # t_{0.95, 4} = 2.131847.
+  values = [1.0, 2.0, 3.0, 4.0]
+  mean, half = explain.mean_confidence_interval(values)
+  np.testing.assert_allclose(mean, 2.5)
+  np.testing.assert_allclose(half, 3.182446 * np.sqrt(5 / 3) / 2, rtol=1e-6)
+  values = [0.9, 0.8, 1.1, 1.0, 0.7]  # mean 0.9, sample variance 0.025
+  mean, half = explain.mean_confidence_interval(values, confidence=0.9)
+  np.testing.assert_allclose(mean, 0.9)
+  np.testing.assert_allclose(half, 2.131847 * np.sqrt(0.025 / 5), rtol=1e-6)
+  # Over the seed axis of a [seeds, metrics] table.
+  table = np.array([[1.0, 10.0], [2.0, 10.0], [3.0, 10.0], [4.0, 10.0]])
+  mean, half = explain.mean_confidence_interval(table)
+  np.testing.assert_allclose(mean, [2.5, 10.0])
+  np.testing.assert_allclose(half, [3.182446 * np.sqrt(5 / 3) / 2, 0.0],
+                             rtol=1e-6)
+  # One seed: no interval.
+  mean, half = explain.mean_confidence_interval([0.3])
+  assert float(mean) == 0.3 and np.isnan(half)
+
+
+def test_ssim_decreases_with_noise_and_psnr_is_10_log10_of_inverse_mse():
+  x = uniform(0, (2, 16, 16, 1))
+  np.testing.assert_allclose(explain.ssim(x, x), 1.0, rtol=1e-6)
+  noisy = [jnp.clip(x + sigma * normal(1, x.shape), 0, 1)
+           for sigma in (0.02, 0.1, 0.3)]
+  values = np.stack([explain.ssim(x, y) for y in noisy])
+  assert np.all(np.diff(values, axis=0) < 0), values
+  for y in noisy:
+    np.testing.assert_allclose(
+      explain.psnr(x, y), 10 * np.log10(1 / explain.mse(x, y)), rtol=1e-5)
+    np.testing.assert_allclose(
+      explain.psnr(2 * x, 2 * y, data_range=2.0), explain.psnr(x, y), rtol=1e-5)
+  assert np.isposinf(explain.psnr(x, x)).all()
