@@ -1,0 +1,112 @@
+"""Runs the user-facing examples against whatever jax/flax/optax is installed.
+
+Used to prove the declared minimum versions: install the floors in a fresh
+venv, install bort_jax without its dependencies, and run one part:
+
+  python3.11 -m venv /tmp/floor
+  /tmp/floor/bin/pip install 'jax[cpu]==0.7.1' 'optax==0.2.4' 'chex==0.1.87'
+  /tmp/floor/bin/pip install --no-deps .
+  /tmp/floor/bin/python tests/floors/check_floors.py core
+  /tmp/floor/bin/pip install 'flax==0.12.0' dm-pix 'jax[cpu]==0.7.1' \
+      'optax==0.2.4' 'chex==0.1.87'
+  /tmp/floor/bin/python tests/floors/check_floors.py models
+
+Both passed on 2026-11-30 with Python 3.11 and those versions. Below them:
+jax 0.7.0 lacks ``jax.set_mesh`` (the README's explicit-sharding example),
+flax 0.12.0 is the first with ``nnx.List`` (used by the models) and itself
+requires jax >= 0.7.1 and Python >= 3.11.
+
+Parts:
+
+* ``core``: ``import bort_jax`` loads none of flax, tensorflow-datasets,
+  orbax or matplotlib; the README's python blocks that do not use flax and
+  every block of docs/guides/bort_in_a_chain.md run.
+* ``models``: every README block (the NNX example included) runs, every model
+  of ``bort_jax.models.MODEL_NAMES`` is built abstractly (``nnx.eval_shape``)
+  and the small ones run a forward pass, and the examples of
+  docs/guides/explain_your_model.md run.
+
+It is a script, not a pytest module, so that a floor venv needs nothing but
+the package's own dependencies. Exit status 0 when the part passed.
+"""
+
+import argparse
+import importlib.metadata
+import pathlib
+import re
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+HEAVY_MODULES = ('flax', 'tensorflow_datasets', 'orbax', 'matplotlib')
+
+
+def python_blocks(path):
+  text = (ROOT / path).read_text()
+  return re.findall(r'```python\n(.*?)```', text, flags=re.S)
+
+
+def uses_flax(block):
+  return 'flax' in block or 'nnx' in block
+
+
+def run_blocks(path, blocks, namespace):
+  for number, block in enumerate(blocks):
+    print(f'  {path} block {number}', flush=True)
+    exec(compile(block, f'{path} python block {number}', 'exec'), namespace)
+
+
+def check_core():
+  import bort_jax  # noqa: F401 - the import is the check.
+
+  loaded = [m for m in HEAVY_MODULES if m in sys.modules]
+  if loaded:
+    raise AssertionError(f'import bort_jax loaded {loaded}')
+  readme = [b for b in python_blocks('README.md') if not uses_flax(b)]
+  run_blocks('README.md', readme, {})
+  guide = 'docs/guides/bort_in_a_chain.md'
+  run_blocks(guide, python_blocks(guide), {})
+
+
+def check_models():
+  import jax
+  import jax.numpy as jnp
+  from flax import nnx
+
+  from bort_jax import models
+
+  run_blocks('README.md', python_blocks('README.md'), {})
+  small_inputs = {
+      'mlp': (2, 28, 28, 1),
+      'invertible_cnn': (2, 28, 28, 1),
+      'bort_invertible_cnn': (2, 28, 28, 1),
+  }
+  for name in models.MODEL_NAMES:
+    print(f'  model {name}', flush=True)
+    build = lambda name=name: models.create_model(  # noqa: E731
+        name, num_classes=10, rngs=nnx.Rngs(0))
+    abstract = nnx.eval_shape(build)
+    leaves = jax.tree.leaves(nnx.state(abstract, nnx.Param))
+    assert leaves, f'{name} has no parameters'
+    if name in small_inputs:
+      logits = build()(jnp.zeros(small_inputs[name]))
+      assert logits.shape == (small_inputs[name][0], 10), (name, logits.shape)
+  guide = 'docs/guides/explain_your_model.md'
+  run_blocks(guide, python_blocks(guide), {})
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n', 1)[0])
+  parser.add_argument('part', choices=('core', 'models'))
+  args = parser.parse_args()
+  print(f'python {sys.version.split()[0]}')
+  for package in ('jax', 'jaxlib', 'optax', 'chex', 'flax'):
+    try:
+      print(f'{package} {importlib.metadata.version(package)}')
+    except importlib.metadata.PackageNotFoundError:
+      print(f'{package} not installed')
+  {'core': check_core, 'models': check_models}[args.part]()
+  print(f'{args.part}: passed')
+
+
+if __name__ == '__main__':
+  main()
