@@ -13,34 +13,31 @@ steps/s (median over repeats) and the ratio to ``adamw`` (goal:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 
 import jax
+import ml_collections
 import numpy as np
 import timing
 
-from bort_jax.training import configs
-from bort_jax.training import modeling
-from bort_jax.training import optimizers
-from bort_jax.training import step as train_step
-from bort_jax.training import train
-from bort_jax.training.config import TrainConfig
+from bort_jax import configs
+from bort_jax import training
+from bort_jax.training import loop
 
 # model -> the config whose model, batch size and hyperparameters are timed.
 MODELS = {'mlp': 'mnist_mlp', 'invertible_cnn': 'mnist_cnn'}
 
 
-def make_runner(config: TrainConfig, batch):
+def make_runner(config: ml_collections.ConfigDict, batch):
   """A function running ``n`` train steps of ``config`` and returning seconds per step."""
-  tx, _ = optimizers.optimizer_from_config(config, steps_per_epoch=1000)
+  tx, _ = training.optimizer_from_config(config, steps_per_epoch=1000)
 
   def initialize():
-    model = modeling.create_model(config)
-    return train_step.create_train_state(model, tx, jax.random.key(0))
+    model = training.model_from_config(config)
+    return training.create_train_state(model, tx, jax.random.key(0))
 
   definition = jax.eval_shape(initialize)[0]
-  state = train.initialize_state(lambda: initialize()[1])
-  step = jax.jit(train_step.make_train_step(definition, tx), donate_argnums=0)
+  state = loop.initialize_state(lambda: initialize()[1])
+  step = jax.jit(training.make_train_step(definition, tx), donate_argnums=0)
   return timing.step_runner(step, state, batch)
 
 
@@ -63,13 +60,13 @@ def main(argv=None):
   for model_name in args.models:
     config = configs.get_config(MODELS[model_name])
     if args.batch_size:
-      config = dataclasses.replace(config, batch_size=args.batch_size)
+      config = configs.replace(config, batch_size=args.batch_size)
     rng = np.random.default_rng(0)
     batch = jax.device_put({
         'image': rng.standard_normal((config.batch_size, 28, 28, 1)).astype(np.float32),
         'label': rng.integers(0, 10, config.batch_size).astype(np.int32)})
-    runners = {name: make_runner(dataclasses.replace(config, optimizer=name, gamma=args.gamma
-                                                     if args.gamma is not None else config.gamma),
+    runners = {name: make_runner(configs.replace(config, optimizer=name, gamma=args.gamma
+                                                 if args.gamma is not None else config.gamma),
                                  batch)
                for name in args.optimizers}
     medians = timing.interleaved_medians(runners, args.iterations, args.repeats, warmup=3)

@@ -1,7 +1,7 @@
 """MNIST explainability experiment: ``python -m experiments.explain_mnist``.
 
 The same program as the ``bort-explain`` console script
-(:mod:`bort_jax.explain.cli`); run with ``--help`` for the options.
+(:mod:`bort_jax.programs.explain.main`); run with ``--help`` for the options.
 
 Example::
 
@@ -10,7 +10,7 @@ Example::
 
 import sys
 
-from bort_jax.explain.cli import main
+from bort_jax.programs.explain.main import main
 
 if __name__ == '__main__':
   sys.exit(main())

@@ -37,12 +37,15 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+import ml_collections
+
 import bort_jax
+from bort_jax import configs
 from bort_jax import explain
 from bort_jax import models
-from bort_jax import training
 from bort_jax.data import make_eval_iterator
-from bort_jax.training.cli import last_evaluation
+from bort_jax.training import checkpoint
+from bort_jax.training import loop
 
 TOP_CONV_LAYER = 'down2_lrelu'
 PARTS = ('table', 'sweep', 'modes', 'head', 'longer')
@@ -63,7 +66,7 @@ OPTIMIZER_HYPERPARAMETERS = {
 @dataclasses.dataclass(frozen=True)
 class Run:
   part: str
-  config: training.TrainConfig
+  config: ml_collections.ConfigDict
 
   @property
   def name(self) -> str:
@@ -76,22 +79,22 @@ class Run:
             f'-e{c.epochs}{subset}-s{c.seed}')
 
 
-def classifier_pattern(config: training.TrainConfig) -> str:
+def classifier_pattern(config: ml_collections.ConfigDict) -> str:
   """The ``bort_exclude`` pattern of the model's classifier kernel."""
   model = nnx.eval_shape(lambda: models.create_model(
-      config.model, num_classes=10, rngs=nnx.Rngs(0), **config.model_kwargs))
+      config.model, num_classes=10, rngs=nnx.Rngs(0), **config.model_kwargs.to_dict()))
   return f'^layers/{model.layer_names.index("classifier")}/kernel$'
 
 
 def final_record(workdir: Path, epochs: int) -> dict | None:
   """The last per-epoch record of a finished run, or None."""
-  record = last_evaluation(workdir)
+  record = loop.last_evaluation(workdir)
   return record if record and record['epoch'] >= epochs else None
 
 
 def reconstruction_mse(workdir: Path, data_dir: str, num_examples: int) -> float:
   """MSE between test images and their reconstruction from the top conv layer."""
-  model, _ = training.restore_model(workdir)
+  model, _ = checkpoint.restore_model(workdir)
   batch = next(make_eval_iterator('mnist', batch_size=num_examples, data_dir=data_dir))
   images = jnp.asarray(batch['image'])
   features = model.forward_to(images, TOP_CONV_LAYER)
@@ -101,7 +104,7 @@ def reconstruction_mse(workdir: Path, data_dir: str, num_examples: int) -> float
 
 def constrained_relative_error(workdir: Path, bort_exclude) -> float:
   """Mean relative orthogonality error over the kernels the Bort term acted on."""
-  model, _ = training.restore_model(workdir)
+  model, _ = checkpoint.restore_model(workdir)
   report = bort_jax.orthogonality_report(
       nnx.state(model, nnx.Param), mask=bort_jax.kernels_except(*bort_exclude))
   return float(bort_jax.summarize_report(report)['relative_error/mean'])
@@ -109,31 +112,31 @@ def constrained_relative_error(workdir: Path, bort_exclude) -> float:
 
 def planned_runs(args) -> list[Run]:
   runs = []
-  base = {'mlp': training.get_config('mnist_mlp'), 'cnn': training.get_config('mnist_cnn')}
-  base = {k: dataclasses.replace(c, train_examples=args.train_examples,
-                                 eval_examples=args.eval_examples) for k, c in base.items()}
+  base = {'mlp': configs.get_config('mnist_mlp'), 'cnn': configs.get_config('mnist_cnn')}
+  base = {k: configs.replace(c, train_examples=args.train_examples,
+                             eval_examples=args.eval_examples) for k, c in base.items()}
   epochs = {'mlp': args.epochs_mlp, 'cnn': args.epochs_cnn}
   for model in ('mlp', 'cnn'):
     for optimizer in OPTIMIZER_HYPERPARAMETERS:
       for seed in args.seeds:
-        config = dataclasses.replace(
+        config = configs.replace(
             base[model], seed=seed, epochs=epochs[model],
             **OPTIMIZER_HYPERPARAMETERS[optimizer])
         if 'table' in args.parts:
           runs.append(Run('table', config))
         if 'head' in args.parts and optimizer.startswith('bort'):
-          runs.append(Run('head', dataclasses.replace(
+          runs.append(Run('head', configs.replace(
               config, bort_exclude=(classifier_pattern(config),))))
-  cnn_bort = dataclasses.replace(base['cnn'], epochs=args.epochs_cnn,
+  cnn_bort = configs.replace(base['cnn'], epochs=args.epochs_cnn,
                                  **OPTIMIZER_HYPERPARAMETERS['bort_adamw'])
   if 'sweep' in args.parts:
-    runs += [Run('sweep', dataclasses.replace(cnn_bort, gamma=g)) for g in args.gammas]
+    runs += [Run('sweep', configs.replace(cnn_bort, gamma=g)) for g in args.gammas]
   if 'modes' in args.parts:
-    runs += [Run('modes', dataclasses.replace(cnn_bort, bort_mode=m)) for m in args.modes]
+    runs += [Run('modes', configs.replace(cnn_bort, bort_mode=m)) for m in args.modes]
   if 'longer' in args.parts:
     for optimizer in ('adamw', 'bort_adamw'):
       for seed in args.seeds:
-        runs.append(Run('longer', dataclasses.replace(
+        runs.append(Run('longer', configs.replace(
             base['cnn'], seed=seed, epochs=args.epochs_cnn_long,
             **OPTIMIZER_HYPERPARAMETERS[optimizer])))
   return runs
@@ -143,7 +146,7 @@ def execute(run: Run, args) -> dict:
   workdir = Path(args.workdir) / 'runs' / run.name  # parts share identical runs
   record = final_record(workdir, run.config.epochs)
   if record is None:
-    training.train_and_evaluate(run.config, workdir, data_dir=args.data_dir,
+    loop.train_and_evaluate(run.config, workdir, data_dir=args.data_dir,
                                 resume=(workdir / 'checkpoints').exists(),
                                 progress=args.progress, description=run.name)
     record = final_record(workdir, run.config.epochs)

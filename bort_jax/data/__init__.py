@@ -3,7 +3,10 @@
 No TensorFlow and no ``tf.data``: tfds ``array_record`` data sources give
 random access, numpy and pillow do the rest. Offline first: a data set that
 is not prepared in ``data_dir`` fails at once with a message saying how to
-provide it (MNIST: ``bort-prepare-mnist``, see :mod:`bort_jax.data.mnist_idx`).
+provide it (MNIST: ``bort-prepare-mnist``, or
+:func:`bort_jax.data.mnist_idx.prepare_mnist`, which builds it from the four
+IDX files). Importing the package does not import tensorflow-datasets: the
+functions that read or build a data set import it on first use.
 
 Example:
   >>> from bort_jax import data
@@ -17,7 +20,6 @@ Example:
   ...     ...  # batch['image'] float32 [128, 28, 28, 1], 'label', 'mask'
 """
 
-from bort_jax.data.mnist_idx import prepare_mnist
 from bort_jax.data.pipeline import Batch
 from bort_jax.data.pipeline import epoch_permutation
 from bort_jax.data.pipeline import make_eval_iterator
@@ -54,7 +56,6 @@ __all__ = [
   'num_examples',
   'open_split',
   'prepare_builder',
-  'prepare_mnist',
   'resolve_data_dir',
   'steps_per_epoch',
 ]

@@ -11,23 +11,23 @@ data set::
 
   tfds.data_source('mnist', data_dir=data_dir, download=False)
 
-Command line (installed as ``bort-prepare-mnist``)::
+The command line ``bort-prepare-mnist`` (:mod:`bort_jax.programs.prepare_mnist`)
+calls :func:`prepare_mnist`; ``bort-train`` calls :func:`ensure_mnist`.
 
-  bort-prepare-mnist --idx-dir ../shared/data/mnist --data-dir /tmp/tfds
+Example:
+  >>> prepare_mnist('path/to/mnist_idx', '/tmp/tfds')  # doctest: +SKIP
+  PosixPath('/tmp/tfds/mnist/3.0.1')
 """
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import os
 import struct
-import sys
 import tempfile
-import time
 import urllib.parse
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -41,8 +41,9 @@ __all__ = [
   'MnistArrays',
   'MnistFromIdx',
   'encode_png_gray',
+  'ensure_mnist',
+  'find_idx_files',
   'load_mnist_split',
-  'main',
   'prepare_mnist',
   'read_idx',
 ]
@@ -101,8 +102,8 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
       whose size does not match the header.
 
   Example:
-    >>> labels = read_idx('../shared/data/mnist/t10k-labels-idx1-ubyte.gz')
-    >>> labels.shape, labels.dtype
+    >>> labels = read_idx('mnist_idx/t10k-labels-idx1-ubyte.gz')  # doctest: +SKIP
+    >>> labels.shape, labels.dtype  # doctest: +SKIP
     ((10000,), dtype('uint8'))
   """
   path = Path(path)
@@ -183,8 +184,8 @@ def load_mnist_split(idx_dir: str | os.PathLike[str], split: str) -> MnistArrays
     IdxFormatError: if a file is malformed or has the wrong size.
 
   Example:
-    >>> test = load_mnist_split('../shared/data/mnist', 'test')
-    >>> test.images.shape, test.labels.shape
+    >>> test = load_mnist_split('mnist_idx', 'test')  # doctest: +SKIP
+    >>> test.images.shape, test.labels.shape  # doctest: +SKIP
     ((10000, 28, 28), (10000,))
   """
   if split not in IDX_FILES:
@@ -257,7 +258,7 @@ class MnistFromIdx(tfds_mnist.MNIST, skip_registration=True):
       ``file_format``...).
 
   Example:
-    >>> builder = MnistFromIdx(idx_dir='../shared/data/mnist', data_dir='/tmp/tfds')
+    >>> builder = MnistFromIdx(idx_dir='mnist_idx', data_dir='/tmp/tfds')
     >>> builder.download_and_prepare(file_format='array_record')  # doctest: +SKIP
   """
 
@@ -325,7 +326,7 @@ def prepare_mnist(
       ``array_record`` (which ``tfds.data_source`` cannot read).
 
   Example:
-    >>> prepare_mnist('../shared/data/mnist', '/tmp/tfds')  # doctest: +SKIP
+    >>> prepare_mnist('mnist_idx', '/tmp/tfds')  # doctest: +SKIP
     PosixPath('/tmp/tfds/mnist/3.0.1')
     >>> len(tfds.data_source('mnist', split='test', data_dir='/tmp/tfds',
     ...                      download=False))  # doctest: +SKIP
@@ -364,53 +365,47 @@ def prepare_mnist(
   return data_path
 
 
-def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(
-    prog='bort-prepare-mnist',
-    description=(
-      'Build the tfds "mnist" data set (3.0.1, array_record) from the four '
-      'MNIST IDX .gz files, without TensorFlow or a download. Does nothing '
-      'if it is already prepared.'
-    ),
-  )
-  parser.add_argument(
-    '--idx-dir',
-    required=True,
-    help='folder with train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, '
-    't10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz',
-  )
-  parser.add_argument(
-    '--data-dir',
-    default=None,
-    help='tfds data dir to write to (default: $TFDS_DATA_DIR, else '
-    '~/tensorflow_datasets)',
-  )
-  return parser.parse_args(argv)
+
+def find_idx_files(idx_dir: str | os.PathLike[str]) -> Path:
+  """``idx_dir``, resolved, after checking that it holds the four IDX files.
+
+  Raises:
+    FileNotFoundError: a file is missing; the message names the four.
+  """
+  idx_dir = Path(idx_dir).expanduser()
+  names = [name for pair in IDX_FILES.values() for name in pair]
+  if not all((idx_dir / name).is_file() for name in names):
+    raise FileNotFoundError(
+      f'{idx_dir} does not hold the four MNIST IDX files {names}'
+    )
+  return idx_dir.resolve()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-  """Entry point of ``bort-prepare-mnist``; returns the exit status."""
-  from bort_jax.data.sources import resolve_data_dir  # pylint: disable=import-outside-toplevel
+def ensure_mnist(
+  data_dir: str | os.PathLike[str],
+  idx_dir: str | os.PathLike[str] | None = None,
+) -> bool:
+  """Prepares ``mnist`` in ``data_dir`` from the IDX files if it is missing.
 
-  args = _parse_args(argv)
-  data_dir = resolve_data_dir(args.data_dir)
-  start = time.perf_counter()
-  try:
-    path = prepare_mnist(args.idx_dir, data_dir)
-  except (OSError, ValueError) as e:
-    print(f'bort-prepare-mnist: error: {e}', file=sys.stderr)
-    return 1
-  builder = tfds.builder('mnist', data_dir=os.fspath(data_dir))
-  counts = ', '.join(
-    f'{name} {split.num_examples}' for name, split in builder.info.splits.items()
-  )
-  print(
-    f'mnist ready in {path} ({counts}; {time.perf_counter() - start:.1f} s).\n'
-    f"Read it with tfds.data_source('mnist', data_dir={os.fspath(data_dir)!r}, "
-    'download=False).'
-  )
-  return 0
+  Args:
+    data_dir: the tfds data dir.
+    idx_dir: folder with the four IDX ``.gz`` files, or ``None``.
 
+  Returns:
+    Whether MNIST is prepared now. False when it is missing and no
+    ``idx_dir`` was given; opening it then raises the data package's
+    error, which says how to prepare it.
 
-if __name__ == '__main__':
-  sys.exit(main())
+  Raises:
+    FileNotFoundError: ``idx_dir`` lacks one of the IDX files.
+
+  Example:
+    >>> ensure_mnist('/tmp/tfds', 'mnist_idx')  # doctest: +SKIP
+    True
+  """
+  if MnistFromIdx(data_dir=os.fspath(data_dir)).is_prepared():
+    return True
+  if idx_dir is None:
+    return False
+  prepare_mnist(find_idx_files(idx_dir), data_dir)
+  return True

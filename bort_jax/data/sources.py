@@ -16,16 +16,19 @@ parsed; images are decoded with :func:`bort_jax.data.transforms.decode_image`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple, Union
+from typing import TYPE_CHECKING, Any, NamedTuple, Union
 
 import numpy as np
-import tensorflow_datasets as tfds
 
-from bort_jax.data import mnist_idx, transforms
+from bort_jax.data import transforms
 from bort_jax.data.specs import DatasetSpec, dataset_info
+
+if TYPE_CHECKING:
+  import tensorflow_datasets as tfds
 
 __all__ = [
   'ArraySource',
@@ -40,13 +43,19 @@ __all__ = [
   'resolve_data_dir',
 ]
 
-try:  # The tf.Example proto, compiled into tfds (no TensorFlow needed).
-  from array_record.python.array_record_data_source import (
-    ArrayRecordDataSource as _ArrayRecordReader,
-  )
-  from tensorflow_datasets.proto import tf_example_pb2 as _tf_example_pb2
-except ImportError:  # pragma: no cover - fall back to tfds' own decoding.
-  _ArrayRecordReader = _tf_example_pb2 = None
+@functools.cache
+def _record_parser() -> tuple[Any, Any]:
+  """``(ArrayRecordDataSource class, tf.Example proto module)``, or Nones.
+
+  The proto is compiled into tfds (no TensorFlow needed); both are imported
+  on first read, so importing :mod:`bort_jax.data` does not import tfds.
+  """
+  try:
+    from array_record.python import array_record_data_source  # pylint: disable=import-outside-toplevel
+    from tensorflow_datasets.proto import tf_example_pb2  # pylint: disable=import-outside-toplevel
+  except ImportError:  # pragma: no cover - fall back to tfds' own decoding.
+    return None, None
+  return array_record_data_source.ArrayRecordDataSource, tf_example_pb2
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -85,8 +94,11 @@ def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> str:
 
 def _builder(spec: DatasetSpec, data_dir: str) -> tfds.core.DatasetBuilder:
   """The tfds builder; MNIST's generates without TensorFlow (same data set)."""
+  # tfds is imported here, on first use, so that the package imports without it.
   if spec.name == 'mnist':
+    from bort_jax.data import mnist_idx  # pylint: disable=import-outside-toplevel
     return mnist_idx.MnistFromIdx(data_dir=data_dir)
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
   return tfds.builder(spec.name, data_dir=data_dir)
 
 
@@ -189,11 +201,12 @@ class TfdsSource:
     ``array_record`` reader (e.g. under ``tfds.testing.mock_data``).
     """
     reader = getattr(self.data_source, 'data_source', None)
-    if _ArrayRecordReader is None or not isinstance(reader, _ArrayRecordReader):
+    reader_class, example_proto = _record_parser()
+    if reader_class is None or not isinstance(reader, reader_class):
       return None
     images, labels = [], []
     for record in reader.__getitems__(indices):
-      feature = _tf_example_pb2.Example.FromString(record).features.feature
+      feature = example_proto.Example.FromString(record).features.feature
       if 'image' not in feature or 'label' not in feature:
         return None
       images.append(feature['image'].bytes_list.value[0])

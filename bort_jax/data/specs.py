@@ -72,8 +72,8 @@ DATASETS: dict[str, DatasetSpec] = {
     num_uniforms=0,
     how_to_prepare=(
       'build it from the four MNIST IDX .gz files (no TensorFlow or internet '
-      'needed): `bort-prepare-mnist --idx-dir <folder with the IDX files, e.g. '
-      '../shared/data/mnist> --data-dir {data_dir}` (or call '
+      'needed): `bort-prepare-mnist --idx-dir <folder with the IDX files> '
+      '--data-dir {data_dir}` (or call '
       'bort_jax.data.mnist_idx.prepare_mnist), or pass download=True on a '
       'machine with internet'
     ),

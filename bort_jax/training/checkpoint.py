@@ -3,9 +3,9 @@
 
 A work directory holds::
 
-  WORKDIR/config.json          the TrainConfig (written by process 0)
+  WORKDIR/config.json          the config (bort_jax.configs; process 0 writes it)
   WORKDIR/checkpoints/<step>/  params, model_state, opt_state, progress
-  WORKDIR/metrics.jsonl        see bort_jax.training.train
+  WORKDIR/metrics.jsonl        see bort_jax.training.loop
 
 RNG keys are stored as their raw ``uint32`` key data and wrapped again on
 restore, so a resumed run continues with exactly the same random numbers.
@@ -23,12 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import ml_collections
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from bort_jax import configs
 from bort_jax.training import modeling
 from bort_jax.training import parallel
-from bort_jax.training.config import TrainConfig
 from bort_jax.training.step import TrainState
 
 CONFIG_FILE = 'config.json'
@@ -38,21 +39,29 @@ STATE_ITEMS = ('params', 'model_state', 'opt_state', 'progress')
 PyTree = Any
 
 
-def save_config(workdir: str | os.PathLike[str], config: TrainConfig) -> Path:
+def save_config(workdir: str | os.PathLike[str],
+                config: ml_collections.ConfigDict) -> Path:
   """Writes ``WORKDIR/config.json`` (on process 0) and returns its path."""
   path = Path(workdir) / CONFIG_FILE
   if jax.process_index() == 0:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(config.to_dict(), indent=2) + '\n')
+    path.write_text(json.dumps(configs.to_dict(config), indent=2) + '\n')
   return path
 
 
-def load_config(workdir: str | os.PathLike[str]) -> TrainConfig:
-  """Reads ``WORKDIR/config.json``."""
+def load_config(workdir: str | os.PathLike[str]) -> ml_collections.ConfigDict:
+  """Reads ``WORKDIR/config.json`` back into a validated config.
+
+  Raises:
+    FileNotFoundError: no ``config.json`` (not a ``bort-train`` work
+      directory).
+    ValueError: a field unknown to :mod:`bort_jax.configs`, or a bad value.
+  """
   path = Path(workdir) / CONFIG_FILE
   if not path.is_file():
-    raise FileNotFoundError(f'no {CONFIG_FILE} in {workdir}: not a bort-train work directory')
-  return TrainConfig.from_dict(json.loads(path.read_text()))
+    raise FileNotFoundError(
+        f'no {CONFIG_FILE} in {workdir}: not a bort-train work directory')
+  return configs.from_dict(json.loads(path.read_text()))
 
 
 def checkpoint_manager(workdir: str | os.PathLike[str], *,
@@ -172,7 +181,7 @@ def restore_model(workdir: str | os.PathLike[str], *,
     ('invertible_cnn', (8, 10))
   """
   config = load_config(workdir)
-  abstract_model = nnx.eval_shape(lambda: modeling.create_model(config))
+  abstract_model = nnx.eval_shape(lambda: modeling.model_from_config(config))
   graphdef, params, model_state = nnx.split(abstract_model, nnx.Param, ...)
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   place = lambda tree: jax.tree.map(
@@ -189,4 +198,4 @@ def restore_model(workdir: str | os.PathLike[str], *,
   model = nnx.merge(graphdef, restored['params'],
                     _data_to_keys(restored.get('model_state', model_state), model_state))
   model.eval()
-  return model, config.to_dict()
+  return model, configs.to_dict(config)

@@ -1,31 +1,22 @@
 """The config's data: splits, batches of this process, the model's input shape.
 
 A thin layer over :mod:`bort_jax.data`: it applies the config's subset,
-in-memory and resolution settings, and finds MNIST's IDX files to prepare the
-data set offline when it is missing.
+in-memory and resolution settings.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 from collections.abc import Iterator
-from pathlib import Path
+
+import ml_collections
 
 from bort_jax import data
 from bort_jax.data import transforms
-from bort_jax.training.config import TrainConfig
-
-#: Where MNIST's IDX files are looked for when ``mnist`` is not prepared:
-#: ``../shared/data/mnist`` from the working directory and from the source tree.
-DEFAULT_MNIST_IDX_DIRS = (
-    Path('..') / 'shared' / 'data' / 'mnist',
-    Path(__file__).resolve().parents[2] / '..' / 'shared' / 'data' / 'mnist',
-)
 
 
-def dataset_spec(config: TrainConfig) -> data.DatasetSpec:
+def dataset_spec(config: ml_collections.ConfigDict) -> data.DatasetSpec:
   """The config's data set, at ``config.image_size`` if set (ImageNet only).
 
   Raises:
@@ -37,14 +28,16 @@ def dataset_spec(config: TrainConfig) -> data.DatasetSpec:
     return spec
   if spec.fixed_size:
     raise ValueError(
-        f'image_size={size}: {spec.name} images are {spec.image_shape[0]} pixels; only '
-        'ImageNet is resized')
+        f'image_size={size}: {spec.name} images are {spec.image_shape[0]} '
+        'pixels; only ImageNet is resized')
   return dataclasses.replace(
       spec,
       image_shape=(size, size, spec.image_shape[2]),
-      train_transform=functools.partial(transforms.imagenet_train_transform, size=size),
+      train_transform=functools.partial(
+          transforms.imagenet_train_transform, size=size),
       eval_transform=functools.partial(
-          transforms.imagenet_eval_transform, size=size, resize=round(size * 256 / 224)),
+          transforms.imagenet_eval_transform, size=size,
+          resize=round(size * 256 / 224)),
   )
 
 
@@ -53,7 +46,8 @@ def _split_name(base: str, examples: int) -> str:
 
 
 def open_splits(
-    config: TrainConfig, *, data_dir: str | None = None, download: bool = False
+    config: ml_collections.ConfigDict, *, data_dir: str | None = None,
+    download: bool = False,
 ) -> tuple[data.Source, data.Source]:
   """Opens the train and eval splits the config asks for.
 
@@ -75,64 +69,31 @@ def open_splits(
   splits = []
   for base, examples in ((spec.train_split, config.train_examples),
                          (spec.eval_split, config.eval_examples)):
-    source = data.open_split(config.dataset, _split_name(base, examples), data_dir=data_dir,
-                             download=download, in_memory=in_memory)
+    source = data.open_split(
+        config.dataset, _split_name(base, examples), data_dir=data_dir,
+        download=download, in_memory=in_memory)
     splits.append(dataclasses.replace(source, spec=spec))
   return splits[0], splits[1]
 
 
-def steps_per_epoch(config: TrainConfig, train_source: data.Source) -> int:
+def steps_per_epoch(config: ml_collections.ConfigDict,
+                    train_source: data.Source) -> int:
   """Optimizer steps per epoch (the last partial batch is dropped)."""
   return data.steps_per_epoch(len(train_source), config.batch_size, train=True)
 
 
-def train_batches(config: TrainConfig, source: data.Source, *, epoch: int,
-                  start_step: int = 0) -> Iterator[data.Batch]:
+def train_batches(config: ml_collections.ConfigDict, source: data.Source, *,
+                  epoch: int, start_step: int = 0) -> Iterator[data.Batch]:
   """This process' rows of one epoch's training batches, from ``start_step``."""
   return data.make_train_iterator(
       source, batch_size=config.batch_size, seed=config.seed, epoch=epoch,
-      start_step=start_step, augment=config.augment, num_threads=config.data_threads)
+      start_step=start_step, augment=config.augment,
+      num_threads=config.data_threads)
 
 
-def eval_batches(config: TrainConfig, source: data.Source) -> Iterator[data.Batch]:
+def eval_batches(config: ml_collections.ConfigDict,
+                 source: data.Source) -> Iterator[data.Batch]:
   """This process' rows of the padded, masked eval batches."""
   return data.make_eval_iterator(
-      source, batch_size=config.eval_batch_size, num_threads=config.data_threads)
-
-
-def find_mnist_idx_dir(idx_dir: str | os.PathLike[str] | None = None) -> Path | None:
-  """``idx_dir`` if given, else the first default location holding the IDX files."""
-  candidates = [Path(idx_dir)] if idx_dir else list(DEFAULT_MNIST_IDX_DIRS)
-  for candidate in candidates:
-    if all((candidate / name).is_file() for pair in data.mnist_idx.IDX_FILES.values()
-           for name in pair):
-      return candidate.resolve()
-  if idx_dir:
-    raise FileNotFoundError(
-        f'{idx_dir} does not hold the four MNIST IDX files '
-        f'{[n for pair in data.mnist_idx.IDX_FILES.values() for n in pair]}')
-  return None
-
-
-def ensure_mnist(data_dir: str | None, idx_dir: str | os.PathLike[str] | None = None) -> bool:
-  """Prepares ``mnist`` in ``data_dir`` from IDX files if it is missing.
-
-  Args:
-    data_dir: the tfds data dir (default: ``$TFDS_DATA_DIR`` or tfds').
-    idx_dir: folder with the four IDX ``.gz`` files; default: the first of
-      :data:`DEFAULT_MNIST_IDX_DIRS` that has them.
-
-  Returns:
-    Whether MNIST is prepared now. False when it is missing and no IDX files
-    were found; opening it then raises the data package's error, which says
-    how to run ``bort-prepare-mnist``.
-  """
-  data_dir = data.resolve_data_dir(data_dir)
-  builder = data.mnist_idx.MnistFromIdx(data_dir=data_dir)
-  if builder.is_prepared():
-    return True
-  found = find_mnist_idx_dir(idx_dir)
-  if found is None:
-    return False
-  data.prepare_mnist(found, data_dir)
-  return True
+      source, batch_size=config.eval_batch_size,
+      num_threads=config.data_threads)

@@ -1,7 +1,6 @@
 """Offline first: a data set that is not prepared fails fast, with directions."""
 
 import os
-import time
 
 import pytest
 import tensorflow_datasets as tfds
@@ -38,12 +37,13 @@ def no_downloads(monkeypatch):
 
 @pytest.mark.parametrize('entry', sorted(ENTRY_POINTS))
 @pytest.mark.parametrize('name', sorted(HINTS))
-def test_missing_dataset_fails_fast_with_directions(tmp_path, no_downloads, name, entry):
+def test_missing_dataset_fails_with_directions_and_no_download(tmp_path, no_downloads, name,
+                                                               entry):
+  """No download or preparation is attempted (``no_downloads`` fails the test
+  on any), nothing is created, and the error says how to provide the data."""
   data_dir = tmp_path / 'empty_tfds'
-  start = time.perf_counter()
   with pytest.raises(data.DatasetNotFoundError) as info:
     ENTRY_POINTS[entry](name, data_dir=data_dir)
-  assert time.perf_counter() - start < 10
   message = str(info.value)
   assert f"'{name}'" in message
   assert os.fspath(data_dir) in message

@@ -5,7 +5,6 @@ whose label is the example's index, so every example can be traced; the rest
 runs on the real MNIST.
 """
 
-import time
 
 import numpy as np
 import pytest
@@ -81,24 +80,16 @@ def test_num_examples(mnist_data_dir):
   assert data.num_examples('mnist', 'test[:10%]', data_dir=mnist_data_dir) == 1000
 
 
-def test_streaming_epoch_is_fast(mnist_data_dir):
-  """A full MNIST epoch read from disk (batch 128) takes a few seconds.
-
-  Also checks that the name opens the train split (468 full batches).
-  """
-  start = time.perf_counter()
+def test_streaming_epoch_reads_the_train_split(mnist_data_dir):
+  """The data set's name opens its train split: 468 full batches of 128, read
+  from disk (timings belong in benchmarks/, not here)."""
   steps = sum(1 for _ in data.make_train_iterator(
     'mnist', batch_size=128, seed=0, data_dir=mnist_data_dir, process_index=0, process_count=1))
-  elapsed = time.perf_counter() - start
   assert steps == 60000 // 128
-  assert elapsed < 30, f'one MNIST epoch took {elapsed:.1f} s'
 
 
-def test_in_memory_epoch_is_fast(mnist_train):
-  start = time.perf_counter()
-  steps = len(train_batches(mnist_train, batch_size=128))
-  assert steps == 468
-  assert time.perf_counter() - start < 5
+def test_in_memory_epoch_has_every_full_batch(mnist_train):
+  assert len(train_batches(mnist_train, batch_size=128)) == 468
 
 
 # ----------------------------------------------------------- determinism

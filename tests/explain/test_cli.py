@@ -1,29 +1,25 @@
-"""Smoke test of the ``bort-explain`` experiment on a tiny budget."""
+"""Smoke test of the ``bort-explain`` program on a tiny budget: it trains
+through the library loop (bort-train's work directories) and reads them back."""
 
 import json
-import os
 
 import pytest
 
-from bort_jax.explain import cli
-from bort_jax.explain import report as report_module
+from bort_jax.programs.explain import main as explain_program
+from bort_jax.programs.explain import report as report_module
+from bort_jax.training import loop
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-MNIST_IDX_DIR = os.path.join(REPO_ROOT, '..', 'shared', 'data', 'mnist')
-
-TINY = ['--steps', '40', '--no-mlp', '--channels', '4,8', '--batch-size', '32',
-        '--train-examples', '1000', '--eval-examples', '200', '--num-examples', '8',
-        '--figure-examples', '3', '--inversion-steps', '5', '--inversion-examples', '2',
-        '--pgd-steps', '3', '--ig-steps', '4', '--deletion-steps', '4']
+TINY = ['--epochs', '1', '--no-mlp', '--channels', '4,8', '--batch-size', '32',
+        '--train-examples', '640', '--set', 'eval_examples=200', '--eval-examples', '200',
+        '--num-examples', '8', '--figure-examples', '3', '--inversion-steps', '5',
+        '--inversion-examples', '2', '--pgd-steps', '3', '--ig-steps', '4',
+        '--deletion-steps', '4']
 
 
-def test_cli_smoke(tmp_path, monkeypatch):
-  if not os.path.isdir(MNIST_IDX_DIR):
-    pytest.fail(f'MNIST IDX files not found in {MNIST_IDX_DIR}')
+def test_cli_smoke(tmp_path, mnist_data_dir, monkeypatch):
   monkeypatch.delenv('TFDS_DATA_DIR', raising=False)
   out = tmp_path / 'report'
-  status = cli.main(['--out', str(out), '--data-dir', str(tmp_path / 'tfds'),
-                     '--idx-dir', MNIST_IDX_DIR, *TINY])
+  status = explain_program.main(['--out', str(out), '--data-dir', mnist_data_dir, *TINY])
   assert status == 0
   for name in ('report.json', 'report.md', 'invertible_cnn_reconstruction_top.png',
                'invertible_cnn_saliency.png', 'invertible_cnn_adversarial_bort.png',
@@ -42,6 +38,24 @@ def test_cli_smoke(tmp_path, monkeypatch):
   report_module.write_markdown(report, str(out))
   assert (out / 'report.md').read_text() == markdown
 
+  # The pair was trained by the library loop into bort-train work directories.
+  models = arch['models']
+  for role, optimizer in (('baseline', 'adamw'), ('bort', 'bort_adamw')):
+    run_dir = out / 'runs' / 'mnist_cnn' / optimizer
+    assert models[role]['workdir'] == str(run_dir)
+    assert models[role]['config']['optimizer'] == optimizer
+    assert models[role]['config']['train_examples'] == 640
+    assert loop.last_evaluation(run_dir)['epoch'] == 1
+  assert models['baseline']['config']['gamma'] == 0.0
+  assert models['bort']['config']['gamma'] == models['bort']['gamma'] > 0
+
+  # Finished runs are read back, not trained again.
+  metrics = {p: p.stat().st_mtime_ns for p in (out / 'runs').rglob('metrics.jsonl')}
+  args = explain_program.build_parser().parse_args(['--data-dir', mnist_data_dir, *TINY])
+  runs, _ = explain_program.train_pairs(args, out / 'runs')
+  assert runs == {'invertible_cnn': {r: models[r]['workdir'] for r in ('baseline', 'bort')}}
+  assert {p: p.stat().st_mtime_ns for p in metrics} == metrics
+
 
 @pytest.mark.parametrize('argv,match', [
   (['--baseline-workdir', '/nonexistent'], 'give both'),
@@ -50,9 +64,9 @@ def test_cli_smoke(tmp_path, monkeypatch):
 def test_cli_bad_arguments(argv, match, capsys):
   if match is None:
     with pytest.raises(SystemExit):
-      cli.main(argv)
+      explain_program.main(argv)
   else:
-    assert cli.main(argv) == 2
+    assert explain_program.main(argv) == 2
     assert match in capsys.readouterr().err
 
 

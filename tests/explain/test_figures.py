@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from bort_jax.explain import figures
+from bort_jax.programs.explain import figures
 
 RNG = np.random.default_rng(0)
 IMAGES = RNG.random((3, 6, 6, 1)).astype(np.float32)

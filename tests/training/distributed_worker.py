@@ -15,19 +15,17 @@ import hashlib
 import os
 import sys
 
-
-import dataclasses
-
 import numpy as np
 
-from bort_jax.training import configs, parallel
+from bort_jax import configs
+from bort_jax.training import parallel
 
 NUM_PROCESSES = 2
 
 
 def worker_config(param_sharding: str = 'replicated'):
   """The run every process (and the single-process reference) trains."""
-  return dataclasses.replace(
+  return configs.replace(
       configs.get_config('mnist_mlp'), model_kwargs={'hidden_features': [32]},
       optimizer='bort_adamw', learning_rate=1e-3, gamma=1.0, amplitude='adaptive',
       epochs=1, batch_size=64, eval_batch_size=100, train_examples=384, eval_examples=250,
@@ -55,9 +53,9 @@ def main(argv):
   process_id = int(process_id)
   parallel.initialize_distributed(f'127.0.0.1:{port}', NUM_PROCESSES, process_id)
   import jax  # pylint: disable=import-outside-toplevel
-  from bort_jax.training import train  # pylint: disable=import-outside-toplevel
+  from bort_jax.training import loop  # pylint: disable=import-outside-toplevel
   assert jax.process_count() == NUM_PROCESSES and jax.device_count() == NUM_PROCESSES
-  result = train.train_and_evaluate(worker_config(param_sharding), workdir, data_dir=data_dir,
+  result = loop.train_and_evaluate(worker_config(param_sharding), workdir, data_dir=data_dir,
                                     progress=False)
   copies = local_copy(result.state.params)
   digest = hashlib.sha256()

@@ -25,12 +25,13 @@ import numpy as np
 from flax import nnx
 
 from bort_jax import models
-from bort_jax.training import optimizers, parallel, train
+from bort_jax.training import loop, optimizer_factory, parallel
 from bort_jax.training import step as step_lib
 
 NUM_DEVICES = 8
 NUM_STEPS = 3
 BATCH = 16
+LEARNING_RATE = 1e-2
 
 # name -> (model name, model kwargs, image shape, optimizer, modes compared)
 CASES = {
@@ -56,8 +57,9 @@ def batches(shape, num_classes=10):
 def setup(case):
   """``(definition, tx, state)`` of a case, the state on the first device."""
   model_name, kwargs, _, optimizer, _ = CASES[case]
-  tx = optimizers.create_optimizer(optimizer, learning_rate=1e-2, weight_decay=1e-3,
-                                   gamma=0.1, amplitude='adaptive')
+  tx = optimizer_factory.create_optimizer(
+      optimizer, learning_rate=LEARNING_RATE, weight_decay=1e-3,
+      gamma=0.1, amplitude='adaptive')
   def initialize():
     if model_name == 'resnet':  # a two-block ResNet: BatchNorm at a small compile cost
       model = models.ResNet(num_classes=10, rngs=nnx.Rngs(0), **kwargs)
@@ -65,7 +67,7 @@ def setup(case):
       model = models.create_model(model_name, num_classes=10, rngs=nnx.Rngs(0), **kwargs)
     return step_lib.create_train_state(model, tx, jax.random.key(0))
   definition = jax.eval_shape(initialize)[0]
-  state = train.initialize_state(lambda: initialize()[1],
+  state = loop.initialize_state(lambda: initialize()[1],
                                  jax.sharding.SingleDeviceSharding(jax.devices()[0]))
   return definition, tx, state
 

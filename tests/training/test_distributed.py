@@ -17,11 +17,11 @@ import jax
 import numpy as np
 import pytest
 
-from bort_jax.training import train
+from bort_jax.training import loop
 
-WORKER = Path(__file__).with_name('distributed_worker.py')
-sys.path.insert(0, os.fspath(WORKER.parent))
-import distributed_worker  # noqa: E402  pylint: disable=wrong-import-position
+import distributed_worker  # tests/training is on the path (pytest's rootdir-relative imports)
+
+WORKER = Path(distributed_worker.__file__)
 
 
 def free_port() -> int:
@@ -32,7 +32,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope='module')
 def single_process_params(tmp_path_factory, mnist_data_dir):
-  result = train.train_and_evaluate(distributed_worker.worker_config(),
+  result = loop.train_and_evaluate(distributed_worker.worker_config(),
                                     tmp_path_factory.mktemp('single'),
                                     data_dir=mnist_data_dir, progress=False)
   return {jax.tree_util.keystr(p): np.asarray(x)

@@ -11,9 +11,10 @@ import pytest
 from flax import nnx
 
 import bort_jax
-from bort_jax import models
-from bort_jax.training import optimizers, train
-from bort_jax.training.config import TrainConfig
+from bort_jax import configs, models
+from bort_jax.configs import base
+from bort_jax.training import loop
+from bort_jax.training import optimizer_factory as optimizers
 
 HYPERPARAMS = dict(learning_rate=1e-2, weight_decay=0.1, momentum=0.9)
 
@@ -21,7 +22,7 @@ HYPERPARAMS = dict(learning_rate=1e-2, weight_decay=0.1, momentum=0.9)
 @functools.cache
 def cnn_params():
   """A small CNN's ``nnx.Param`` state (conv and dense kernels, biases)."""
-  return train.initialize_state(lambda: nnx.state(models.create_model(
+  return loop.initialize_state(lambda: nnx.state(models.create_model(
       'invertible_cnn', num_classes=10, rngs=nnx.Rngs(0), channels=(4, 8), image_size=8),
       nnx.Param))
 
@@ -134,20 +135,21 @@ def test_unknown_optimizer_lists_the_valid_names():
     # (config changes, {step: learning rate}) with 10 steps per epoch
     (dict(schedule='constant'), {0: 0.1, 55: 0.1, 99: 0.1}),
     (dict(schedule='cosine'), {0: 0.1, 50: 0.05, 100: 0.0}),
-    (dict(schedule='cosine', warmup_epochs=2), {0: 0.0, 10: 0.05, 20: 0.1, 60: 0.05, 100: 0.0}),
+    (dict(schedule='cosine', warmup_epochs=2.0), {0: 0.0, 10: 0.05, 20: 0.1, 60: 0.05, 100: 0.0}),
     (dict(schedule='step', lr_decay_epochs=(3, 6)), {29: 0.1, 30: 0.01, 59: 0.01, 60: 0.001}),
-    (dict(schedule='step', lr_decay_epochs=(3,), warmup_epochs=1), {5: 0.05, 10: 0.1, 30: 0.01}),
+    (dict(schedule='step', lr_decay_epochs=(3,), warmup_epochs=1.0), {5: 0.05, 10: 0.1, 30: 0.01}),
     (dict(schedule='constant', batch_size=512, lr_reference_batch_size=256), {0: 0.2}),
 ])
 def test_learning_rate_schedules(changes, expected):
-  config = TrainConfig(learning_rate=0.1, epochs=10, **changes)
+  config = configs.replace(base.get_config(), learning_rate=0.1, epochs=10, **changes)
   schedule = optimizers.create_learning_rate_schedule(config, steps_per_epoch=10)
   for step, rate in expected.items():
     assert float(schedule(step)) == pytest.approx(rate, abs=1e-7), step
 
 
 def test_optimizer_from_config_uses_the_schedule():
-  config = TrainConfig(optimizer='bort_sgd', learning_rate=0.1, gamma=0.05, epochs=2)
+  config = configs.replace(base.get_config(), optimizer='bort_sgd', learning_rate=0.1,
+                           gamma=0.05, epochs=2)
   tx, schedule = optimizers.optimizer_from_config(config, steps_per_epoch=5)
   assert float(schedule(10)) == pytest.approx(0.0)
   params = cnn_params()
@@ -173,9 +175,10 @@ def test_bort_exclude_leaves_the_head_out_of_the_bort_term_only(name):
 
 
 def test_bort_exclude_in_the_config_is_checked_and_used():
-  with pytest.raises(ValueError, match='invalid regular expression'):
-    TrainConfig(optimizer='bort_sgd', gamma=0.1, bort_exclude=('[',))
-  config = TrainConfig(optimizer='bort_sgd', gamma=0.1, bort_exclude=('^nothing/',))
+  with pytest.raises(ValueError, match='is not a regular expression'):
+    configs.replace(base.get_config(), optimizer='bort_sgd', gamma=0.1, bort_exclude=('[',))
+  config = configs.replace(base.get_config(), optimizer='bort_sgd', gamma=0.1,
+                           bort_exclude=('^nothing/',))
   tx, _ = optimizers.optimizer_from_config(config, steps_per_epoch=10)
   with pytest.raises(ValueError, match='match no kernel'):
     tx.update(cnn_params(), tx.init(cnn_params()), cnn_params())

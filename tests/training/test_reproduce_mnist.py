@@ -1,7 +1,10 @@
-"""experiments/reproduce_mnist.py, smoke-run on a subset of the real MNIST."""
+"""experiments/reproduce_mnist.py, smoke-run on a subset of the real MNIST.
+
+One seed, one epoch (two for the longer part), two gammas and two modes on
+256 training examples: every part runs (16 runs), each for a few steps.
+"""
 
 import json
-import os
 import subprocess
 import sys
 
@@ -9,17 +12,16 @@ import pytest
 
 
 @pytest.fixture(scope='module')
-def reproduction(tmp_path_factory, mnist_data_dir, repo_root):
+def reproduction(tmp_path_factory, mnist_data_dir, repo_root, subprocess_env):
   workdir = tmp_path_factory.mktemp('reproduce')
   command = [sys.executable, '-m', 'experiments.reproduce_mnist', '--data-dir', mnist_data_dir,
-             '--workdir', str(workdir), '--seeds', '0', '1', '--epochs-mlp', '1',
+             '--workdir', str(workdir), '--seeds', '0', '--epochs-mlp', '1',
              '--epochs-cnn', '1', '--epochs-cnn-long', '2', '--gammas', '0', '2',
              '--modes', 'l2-full', 'l2-row',
              '--train-examples', '256', '--eval-examples', '200']
-  env = {k: v for k, v in os.environ.items() if k not in ('TFDS_DATA_DIR', 'XLA_FLAGS')}
-  env['PYTHONPATH'] = os.pathsep.join([str(repo_root), env.get('PYTHONPATH', '')])
+  env = subprocess_env
   first = subprocess.run(command, cwd=repo_root, env=env, capture_output=True, text=True,
-                         timeout=900)
+                         timeout=1800)
   assert first.returncode == 0, first.stderr[-3000:]
   return command, env, workdir
 
@@ -34,16 +36,16 @@ def test_every_planned_run_is_reported(reproduction):
   table = [r for r in results if r['part'] == 'table']
   assert {(r['model'], r['optimizer'], r['seed']) for r in table} == {
       (model, optimizer, seed) for model in ('mlp', 'invertible_cnn')
-      for optimizer in ('sgd', 'bort_sgd', 'adamw', 'bort_adamw') for seed in (0, 1)}
+      for optimizer in ('sgd', 'bort_sgd', 'adamw', 'bort_adamw') for seed in (0,)}
   assert sorted(r['gamma'] for r in results if r['part'] == 'sweep') == [0.0, 2.0]
   assert sorted(r['mode'] for r in results if r['part'] == 'modes') == ['l2-full', 'l2-row']
   longer = [r for r in results if r['part'] == 'longer']
   assert {(r['optimizer'], r['epochs'], r['seed']) for r in longer} == {
-      (optimizer, 2, seed) for optimizer in ('adamw', 'bort_adamw') for seed in (0, 1)}
+      (optimizer, 2, seed) for optimizer in ('adamw', 'bort_adamw') for seed in (0,)}
   head = [r for r in results if r['part'] == 'head']
   assert {(r['model'], r['optimizer'], r['seed']) for r in head} == {
       (model, optimizer, seed) for model in ('mlp', 'invertible_cnn')
-      for optimizer in ('bort_sgd', 'bort_adamw') for seed in (0, 1)}
+      for optimizer in ('bort_sgd', 'bort_adamw') for seed in (0,)}
   assert all(r['constrained_relative_error'] >= 0.0 for r in head)
   assert {r['model']: r['bort_exclude'] for r in head} == {
       'mlp': ['^layers/3/kernel$'], 'invertible_cnn': ['^layers/9/kernel$']}
@@ -72,7 +74,7 @@ def test_parts_share_identical_runs(reproduction):
   assert set(by_part) == {'table', 'sweep', 'modes'}
   assert len(set(by_part.values())) == 1
   # table, sweep, modes, free head, longer: runs differing in epochs get their own directory.
-  assert len(list((workdir / 'runs').iterdir())) == 16 + 1 + 1 + 8 + 4
+  assert len(list((workdir / 'runs').iterdir())) == 8 + 1 + 1 + 4 + 2
 
 
 def test_markdown_and_plot(reproduction):
@@ -102,7 +104,7 @@ def test_a_second_invocation_reads_finished_runs_back(reproduction, repo_root):
 def test_the_free_head_reaches_the_training_config(reproduction):
   _, _, workdir = reproduction
   free_head_runs = sorted(workdir.glob('runs/*-free_head-*'))
-  assert len(free_head_runs) == 8
+  assert len(free_head_runs) == 4
   for run in free_head_runs:
     config = json.loads((run / 'config.json').read_text())
     assert config['optimizer'].startswith('bort_')

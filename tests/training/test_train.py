@@ -1,7 +1,6 @@
 """The training loop on MNIST subsets: metrics.jsonl, checkpoints, resuming bit
 for bit, restore_model, and the command line end to end."""
 
-import dataclasses
 import json
 
 import jax
@@ -9,7 +8,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from bort_jax.training import checkpoint, cli, input_pipeline, train
+from bort_jax import configs
+from bort_jax.data import mnist_idx
+from bort_jax.programs import train as train_program
+from bort_jax.training import checkpoint, input_pipeline, loop
 
 EPOCH_FIELDS = {'step', 'epoch', 'train_loss', 'train_accuracy', 'eval_loss', 'eval_accuracy',
                 'eval_count', 'learning_rate', 'step_time', 'elapsed', 'orthogonality'}
@@ -34,7 +36,7 @@ def test_finished_run(tmp_path, mnist_data_dir, tiny_config):
   """A tiny run's metrics.jsonl, config.json, checkpoints and restore_model;
   rerunning it needs resume=True and the same config."""
   config = tiny_config('mnist_mlp', log_every_steps=4)
-  result = train.train_and_evaluate(config, tmp_path, data_dir=mnist_data_dir, progress=False)
+  result = loop.train_and_evaluate(config, tmp_path, data_dir=mnist_data_dir, progress=False)
 
   records = read_metrics(tmp_path)
   assert records == json.loads(json.dumps(result.metrics))
@@ -50,19 +52,19 @@ def test_finished_run(tmp_path, mnist_data_dir, tiny_config):
   assert epoch_records[-1]['eval_accuracy'] > 0.5
   assert epoch_records[-1]['learning_rate'] < epoch_records[0]['learning_rate']  # cosine
 
-  assert json.loads((tmp_path / 'config.json').read_text()) == config.to_dict()
+  assert json.loads((tmp_path / 'config.json').read_text()) == configs.to_dict(config)
   assert sorted(int(p.name) for p in (tmp_path / 'checkpoints').iterdir()) == [10, 20]
   model, saved = checkpoint.restore_model(tmp_path)
-  assert saved == config.to_dict()
+  assert saved == configs.to_dict(config)
   assert_trees_equal(nnx.state(model, nnx.Param), result.state.params)
   test = input_pipeline.open_splits(config, data_dir=mnist_data_dir)[1]
   batch = next(input_pipeline.eval_batches(config, test))
   assert np.mean(np.argmax(model(batch['image']), -1) == batch['label']) > 0.5
 
   with pytest.raises(FileExistsError, match='pass resume=True'):
-    train.train_and_evaluate(config, tmp_path, data_dir=mnist_data_dir, progress=False)
+    loop.train_and_evaluate(config, tmp_path, data_dir=mnist_data_dir, progress=False)
   with pytest.raises(ValueError, match=r"different config.*'seed': \(0, 1\)"):
-    train.train_and_evaluate(dataclasses.replace(config, seed=1), tmp_path,
+    loop.train_and_evaluate(configs.replace(config, seed=1), tmp_path,
                              data_dir=mnist_data_dir, progress=False, resume=True)
 
 
@@ -77,15 +79,15 @@ def test_interrupted_run_resumes_bit_for_bit(name, stop_at, parallel, tmp_path, 
   step) only, every random number lives in the state)."""
   config = tiny_config(name, optimizer='bort_adamw', gamma=1.0, amplitude='adaptive',
                        parallel=parallel, checkpoint_every_steps=3)
-  whole = train.train_and_evaluate(config, tmp_path / 'whole', data_dir=mnist_data_dir,
+  whole = loop.train_and_evaluate(config, tmp_path / 'whole', data_dir=mnist_data_dir,
                                    progress=False)
-  first = train.train_and_evaluate(config, tmp_path / 'split', data_dir=mnist_data_dir,
+  first = loop.train_and_evaluate(config, tmp_path / 'split', data_dir=mnist_data_dir,
                                    progress=False, max_steps=stop_at)
   assert int(first.state.step) == stop_at
   saved = sorted(int(p.name) for p in (tmp_path / 'split' / 'checkpoints').iterdir())
   expected = sorted({*range(3, stop_at + 1, 3), stop_at})[-config.keep_checkpoints:]
   assert saved == expected  # every 3 steps and on stopping, the last 2 kept
-  second = train.train_and_evaluate(config, tmp_path / 'split', data_dir=mnist_data_dir,
+  second = loop.train_and_evaluate(config, tmp_path / 'split', data_dir=mnist_data_dir,
                                     progress=False, resume=True)
   assert int(second.state.step) == int(whole.state.step) == 20
   assert_trees_equal(whole.state.params, second.state.params)
@@ -99,7 +101,7 @@ def test_interrupted_run_resumes_bit_for_bit(name, stop_at, parallel, tmp_path, 
 
 def test_cli_compare_prints_both_runs(tmp_path, mnist_data_dir, capsys):
   workdir = tmp_path / 'compare'
-  code = cli.main([
+  code = train_program.main([
       '--config', 'mnist_mlp', '--compare', 'sgd,bort_sgd', '--workdir', str(workdir),
       '--data-dir', mnist_data_dir, '--epochs', '1', '--batch-size', '100', '--no-progress',
       '--set', 'train_examples=300', '--set', 'eval_examples=200',
@@ -115,18 +117,32 @@ def test_cli_compare_prints_both_runs(tmp_path, mnist_data_dir, capsys):
 
 
 def test_cli_missing_mnist_says_how_to_prepare_it(tmp_path, monkeypatch, capsys):
-  monkeypatch.setattr(input_pipeline, 'DEFAULT_MNIST_IDX_DIRS', ())
-  code = cli.main(['--config', 'mnist_mlp', '--workdir', str(tmp_path / 'run'),
+  monkeypatch.delenv('BORT_MNIST_IDX_DIR', raising=False)
+  code = train_program.main(['--config', 'mnist_mlp', '--workdir', str(tmp_path / 'run'),
                    '--data-dir', str(tmp_path / 'empty'), '--no-progress'])
   assert code == 1
   assert 'bort-prepare-mnist' in capsys.readouterr().err
 
 
-def test_ensure_mnist(tmp_path, monkeypatch, mnist_data_dir):
+def test_ensure_mnist(tmp_path, mnist_data_dir):
   """Preparing from IDX files is what built ``mnist_data_dir``; here the other cases."""
-  assert input_pipeline.ensure_mnist(mnist_data_dir)  # prepared: nothing to do
-  monkeypatch.setattr(input_pipeline, 'DEFAULT_MNIST_IDX_DIRS', ())
-  assert not input_pipeline.ensure_mnist(str(tmp_path / 'empty'))  # nothing to prepare from
+  assert mnist_idx.ensure_mnist(mnist_data_dir)  # prepared: nothing to do
+  assert not mnist_idx.ensure_mnist(tmp_path / 'empty')  # nothing to prepare from
   with pytest.raises(FileNotFoundError, match='does not hold the four MNIST IDX files'):
-    input_pipeline.ensure_mnist(str(tmp_path / 'other'), tmp_path)
+    mnist_idx.ensure_mnist(tmp_path / 'other', tmp_path)
 
+
+def test_cli_prepares_mnist_from_the_idx_dir_env(tmp_path, mnist_idx_dir, monkeypatch):
+  """$BORT_MNIST_IDX_DIR (or --mnist-idx-dir) is where bort-train prepares MNIST
+  from when the data dir lacks it, before training."""
+  calls = []
+  monkeypatch.setattr(mnist_idx, 'prepare_mnist',
+                      lambda idx_dir, data_dir: calls.append(('prepare', idx_dir, data_dir)))
+  monkeypatch.setattr(loop, 'train_and_evaluate',
+                      lambda config, workdir, **kwargs: calls.append(('train', config.name)))
+  monkeypatch.setenv('BORT_MNIST_IDX_DIR', str(mnist_idx_dir))
+  data_dir = tmp_path / 'tfds'
+  code = train_program.main(['--config', 'mnist_mlp', '--workdir', str(tmp_path / 'run'),
+                             '--data-dir', str(data_dir), '--no-progress'])
+  assert code == 0
+  assert calls == [('prepare', mnist_idx_dir, str(data_dir)), ('train', 'mnist_mlp')]

@@ -7,24 +7,19 @@ zero padding, random 32x32 crop, random horizontal flip. Baseline:
 ``--optimizer sgd``.
 """
 
-from bort_jax.training.config import TrainConfig
+from bort_jax.configs import base
 
 
-def get_config() -> TrainConfig:
+def get_config():
   """The config of this module's docstring."""
-  return TrainConfig(
-      name='cifar10_resnet18',
-      dataset='cifar10',
-      model='resnet18',
-      optimizer='bort_sgd',
-      epochs=200,
-      batch_size=128,
-      eval_batch_size=1000,
-      learning_rate=0.1,
-      schedule='cosine',
-      momentum=0.9,
-      nesterov=True,
-      weight_decay=5e-4,
-      gamma=0.05,
-      amplitude=1.0,
-  )
+  config = base.get_config()
+  config.name = 'cifar10_resnet18'
+  config.dataset = 'cifar10'
+  config.model = 'resnet18'
+  config.optimizer = 'bort_sgd'
+  config.epochs = 200
+  config.learning_rate = 0.1
+  config.nesterov = True
+  config.weight_decay = 5e-4
+  config.gamma = 0.05
+  return config

@@ -1,7 +1,7 @@
 """The training loop: train, evaluate each epoch, log, checkpoint, resume.
 
-:func:`train_and_evaluate` runs a :class:`~bort_jax.training.config.TrainConfig`
-in a work directory::
+:func:`train_and_evaluate` runs a config (:mod:`bort_jax.configs`) in a work
+directory::
 
   WORKDIR/config.json     the config
   WORKDIR/checkpoints/    orbax checkpoints (each epoch end, and on stopping)
@@ -21,8 +21,11 @@ A run is a function of its config: the batches depend only on
 a run stopped (``max_steps``) and resumed ends with the same parameters, bit
 for bit on CPU, as one that was never stopped.
 
+This is the one training loop of the package: ``bort-train`` and
+``bort-explain`` both train through it.
+
 Example:
-  >>> from bort_jax.training import configs
+  >>> from bort_jax import configs
   >>> config = configs.get_config('mnist_mlp')
   >>> result = train_and_evaluate(config, '/tmp/mnist_mlp',
   ...                             data_dir='/tmp/tfds')  # doctest: +SKIP
@@ -42,17 +45,18 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import tqdm
 
 import bort_jax
+from bort_jax import configs
 from bort_jax.training import checkpoint
 from bort_jax.training import input_pipeline
 from bort_jax.training import modeling
-from bort_jax.training import optimizers
+from bort_jax.training import optimizer_factory
 from bort_jax.training import parallel
 from bort_jax.training import step as train_step_lib
-from bort_jax.training.config import TrainConfig
 
 METRICS_FILE = 'metrics.jsonl'
 
@@ -102,7 +106,7 @@ def orthogonality_summary(params, amplitude) -> dict[str, jax.Array]:
   return bort_jax.summarize_report(bort_jax.orthogonality_report(params, amplitude=amplitude))
 
 
-def compile_steps(config: TrainConfig, definition: train_step_lib.ModelDefinition, tx,
+def compile_steps(config: ml_collections.ConfigDict, definition: train_step_lib.ModelDefinition, tx,
                   template: train_step_lib.TrainState) -> CompiledSteps:
   """Compiles the steps for ``config.parallel`` (``jit`` over a mesh, or ``pmap``).
 
@@ -223,6 +227,20 @@ class _MetricsWindow:
     return means
 
 
+def read_metrics(workdir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+  """The records of ``WORKDIR/metrics.jsonl``, oldest first ([] if none)."""
+  path = Path(workdir) / METRICS_FILE
+  if not path.is_file():
+    return []
+  return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+def last_evaluation(workdir: str | os.PathLike[str]) -> dict[str, Any]:
+  """The last record of ``WORKDIR/metrics.jsonl`` with eval figures ({} if none)."""
+  return next((r for r in reversed(read_metrics(workdir))
+               if 'eval_accuracy' in r), {})
+
+
 class MetricsWriter:
   """Appends JSON lines to ``WORKDIR/metrics.jsonl`` (process 0 only)."""
 
@@ -266,7 +284,7 @@ class _StepTimer:
     return (time.perf_counter() - self.start) / self.steps
 
 
-def _check_resumable(workdir: Path, config: TrainConfig, resume: bool,
+def _check_resumable(workdir: Path, config: ml_collections.ConfigDict, resume: bool,
                      manager) -> None:
   if manager.latest_step() is None:
     return
@@ -274,7 +292,8 @@ def _check_resumable(workdir: Path, config: TrainConfig, resume: bool,
     raise FileExistsError(
         f'{workdir} already holds checkpoints (latest step {manager.latest_step()}); pass '
         'resume=True (--resume) to continue that run, or use another work directory')
-  saved, now = checkpoint.load_config(workdir).to_dict(), config.to_dict()
+  saved = configs.to_dict(checkpoint.load_config(workdir))
+  now = configs.to_dict(config)
   changed = {k: (v, now[k]) for k, v in saved.items() if now[k] != v}
   if changed:
     raise ValueError(
@@ -282,7 +301,7 @@ def _check_resumable(workdir: Path, config: TrainConfig, resume: bool,
 
 
 def train_and_evaluate(
-    config: TrainConfig,
+    config: ml_collections.ConfigDict,
     workdir: str | os.PathLike[str],
     *,
     data_dir: str | None = None,
@@ -295,7 +314,7 @@ def train_and_evaluate(
   """Trains ``config`` in ``workdir``, evaluating after each epoch.
 
   Args:
-    config: the run's settings.
+    config: the run's settings (:mod:`bort_jax.configs`); validated first.
     workdir: where ``config.json``, ``checkpoints/`` and ``metrics.jsonl`` go.
     data_dir: tfds data dir.
     download: let tfds download the data set if missing (needs internet).
@@ -310,6 +329,8 @@ def train_and_evaluate(
     A :class:`TrainResult` with the final state and the metric records
     written by this call.
   """
+  configs.validate(config)
+  optimizer_factory.split_name(config.optimizer)  # an unknown name fails now
   workdir = Path(workdir)
   train_source, eval_source = input_pipeline.open_splits(
       config, data_dir=data_dir, download=download)
@@ -317,9 +338,9 @@ def train_and_evaluate(
   total_steps = config.epochs * steps_per_epoch
   stop_step = total_steps if max_steps is None else min(max_steps, total_steps)
 
-  tx, schedule = optimizers.optimizer_from_config(config, steps_per_epoch)
+  tx, schedule = optimizer_factory.optimizer_from_config(config, steps_per_epoch)
   def initialize():
-    model = modeling.create_model(config)
+    model = modeling.model_from_config(config)
     return train_step_lib.create_train_state(model, tx, jax.random.key(config.seed))
 
   definition, abstract_state = jax.eval_shape(initialize)

@@ -1,7 +1,8 @@
-r"""The MNIST explainability experiment: train (or load) two models, measure.
+r"""The MNIST explainability experiment: measure two trained models.
 
-Compares a model trained with ``optax.adamw`` (the baseline) and one trained
-with ``bort_jax.bort_adamw`` (same learning rate and weight decay) on:
+Compares a model trained with ``adamw`` (the baseline) and one trained with
+``bort_adamw`` (same recipe otherwise), both trained by the library loop
+(:func:`bort_jax.training.loop.train_and_evaluate`), on:
 
 1. reconstruction from every layer with the backtracking map (MSE, PSNR,
    SSIM in pixel units, ``[0, 1]``), and the optimisation-based inversion
@@ -12,8 +13,10 @@ with ``bort_jax.bort_adamw`` (same learning rate and weight decay) on:
    success rate, perturbation norms, target-likeness;
 4. the orthogonality of every kernel and its Gram matrix.
 
-The functions here hold the numerics; :mod:`bort_jax.explain.cli` parses the
-command line and :mod:`bort_jax.explain.report` writes the report.
+The procedures are :mod:`bort_jax.explain`'s (see ``docs/method.md``);
+:mod:`bort_jax.programs.explain.main` parses the command line and trains or
+restores the models, :mod:`bort_jax.programs.explain.report` writes the
+report.
 """
 
 from __future__ import annotations
@@ -27,26 +30,19 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 
 import bort_jax
-from bort_jax import data
-from bort_jax.explain import adversarial, inverse, inversion, metrics, saliency
-from bort_jax.models import create_model
-from bort_jax.optimizer import report as orthogonality
-from bort_jax.training import step as train_step
+from bort_jax import explain
 
 __all__ = [
   'AnalysisConfig',
   'Normalization',
-  'TrainConfig',
   'analyse',
   'class_means',
   'evaluate_accuracy',
   'gram_matrices',
   'top_conv_layer',
-  'train_classifier',
 ]
 
 
@@ -67,104 +63,6 @@ class Normalization:
   def bounds(self) -> tuple[float, float]:
     """The normalised values of black and white (single channel)."""
     return ((0.0 - self.mean[0]) / self.std[0], (1.0 - self.mean[0]) / self.std[0])
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-  """How a model is trained.
-
-  Attributes:
-    model: registered model name (``invertible_cnn``, ``mlp``).
-    optimizer: ``'adamw'`` (baseline) or ``'bort_adamw'``.
-    steps: optimizer steps.
-    batch_size: examples per step.
-    learning_rate: peak learning rate (cosine decay to 0 after 5% warm-up).
-    weight_decay: decoupled weight decay (both optimizers).
-    gamma: Bort coefficient (``bort_adamw`` only).
-    seed: initialisation and data-order seed.
-    model_kwargs: extra constructor arguments (e.g. ``channels``).
-  """
-
-  model: str = 'invertible_cnn'
-  optimizer: str = 'adamw'
-  steps: int = 400
-  batch_size: int = 128
-  learning_rate: float = 1e-3
-  weight_decay: float = 1e-4
-  gamma: float = 1.0
-  seed: int = 0
-  model_kwargs: tuple[tuple[str, Any], ...] = ()
-
-
-def _optimizer(config: TrainConfig) -> optax.GradientTransformation:
-  """The config's optimizer with a warm-up + cosine learning-rate schedule."""
-  warmup = max(1, config.steps // 20)
-  schedule = optax.warmup_cosine_decay_schedule(
-    0.0, config.learning_rate, warmup, max(config.steps, warmup + 1))
-  if config.optimizer == 'adamw':
-    return optax.adamw(schedule, weight_decay=config.weight_decay)
-  if config.optimizer == 'bort_adamw':
-    return bort_jax.bort_adamw(schedule, gamma=config.gamma, weight_decay=config.weight_decay)
-  raise ValueError(f"unknown optimizer {config.optimizer!r}; valid: ['adamw', 'bort_adamw']")
-
-
-def train_classifier(
-  config: TrainConfig,
-  source: Any,
-  *,
-  num_classes: int = 10,
-  log: Callable[[str], None] = print,
-) -> tuple[nnx.Module, dict[str, float]]:
-  """Trains a classifier with the pure steps of :mod:`bort_jax.training.step`.
-
-  Args:
-    config: what to train and how.
-    source: a training split from :func:`bort_jax.data.open_split` (or an
-      ``ArraySource``); its batches come from
-      :func:`bort_jax.data.make_train_iterator`.
-    num_classes: number of classes.
-    log: progress messages.
-
-  Returns:
-    ``(model, info)``: the trained model in eval mode, and
-    ``{'train_seconds', 'final_loss', 'final_train_accuracy', 'epochs'}``
-    (loss and accuracy: means over the last 20 steps).
-  """
-  model = create_model(config.model, num_classes=num_classes,
-                       rngs=nnx.Rngs(config.seed), **dict(config.model_kwargs))
-  tx = _optimizer(config)
-  definition, state = train_step.create_train_state(model, tx, jax.random.key(config.seed))
-  step_fn = jax.jit(train_step.make_train_step(definition, tx), donate_argnums=0)
-  start = time.perf_counter()
-  done, epoch, metrics_ = 0, 0, {}
-  losses, accuracies = [], []
-  while done < config.steps:
-    batches = data.make_train_iterator(
-      source, batch_size=config.batch_size, seed=config.seed, epoch=epoch,
-      process_index=0, process_count=1)
-    for batch in batches:
-      state, metrics_ = step_fn(state, {k: batch[k] for k in ('image', 'label', 'mask')})
-      done += 1
-      if done > config.steps - 20:
-        losses.append(metrics_['loss'])
-        accuracies.append(metrics_['accuracy'])
-      if done % 100 == 0:
-        log(f'  {config.model}/{config.optimizer} step {done}/{config.steps} '
-            f'loss {float(metrics_["loss"]):.4f}')
-      if done >= config.steps:
-        break
-    epoch += 1
-  jax.block_until_ready(state)
-  seconds = time.perf_counter() - start
-  model = nnx.merge(definition.eval, state.params, state.model_state)
-  model.eval()
-  info = {
-    'train_seconds': seconds,
-    'final_loss': float(np.mean(jax.device_get(losses))),
-    'final_train_accuracy': float(np.mean(jax.device_get(accuracies))),
-    'epochs': done * config.batch_size / len(source),
-  }
-  return model, info
 
 
 def evaluate_accuracy(model: nnx.Module, images: jax.Array, labels: jax.Array,
@@ -188,9 +86,9 @@ def top_conv_layer(model: Any, input_shape: tuple[int, ...]) -> str:
 
   For a model without one (the MLP), the classifier's input layer.
   """
-  shapes = inverse.layer_input_shapes(model, input_shape)
+  shapes = explain.layer_input_shapes(model, input_shape)
   spatial = [name for name, (_, out) in zip(model.layer_names, shapes) if len(out) == 3]
-  return spatial[-1] if spatial else adversarial.classifier_input_layer(model)
+  return spatial[-1] if spatial else explain.classifier_input_layer(model)
 
 
 def gram_matrices(model: Any) -> dict[str, np.ndarray]:
@@ -253,8 +151,8 @@ class AnalysisConfig:
   num_examples: int = 100
   num_figure_examples: int = 8
   sat_k: int | None = None
-  sat_impulse: float = saliency.SAT_B
-  sat_tau: float = saliency.SAT_TAU
+  sat_impulse: float = explain.SAT_B
+  sat_tau: float = explain.SAT_TAU
   ig_steps: int = 32
   deletion_steps: int = 28
   inversion_steps: int = 200
@@ -279,58 +177,58 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
 @functools.partial(jax.jit, static_argnames=('input_shape', 'layers', 'scaling'))
 def _reconstructions(model, x, *, input_shape, layers, scaling='auto'):
   outputs = model.intermediates(x)
-  return {name: inverse.reconstruct(model, outputs[name], name, input_shape, scaling=scaling)
+  return {name: explain.reconstruct(model, outputs[name], name, input_shape, scaling=scaling)
           for name in layers}
 
 
 @functools.partial(jax.jit, static_argnames=('layer', 'input_shape', 'num_steps', 'bounds'))
 def _invert(model, x, key, *, layer, input_shape, num_steps, bounds):
   z = model.forward_to(x, layer)
-  return inversion.invert_by_optimization(
+  return explain.invert_by_optimization(
     model, z, layer, input_shape, key, num_steps=num_steps,
     clip_min=bounds[0], clip_max=bounds[1])
 
 
 @functools.partial(jax.jit, static_argnames=('layer', 'k', 'impulse', 'tau'))
 def _sat(model, x, *, layer, k, impulse, tau):
-  return saliency.backtracking_saliency(model, x, layer, k=k, impulse=impulse, tau=tau)
+  return explain.backtracking_saliency(model, x, layer, k=k, impulse=impulse, tau=tau)
 
 
 @functools.partial(jax.jit, static_argnames=('method', 'black', 'ig_steps'))
 def _gradient_map(model, x, y, *, method, black, ig_steps):
   if method == 'gradient':
-    attributions = saliency.vanilla_gradient(model, x, y)
+    attributions = explain.vanilla_gradient(model, x, y)
   elif method == 'gradient_x_input':
-    attributions = saliency.gradient_x_input(model, x, y, baseline=black)
+    attributions = explain.gradient_x_input(model, x, y, baseline=black)
   else:
-    attributions = saliency.integrated_gradients(
+    attributions = explain.integrated_gradients(
       model, x, y, baseline=black, num_steps=ig_steps)
-  return saliency.attribution_map(attributions)
+  return explain.attribution_map(attributions)
 
 
 @functools.partial(jax.jit, static_argnames=('black', 'num_steps'))
 def _curves(model, x, smap, y, *, black, num_steps):
-  deletion = metrics.deletion_curve(model, x, smap, y, background=black, num_steps=num_steps)
-  insertion = metrics.insertion_curve(model, x, smap, y, background=black, num_steps=num_steps)
+  deletion = explain.deletion_curve(model, x, smap, y, background=black, num_steps=num_steps)
+  insertion = explain.insertion_curve(model, x, smap, y, background=black, num_steps=num_steps)
   return deletion, insertion
 
 
 @functools.partial(jax.jit, static_argnames=('num_steps', 'margin', 'bounds'))
 def _ours(model, x, targets, *, num_steps, margin, bounds):
-  return adversarial.explainable_adversarial(
+  return explain.explainable_adversarial(
     model, x, targets, num_steps=num_steps, margin=margin,
     clip_min=bounds[0], clip_max=bounds[1])
 
 
 @functools.partial(jax.jit, static_argnames=('norm', 'bounds'))
 def _fgsm(model, x, targets, eps, *, norm, bounds):
-  return adversarial.fgsm(model, x, targets, eps, norm=norm, targeted=True,
+  return explain.fgsm(model, x, targets, eps, norm=norm, targeted=True,
                           clip_min=bounds[0], clip_max=bounds[1])
 
 
 @functools.partial(jax.jit, static_argnames=('norm', 'num_steps', 'bounds'))
 def _pgd(model, x, targets, key, eps, *, norm, num_steps, bounds):
-  return adversarial.pgd(model, x, targets, eps, key, num_steps=num_steps, norm=norm,
+  return explain.pgd(model, x, targets, eps, key, num_steps=num_steps, norm=norm,
                          targeted=True, clip_min=bounds[0], clip_max=bounds[1])
 
 
@@ -341,25 +239,25 @@ def _logits(model, x):
 
 @jax.jit
 def _image_metrics(p_hat, reference):
-  return {'mse': metrics.mse(p_hat, reference), 'psnr': metrics.psnr(p_hat, reference),
-          'ssim': metrics.ssim(p_hat, reference)}
+  return {'mse': explain.mse(p_hat, reference), 'psnr': explain.psnr(p_hat, reference),
+          'ssim': explain.ssim(p_hat, reference)}
 
 
 @jax.jit
 def _attack_metrics(logits, delta_pixels, labels, targets, means):
-  norms = metrics.perturbation_norms(delta_pixels)
+  norms = explain.perturbation_norms(delta_pixels)
   return {
-    'success_targeted': metrics.attack_success(logits, labels, targets),
-    'success_untargeted': metrics.attack_success(logits, labels),
+    'success_targeted': explain.attack_success(logits, labels, targets),
+    'success_untargeted': explain.attack_success(logits, labels),
     'l2': norms['l2'], 'linf': norms['linf'],
-    'target_likeness': metrics.target_likeness(delta_pixels, labels, targets, means),
+    'target_likeness': explain.target_likeness(delta_pixels, labels, targets, means),
   }
 
 
 @jax.jit
 def _saliency_metrics(deletion, insertion, smap, strokes):
-  return {'deletion_auc': metrics.auc(deletion), 'insertion_auc': metrics.auc(insertion),
-          'mass_on_strokes': metrics.mass_on_mask(smap, strokes)}
+  return {'deletion_auc': explain.auc(deletion), 'insertion_auc': explain.auc(insertion),
+          'mass_on_strokes': explain.mass_on_mask(smap, strokes)}
 
 
 def analyse(
@@ -444,7 +342,7 @@ def analyse(
     results['orthogonality'][name] = _orthogonality(model)
     arrays['gram'][name] = gram_matrices(model)
 
-    top_shape = inverse.layer_input_shapes(model, input_shape)[model.layer_index(top)][1]
+    top_shape = explain.layer_input_shapes(model, input_shape)[model.layer_index(top)][1]
     if len(top_shape) == 3:
       log(f'[{name}] saliency from {top!r}')
       results['saliency'][name], arrays['saliency'][name] = _saliency(
@@ -459,7 +357,7 @@ def analyse(
 def _orthogonality(model: Any) -> dict[str, Any]:
   """:func:`bort_jax.orthogonality_report` keyed by layer name."""
   _, params = nnx.split(model, nnx.Param)
-  figures = jax.jit(orthogonality.orthogonality_report)(nnx.to_pure_dict(params))
+  figures = jax.jit(bort_jax.orthogonality_report)(nnx.to_pure_dict(params))
   by_layer = {}
   for path, values in figures.items():
     index = int(path.split('/')[1])
@@ -469,7 +367,7 @@ def _orthogonality(model: Any) -> dict[str, Any]:
 
 def _saliency(model, x, y, layer, channels, strokes, bounds, config):
   black = bounds[0]
-  k = saliency.resolve_k(config.sat_k, channels)
+  k = explain.resolve_k(config.sat_k, channels)
   maps, seconds = {}, {}
   maps['sat'], seconds['sat'] = _timed(lambda: _sat(
     model, x, layer=layer, k=k, impulse=config.sat_impulse, tau=config.sat_tau))

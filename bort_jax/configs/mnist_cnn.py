@@ -16,22 +16,18 @@ Baseline: ``--optimizer adamw``; both at once:
 ``bort-train --config mnist_cnn --compare adamw,bort_adamw --workdir runs/mnist_cnn``.
 """
 
-from bort_jax.training.config import TrainConfig
+from bort_jax.configs import base
 
 
-def get_config() -> TrainConfig:
+def get_config():
   """The config of this module's docstring."""
-  return TrainConfig(
-      name='mnist_cnn',
-      dataset='mnist',
-      model='invertible_cnn',
-      optimizer='bort_adamw',
-      epochs=2,
-      batch_size=64,
-      eval_batch_size=1000,
-      learning_rate=2e-3,
-      schedule='cosine',
-      weight_decay=1e-4,
-      gamma=2.0,
-      amplitude=1.0,
-  )
+  config = base.get_config()
+  config.name = 'mnist_cnn'
+  config.model = 'invertible_cnn'
+  config.optimizer = 'bort_adamw'
+  config.epochs = 2
+  config.batch_size = 64
+  config.learning_rate = 2e-3
+  config.weight_decay = 1e-4
+  config.gamma = 2.0
+  return config

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from bort_jax.explain import figures
+from bort_jax.programs.explain import figures
 
 __all__ = ['MARGINAL', 'check_claims', 'write_figures', 'write_markdown', 'write_report']
 
@@ -43,7 +43,7 @@ def check_claims(results: Mapping[str, Any]) -> dict[str, Any]:
   """Evaluates the three claims on one architecture's results.
 
   Args:
-    results: :func:`bort_jax.explain.experiment.analyse` results with models
+    results: :func:`bort_jax.programs.explain.experiment.analyse` results with models
       ``'baseline'`` and ``'bort'``.
 
   Returns:
@@ -294,7 +294,7 @@ def write_report(report: dict[str, Any], arrays_by_arch: Mapping[str, Any], out_
       'architectures': {arch: {'models': {...}, 'results': {...}}}}``; the
       claims (:func:`check_claims`) and the figure file names are added.
     arrays_by_arch: ``{arch: arrays}`` from
-      :func:`bort_jax.explain.experiment.analyse`.
+      :func:`bort_jax.programs.explain.experiment.analyse`.
     out_dir: the report folder (created).
 
   Returns:

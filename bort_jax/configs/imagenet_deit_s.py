@@ -13,38 +13,26 @@ Recipe (Touvron et al., 2021, "Training data-efficient image transformers"):
   are not implemented by the data package; expect a lower top-1 than the
   paper's 79.8% baseline without them;
 * Bort: gamma 1e-4 with the adaptive amplitude (the authors' ImageNet BortA
-  value, docs: shared bort.md section 4).
+  value, ``docs/method.md``;
+  :func:`bort_jax.configs.base.get_imagenet_config`).
 
 Baseline: ``--optimizer adamw``.
 """
 
-from bort_jax.training.config import TrainConfig
+from bort_jax.configs import base
 
 
-def get_config() -> TrainConfig:
+def get_config():
   """The config of this module's docstring."""
-  return TrainConfig(
-      name='imagenet_deit_s',
-      dataset='imagenet2012',
-      model='deit_s',
-      optimizer='bort_adamw',
-      epochs=300,
-      batch_size=1024,
-      eval_batch_size=512,
-      learning_rate=5e-4,
-      lr_reference_batch_size=512,
-      schedule='cosine',
-      warmup_epochs=5,
-      b1=0.9,
-      b2=0.999,
-      eps=1e-8,
-      weight_decay=0.05,
-      label_smoothing=0.1,
-      gamma=1e-4,
-      amplitude='adaptive',
-      dtype='bfloat16',
-      in_memory=False,
-      data_threads=16,
-      log_every_steps=500,
-      checkpoint_every_steps=5000,
-  )
+  config = base.get_imagenet_config()
+  config.name = 'imagenet_deit_s'
+  config.model = 'deit_s'
+  config.optimizer = 'bort_adamw'
+  config.epochs = 300
+  config.batch_size = 1024
+  config.learning_rate = 5e-4
+  config.lr_reference_batch_size = 512
+  config.warmup_epochs = 5.0
+  config.weight_decay = 0.05
+  config.label_smoothing = 0.1
+  return config

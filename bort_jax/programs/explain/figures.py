@@ -205,7 +205,7 @@ def gram_figure(
 
   Args:
     grams: ``{model: {layer: square Gram matrix}}`` (e.g. from
-      :func:`bort_jax.explain.experiment.gram_matrices`: between units, or
+      :func:`bort_jax.programs.explain.experiment.gram_matrices`: between units, or
       between inputs for overcomplete layers).
     path: PNG file.
     title: figure title.

@@ -1,0 +1,77 @@
+"""The training configs: ``ml_collections`` ConfigDicts, one file per recipe.
+
+:mod:`~bort_jax.configs.base` defines every field with its default and the
+validation; each recipe file's ``get_config()`` starts from it and changes
+only what differs. ``bort-train --config NAME`` takes a packaged recipe by
+name (:data:`CONFIG_NAMES`), ``--config path/to/file.py`` any file with a
+``get_config()``, and ``--config.FIELD=VALUE`` overrides a field.
+
+Example:
+  >>> config = get_config('mnist_cnn')
+  >>> config.model, config.optimizer
+  ('invertible_cnn', 'bort_adamw')
+  >>> replace(config, epochs=3).epochs
+  3
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import ml_collections
+
+from bort_jax.configs.base import field_names
+from bort_jax.configs.base import from_dict
+from bort_jax.configs.base import replace
+from bort_jax.configs.base import to_dict
+from bort_jax.configs.base import validate
+
+#: The packaged recipes, the names :func:`get_config` accepts.
+CONFIG_NAMES: tuple[str, ...] = (
+    'mnist_mlp',
+    'mnist_cnn',
+    'cifar10_resnet18',
+    'imagenet_resnet50',
+    'imagenet_deit_s',
+    'imagenet_vgg16',
+)
+
+
+def _check_name(name: str) -> None:
+  if name not in CONFIG_NAMES:
+    raise ValueError(
+        f'unknown config {name!r}; valid configs: {list(CONFIG_NAMES)}')
+
+
+def config_path(name: str) -> Path:
+  """The file of the packaged recipe ``name`` (for ``--config``).
+
+  Raises:
+    ValueError: unknown name; the message lists the valid ones.
+  """
+  _check_name(name)
+  return Path(__file__).with_name(f'{name}.py')
+
+
+def get_config(name: str) -> ml_collections.ConfigDict:
+  """The packaged recipe ``name``, validated.
+
+  Raises:
+    ValueError: unknown name; the message lists the valid ones.
+  """
+  _check_name(name)
+  module = importlib.import_module(f'{__name__}.{name}')
+  return validate(module.get_config())
+
+
+__all__ = [
+    'CONFIG_NAMES',
+    'config_path',
+    'field_names',
+    'from_dict',
+    'get_config',
+    'replace',
+    'to_dict',
+    'validate',
+]
