@@ -131,6 +131,57 @@ for i in range(4):
     for ax in axes[:, i]:
         ax.axis('off')
 plt.show()"""),
+    ('markdown', """## Explain a model of your own
+
+`explain.reconstruct` and the procedures built on it take any `nnx.Sequential`
+too, not only the models of `bort_jax.models`: layers by index (negative
+counts from the end), elements that are modules or plain functions
+(`nnx.relu`, `functools.partial(nnx.leaky_relu, negative_slope=...)`, a
+reshape). Below, a small CNN built here: two stride-2 2×2 convolutions, each
+square (fan-in 2·2·C_in equals its output channels), so once Bort makes them
+orthogonal the transposed weights invert them; a strong Bort term (γ = 50)
+gets there within this short training. `method='pinv'` (each layer's
+least-squares inverse) is the baseline that needs no Bort. The last row
+backtracks, for each image, only the strongest channel of the 7×7×16 maps
+(`explain.feature_visualization`): the input pattern that channel stands for.
+A layer type
+`reconstruct` does not know fails at once, naming the layer; declare its
+inverse with `explain.register_inverse(LayerType, inverse_fn)`."""),
+    ('code', """import functools
+
+lrelu = functools.partial(nnx.leaky_relu, negative_slope=0.5)
+rngs = nnx.Rngs(1)
+cnn = nnx.Sequential(
+    nnx.Conv(1, 4, (2, 2), strides=2, padding='VALID', rngs=rngs),   # 28x28x1 -> 14x14x4
+    lrelu,
+    nnx.Conv(4, 16, (2, 2), strides=2, padding='VALID', rngs=rngs),  # -> 7x7x16
+    lrelu,
+    lambda x: x.reshape(x.shape[0], -1),
+    nnx.Linear(7 * 7 * 16, 10, rngs=rngs),
+)
+cnn_optimizer = nnx.Optimizer(cnn, make_optimizer(50.0), wrt=nnx.Param)
+batches = data.make_train_iterator(train_split, batch_size=128, seed=1)
+for step, batch in zip(range(TRAIN_STEPS), batches):
+    train_step(cnn, cnn_optimizer, batch['image'], batch['label'])
+accuracy = jnp.mean(jnp.argmax(cnn(test_batch['image']), -1) == test_batch['label'])
+print(f'cnn    test accuracy {float(accuracy):.3f}')
+
+x = test_batch['image'][:6]
+z = explain.forward_to(cnn, x, 3)  # the second leaky ReLU: 7x7x16 maps
+rows = [('input', x)]
+for method in ('transpose', 'pinv'):
+    x_hat = explain.reconstruct(cnn, z, 3, x.shape[1:], method=method)
+    print(f'cnn    {method:9s} reconstruction MSE {float(explain.mse(x_hat, x).mean()):.5f}')
+    rows.append((method, x_hat[..., 0]))
+strongest = jnp.argmax(z.max(axis=(1, 2)), axis=-1)  # one channel per image
+rows.append(('channel', explain.feature_visualization(cnn, x, 3, strongest)[..., 0]))
+fig, axes = plt.subplots(4, 6, figsize=(9, 6.4))
+for r, (title, row) in enumerate(rows):
+    for c in range(6):
+        axes[r, c].imshow(row[c], cmap='gray' if r < 3 else 'RdBu_r')
+        axes[r, c].axis('off')
+    axes[r, 0].set_title(title, loc='left')
+plt.show()"""),
 ]
 
 
