@@ -37,18 +37,24 @@ def optimizers(gamma: float) -> dict[str, tuple[str, optax.GradientTransformatio
       'bort_adamw': ('adamw', bort_jax.bort_adamw(1e-3, gamma=gamma, weight_decay=WEIGHT_DECAY)),
       'bort_adamw adaptive': ('adamw', bort_jax.bort_adamw(
           1e-3, gamma=gamma, weight_decay=WEIGHT_DECAY, amplitude='adaptive')),
-      'sgd': ('sgd', optax.chain(optax.add_decayed_weights(WEIGHT_DECAY),
-                                 optax.sgd(0.1, momentum=0.9))),
-      'bort_adamw batched': ('adamw', bort_jax.bort_adamw(
-          1e-3, gamma=gamma, weight_decay=WEIGHT_DECAY, batch_kernels=True)),
+      # Kernels of equal shape batched is the default; one by one for comparison.
+      'bort_adamw one by one': ('adamw', bort_jax.bort_adamw(
+          1e-3, gamma=gamma, weight_decay=WEIGHT_DECAY, batch_kernels=False)),
+      'sgd': ('sgd', _sgd()),
+      'sgd recompiled': ('sgd', _sgd()),
       'bort_sgd': ('sgd', bort_jax.bort_sgd(0.1, gamma=gamma, momentum=0.9,
                                             weight_decay=WEIGHT_DECAY)),
-      'bort_sgd batched': ('sgd', bort_jax.bort_sgd(
-          0.1, gamma=gamma, momentum=0.9, weight_decay=WEIGHT_DECAY, batch_kernels=True)),
+      'bort_sgd one by one': ('sgd', bort_jax.bort_sgd(
+          0.1, gamma=gamma, momentum=0.9, weight_decay=WEIGHT_DECAY, batch_kernels=False)),
       'bort_sgd barrier': ('sgd', optax.chain(
           bort_jax.add_bort_correction(gamma), _barrier(),
           optax.add_decayed_weights(WEIGHT_DECAY), optax.sgd(0.1, momentum=0.9))),
   }
+
+
+def _sgd() -> optax.GradientTransformation:
+  """``optax.sgd`` with momentum and coupled weight decay, as BortS has."""
+  return optax.chain(optax.add_decayed_weights(WEIGHT_DECAY), optax.sgd(0.1, momentum=0.9))
 
 
 def _barrier() -> optax.GradientTransformation:

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from jax import Array
 
 from bort_jax.optimizer import layout
+from bort_jax.optimizer import placement
 
 PyTree = Any
 MaskOrFn = Union[PyTree, Callable[[PyTree], PyTree]]
@@ -400,5 +401,10 @@ def select_leaves(
 
 
 def selected_matrices(leaves: list[Array], selected: list[SelectedLeaf]) -> list[Array]:
-  """Reads each selected leaf as a ``[B, fan_in, out]`` stack (no dtype change)."""
-  return [layout.to_matrices(leaves[s.index], s.dimension_numbers) for s in selected]
+  """Reads each selected leaf as a ``[B, fan_in, out]`` stack (no dtype change).
+
+  A leaf sharded over explicit mesh axes is replicated first, as the
+  optimizer does for its correction.
+  """
+  return [layout.to_matrices(placement.to_replicated(leaves[s.index]), s.dimension_numbers)
+          for s in selected]

@@ -191,8 +191,17 @@ def main():
           if matches and leaf.ndim:
             records.append(record(name, variant, step, 'state', names,
                                   flat_shardings[matches[0]], leaf, None))
+  # The orthogonality report of the sharded params, jitted, vs one device.
+  report = jax.jit(bort_jax.summarize_report)(
+      bort_jax.orthogonality_report(jax.device_put(params, single)))
+  with jax.set_mesh(explicit_mesh):
+    sharded = jax.device_put(params, jax.tree.map(
+        lambda s: NamedSharding(explicit_mesh, s), specs, is_leaf=lambda x: isinstance(x, P)))
+    sharded_report = jax.block_until_ready(jax.jit(
+        lambda p: bort_jax.summarize_report(bort_jax.orthogonality_report(p)))(sharded))
+  report_diff = max(abs(float(sharded_report[k]) - float(report[k])) for k in report)
   print(json.dumps({'device_count': len(devices), 'records': records,
-                    'concatenates': concatenates}))
+                    'concatenates': concatenates, 'report_max_abs_diff': report_diff}))
 
 
 if __name__ == '__main__':

@@ -85,3 +85,8 @@ def test_explicit_mesh_batches_kernels_of_equal_shape_and_sharding(mesh_run, opt
   # otherwise, are not stacked with them.
   assert mesh_run['concatenates'][f'{optimizer}/explicit_batched'] == ['f32[2,16,8]']
   assert mesh_run['concatenates'][f'{optimizer}/explicit_one_by_one'] == []
+
+
+def test_orthogonality_report_of_sharded_params(mesh_run):
+  # Figures of order 0.1-1 in float32, the Gram matrices at highest precision.
+  assert mesh_run['report_max_abs_diff'] <= 1e-5
