@@ -53,19 +53,23 @@ myst_heading_anchors = 3
 # it trains small models, which the docs build must not do.
 nb_execution_mode = 'off'
 
-# Modules the package imports for data preparation, checkpoints, progress
-# bars and figures. The API pages need their names, not their code, so they
-# are always mocked: the docs build then needs only the core and the models.
+# Optional dependencies of the package (data preparation, checkpoints,
+# progress bars, figures, configs). Installed ones are imported as they are;
+# missing ones are mocked, since the API pages need their names, not their
+# code. (A mocked tensorflow_datasets cannot be subclassed with keyword
+# arguments, so the programs page needs the real one: install the package
+# with all its extras to build the complete site.)
 autodoc_mock_imports = [
-  'array_record',
-  'matplotlib',
-  'orbax',
-  'tensorflow_datasets',
-  'tqdm',
-]
-# Light optional dependencies: mocked only where they are not installed.
-autodoc_mock_imports += [
-  name for name in ('PIL', 'dm_pix', 'ml_collections')
+  name for name in (
+    'array_record',
+    'dm_pix',
+    'matplotlib',
+    'ml_collections',
+    'orbax',
+    'PIL',
+    'tensorflow_datasets',
+    'tqdm',
+  )
   if importlib.util.find_spec(name) is None
 ]
 
@@ -165,7 +169,8 @@ class PublicConstants(SphinxDirective):
   its constants (tuples of names, defaults, type aliases): those it finds
   only in the module that assigns them. This directive documents every name
   of ``__all__`` (or public name) that is neither a class, a function nor a module, with its
-  value and the doc comment (``#:``) or docstring of its assignment.
+  value and the doc comment (``#:``) or docstring of its assignment. Names
+  that ``MODULE`` assigns itself with a doc comment are left to autodoc.
   """
 
   required_arguments = 1
@@ -173,11 +178,12 @@ class PublicConstants(SphinxDirective):
   def run(self):
     module_name = self.arguments[0]
     module = importlib.import_module(module_name)
+    documented_by_autodoc = _attr_docs(module_name)
     lines = []
     for name in _public_names(module):
       value = getattr(module, name)
       if inspect.isclass(value) or inspect.isroutine(value) or (
-          inspect.ismodule(value)):
+          inspect.ismodule(value)) or ('', name) in documented_by_autodoc:
         continue
       shown = repr(value)
       if len(shown) > 100:
@@ -201,13 +207,18 @@ def _assignment_doc(package_name, name):
       continue
     if vars(module).get(name) is not value:
       continue
-    try:
-      attr_docs = ModuleAnalyzer.for_module(module_name).find_attr_docs()
-    except Exception:  # noqa: BLE001 - no source: no comment to show.
-      continue
+    attr_docs = _attr_docs(module_name)
     if ('', name) in attr_docs:
       return list(attr_docs[('', name)])
   return []
+
+
+def _attr_docs(module_name):
+  """The doc comments of ``module_name``'s assignments (autodoc shows them)."""
+  try:
+    return ModuleAnalyzer.for_module(module_name).find_attr_docs()
+  except Exception:  # noqa: BLE001 - no source: no comment to show.
+    return {}
 
 
 def _plain_aliases(app, what, name, obj, options, signature, return_annotation):
