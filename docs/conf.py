@@ -26,11 +26,11 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
 if importlib.util.find_spec('bort_jax') is None:
   sys.path.insert(0, ROOT)
 
-import bort_jax  # noqa: E402
+import bort_jax
 
 project = 'bort_jax'
 author = 'The bort_jax authors'
-copyright = 'The bort_jax authors'  # noqa: A001 - Sphinx's name for it.
+copyright = 'The bort_jax authors'
 release = bort_jax.__version__
 version = release
 
@@ -168,9 +168,10 @@ class PublicConstants(SphinxDirective):
   autodoc documents the functions and classes a package re-exports, but not
   its constants (tuples of names, defaults, type aliases): those it finds
   only in the module that assigns them. This directive documents every name
-  of ``__all__`` (or public name) that is neither a class, a function nor a module, with its
-  value and the doc comment (``#:``) or docstring of its assignment. Names
-  that ``MODULE`` assigns itself with a doc comment are left to autodoc.
+  of ``__all__`` (or public name) that is neither a class, a function nor a
+  module, with its value and the doc comment (``#:``) of its assignment.
+  Names that ``MODULE`` assigns itself with a doc comment are left to
+  autodoc.
   """
 
   required_arguments = 1
