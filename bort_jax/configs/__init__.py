@@ -31,6 +31,7 @@ from bort_jax.configs.base import validate
 CONFIG_NAMES: tuple[str, ...] = (
     'mnist_mlp',
     'mnist_cnn',
+    'mnist_invertible_cnn',
     'cifar10_resnet18',
     'imagenet_resnet50',
     'imagenet_deit_s',
