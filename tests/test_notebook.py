@@ -5,17 +5,12 @@ import pathlib
 import nbclient
 import nbformat
 
-from bort_jax.data.mnist_idx import prepare_mnist
-
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / 'experiments' / 'notebooks' / 'quickstart.ipynb'
-MNIST_IDX_DIR = ROOT / '..' / 'shared' / 'data' / 'mnist'
 
 
-def test_quickstart_notebook_runs(tmp_path, monkeypatch):
-  data_dir = tmp_path / 'tfds'
-  prepare_mnist(MNIST_IDX_DIR, data_dir)
-  monkeypatch.setenv('TFDS_DATA_DIR', str(data_dir))
+def test_quickstart_notebook_runs(tmp_path, monkeypatch, mnist_data_dir):
+  monkeypatch.setenv('TFDS_DATA_DIR', mnist_data_dir)
   monkeypatch.setenv('BORT_OFFLINE', '1')
   monkeypatch.setenv('BORT_QUICKSTART_STEPS', '150')
   monkeypatch.setenv('MPLBACKEND', 'Agg')
