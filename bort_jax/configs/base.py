@@ -41,7 +41,12 @@ Fields:
   each large array sharded along its largest divisible axis),
   ``fsdp_min_size`` (smaller arrays stay replicated), ``log_every_steps``
   and ``checkpoint_every_steps`` (also within epochs; 0: per epoch),
-  ``keep_checkpoints``.
+  ``keep_checkpoints`` (at least 1).
+* Faults: a non-finite training loss or parameters stop the run with an
+  error (the newest checkpoint stays the last finite state) unless
+  ``skip_nonfinite_steps``: then an update whose gradients are not finite
+  is skipped (``optax.apply_if_finite``), up to
+  ``max_consecutive_nonfinite`` in a row.
 
 Example:
   >>> config = get_config()
@@ -55,6 +60,7 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -67,11 +73,15 @@ PARAM_SHARDINGS = ('replicated', 'fsdp')
 DTYPES = ('float32', 'bfloat16')
 
 # Fields that must be positive, and fields that must not be negative.
-_POSITIVE = ('epochs', 'batch_size', 'eval_batch_size')
+_POSITIVE = ('epochs', 'batch_size', 'eval_batch_size', 'learning_rate',
+             'keep_checkpoints', 'max_consecutive_nonfinite',
+             'lr_decay_factor', 'fsdp_min_size')
 _NON_NEGATIVE = ('gamma', 'weight_decay', 'label_smoothing', 'warmup_epochs',
                  'seed', 'train_examples', 'eval_examples', 'log_every_steps',
                  'checkpoint_every_steps', 'image_size', 'data_threads',
-                 'lr_reference_batch_size')
+                 'lr_reference_batch_size', 'momentum', 'eps')
+# Fields in [0, 1).
+_UNIT_INTERVAL = ('b1', 'b2', 'label_smoothing')
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -121,6 +131,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.log_every_steps = 0
   config.checkpoint_every_steps = 0
   config.keep_checkpoints = 2
+  # Faults.
+  config.skip_nonfinite_steps = False
+  config.max_consecutive_nonfinite = 10
   return lock(config)
 
 
@@ -165,7 +178,8 @@ def _type_name(kind: type) -> str:
 def _check_type(name: str, value: Any, default: Any) -> None:
   if name == 'amplitude':
     if isinstance(value, bool) or not (
-        isinstance(value, (int, float)) and value > 0 or value == 'adaptive'):
+        isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+        or value == 'adaptive'):
       raise ValueError(
           f"amplitude must be a positive number or 'adaptive', got {value!r}")
     return
@@ -192,11 +206,15 @@ def _choice(name: str, value: Any, valid: tuple[str, ...]) -> None:
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Raises ``ValueError`` naming the field for values no run could use.
 
-  Checks: every field known and present, each of its type, the choices
-  (``schedule``, ``parallel``, ``param_sharding``, ``dtype``), signs, the
-  ``bort_exclude`` patterns (valid regular expressions), and that ``fsdp``
-  goes with ``jit``. The optimizer and model names are checked where they
-  are built.
+  Checks: every field known and present, each of its type, every number
+  finite, the choices (``schedule``, ``parallel``, ``param_sharding``,
+  ``dtype``), signs and ranges (``learning_rate``, ``keep_checkpoints``
+  and the batch sizes positive; ``b1``, ``b2``, ``label_smoothing`` in
+  [0, 1)), the ``bort_exclude`` patterns (valid regular expressions), and
+  that ``fsdp`` goes with ``jit``. The optimizer and model names are
+  checked where they are built; what depends on the data and the devices
+  (batch size against the data set and the device count, the model's
+  arguments) by :mod:`bort_jax.training.preflight` before a run starts.
 
   Returns:
     ``config``, unchanged.
@@ -224,12 +242,24 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _choice('parallel', config.parallel, PARALLEL_MODES)
   _choice('param_sharding', config.param_sharding, PARAM_SHARDINGS)
   _choice('dtype', config.dtype, DTYPES)
+  for name in defaults.keys():
+    if isinstance(config[name], float) and not math.isfinite(config[name]):
+      raise ValueError(f'{name} must be a finite number, got {config[name]}')
   for name in _POSITIVE:
     if config[name] <= 0:
       raise ValueError(f'{name} must be positive, got {config[name]}')
   for name in _NON_NEGATIVE:
     if config[name] < 0:
       raise ValueError(f'{name} must be non-negative, got {config[name]}')
+  for name in _UNIT_INTERVAL:
+    if not 0 <= config[name] < 1:
+      raise ValueError(f'{name} must be in [0, 1), got {config[name]}')
+  for epoch in config.lr_decay_epochs:
+    if (isinstance(epoch, bool) or not isinstance(epoch, (int, float))
+        or not math.isfinite(epoch) or epoch < 0):
+      raise ValueError(
+          'lr_decay_epochs must hold non-negative numbers, got '
+          f'{tuple(config.lr_decay_epochs)}')
   for pattern in config.bort_exclude:
     try:
       re.compile(pattern)

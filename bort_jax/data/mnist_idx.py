@@ -46,6 +46,7 @@ __all__ = [
   'load_mnist_split',
   'prepare_mnist',
   'read_idx',
+  'verify_prepared',
 ]
 
 # split -> (images file, labels file), the standard names of LeCun's files.
@@ -98,8 +99,9 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
 
   Raises:
     FileNotFoundError: if ``path`` does not exist.
-    IdxFormatError: on a bad magic number, an unknown type byte or a payload
-      whose size does not match the header.
+    IdxFormatError: on a gzip file that does not decompress (zlib or gzip
+      error), a bad magic number, an unknown type byte or a payload whose
+      size does not match the header; the message names the file.
 
   Example:
     >>> labels = read_idx('mnist_idx/t10k-labels-idx1-ubyte.gz')  # doctest: +SKIP
@@ -113,8 +115,10 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
   if data[:2] == b'\x1f\x8b':  # gzip magic; IDX files start with 0x0000.
     try:
       data = gzip.decompress(data)
-    except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError.
-      raise IdxFormatError(f'{path}: cannot decompress: {e}') from e
+    except (OSError, EOFError, zlib.error) as e:  # BadGzipFile: an OSError.
+      raise IdxFormatError(
+        f'{path}: cannot decompress (corrupt or truncated gzip file): {e}'
+      ) from e
   if len(data) < 4:
     raise IdxFormatError(f'{path}: {len(data)} bytes, too short for an IDX header')
   if data[0] != 0 or data[1] != 0:
@@ -366,6 +370,67 @@ def prepare_mnist(
 
 
 
+def verify_prepared(data_dir: str | os.PathLike[str]) -> dict[str, int]:
+  """Reads back a prepared ``mnist``: every split's files and examples.
+
+  ``is_prepared`` only looks at ``dataset_info.json``; this checks that
+  each split's record files exist and are not empty, that the split holds
+  the number of examples its metadata says, and that its first and last
+  examples decode.
+
+  Args:
+    data_dir: the tfds data dir holding ``mnist/3.0.1``.
+
+  Returns:
+    ``{split: number of examples}``, counted from the data read back.
+
+  Raises:
+    FileNotFoundError: ``mnist`` is not prepared there, or a split's file
+      is missing or empty (the message names it and says how to rebuild).
+    IdxFormatError: a split holds another number of examples than its
+      metadata says, or its examples do not decode.
+
+  Example:
+    >>> verify_prepared('/tmp/tfds')  # doctest: +SKIP
+    {'train': 60000, 'test': 10000}
+  """
+  builder = MnistFromIdx(data_dir=os.fspath(data_dir))
+  data_path = Path(os.fspath(builder.data_path))
+  rebuild = f'remove {data_path} and run bort-prepare-mnist again'
+  if not builder.is_prepared():
+    raise FileNotFoundError(f'mnist is not prepared in {data_dir}')
+  counts = {}
+  for split, info in builder.info.splits.items():
+    paths = [Path(os.fspath(f)) for f in info.filepaths]
+    for path in paths:
+      if not path.is_file() or not path.stat().st_size:
+        state = 'missing' if not path.exists() else 'empty'
+        raise FileNotFoundError(
+          f'mnist in {data_path} is incomplete: the {split} split file '
+          f'{path.name} is {state}; {rebuild}'
+        )
+    try:
+      source = builder.as_data_source(split=split)
+      count = len(source)
+      if count:
+        for index in (0, count - 1):
+          example = source[index]
+          if example['image'].shape != (_IMAGE_SIZE, _IMAGE_SIZE, 1):
+            raise ValueError(f'image shape {example["image"].shape}')
+    except Exception as error:  # noqa: BLE001 - array_record/decoder errors vary
+      raise IdxFormatError(
+        f'mnist in {data_path}: the {split} split does not read back '
+        f'({type(error).__name__}: {error}); {rebuild}'
+      ) from error
+    if count != info.num_examples:
+      raise IdxFormatError(
+        f'mnist in {data_path}: the {split} split holds {count} examples, its '
+        f'metadata says {info.num_examples}; {rebuild}'
+      )
+    counts[split] = count
+  return counts
+
+
 def find_idx_files(idx_dir: str | os.PathLike[str]) -> Path:
   """``idx_dir``, resolved, after checking that it holds the four IDX files.
 
@@ -397,13 +462,15 @@ def ensure_mnist(
     error, which says how to prepare it.
 
   Raises:
-    FileNotFoundError: ``idx_dir`` lacks one of the IDX files.
+    FileNotFoundError: ``idx_dir`` lacks one of the IDX files, or a
+      prepared ``mnist`` lacks a split's file (see :func:`verify_prepared`).
 
   Example:
     >>> ensure_mnist('/tmp/tfds', 'mnist_idx')  # doctest: +SKIP
     True
   """
   if MnistFromIdx(data_dir=os.fspath(data_dir)).is_prepared():
+    verify_prepared(data_dir)  # not only its metadata
     return True
   if idx_dir is None:
     return False

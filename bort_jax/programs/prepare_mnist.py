@@ -5,7 +5,9 @@ Without TensorFlow or a download (see :mod:`bort_jax.data.mnist_idx`)::
   bort-prepare-mnist --idx-dir path/to/mnist_idx --data-dir /tmp/tfds
 
 ``--idx-dir`` defaults to ``$BORT_MNIST_IDX_DIR``; ``--data-dir`` to
-``$TFDS_DATA_DIR``, else ``~/tensorflow_datasets``.
+``$TFDS_DATA_DIR``, else ``~/tensorflow_datasets``. What it reports ready
+is read back first (:func:`bort_jax.data.mnist_idx.verify_prepared`): each
+split's files exist and hold the examples their metadata counts.
 """
 
 from __future__ import annotations
@@ -51,12 +53,12 @@ def main(argv: Sequence[str] | None = None) -> int:
   start = time.perf_counter()
   try:
     path = mnist_idx.prepare_mnist(args.idx_dir, data_dir)
+    # Counted from the data read back, not from its metadata.
+    counts = mnist_idx.verify_prepared(data_dir)
   except (OSError, ValueError) as error:
     print(f'bort-prepare-mnist: error: {error}', file=sys.stderr)
     return 1
-  counts = ', '.join(
-      f'{split} {data.num_examples("mnist", split, data_dir=data_dir)}'
-      for split in mnist_idx.IDX_FILES)
+  counts = ', '.join(f'{split} {count}' for split, count in counts.items())
   print(
       f'mnist ready in {path} ({counts}; {time.perf_counter() - start:.1f} s).\n'
       f"Read it with tfds.data_source('mnist', data_dir={os.fspath(data_dir)!r}, "

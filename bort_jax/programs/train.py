@@ -32,6 +32,7 @@ MNIST is prepared from its four IDX files when ``--data-dir`` lacks it and
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import sys
@@ -51,6 +52,7 @@ from bort_jax import data
 from bort_jax.data import mnist_idx
 from bort_jax.programs.prepare_mnist import IDX_DIR_ENV
 from bort_jax.training import checkpoint
+from bort_jax.training import errors
 from bort_jax.training import loop
 from bort_jax.training import optimizer_factory
 from bort_jax.training import parallel
@@ -106,7 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help='train once per optimizer (in WORKDIR/<optimizer>) and print '
                            'test accuracy and orthogonality side by side')
   parser.add_argument('--resume', action='store_true',
-                      help='continue from the latest checkpoint in the work directory')
+                      help='continue from the latest checkpoint in the work directory '
+                           '(same config; records after that checkpoint are dropped)')
+  parser.add_argument('--overwrite', action='store_true',
+                      help='discard a previous run in the work directory (its config.json, '
+                           'checkpoints and metrics.jsonl) and start again')
   parser.add_argument('--max-steps', type=int,
                       help='stop (with a checkpoint) at this global step; --resume continues')
   parser.add_argument('--data-dir', help='tfds data dir (default: $TFDS_DATA_DIR or '
@@ -288,12 +294,63 @@ def ensure_mnist_prepared(data_dir: str | None, idx_dir: str | None) -> None:
     multihost_utils.sync_global_devices('bort-train: mnist prepared')
 
 
+class _WarningFormatter(logging.Formatter):
+
+  def format(self, record: logging.LogRecord) -> str:
+    return f'bort-train: {record.levelname.lower()}: {record.getMessage()}'
+
+
+def _report_warnings() -> None:
+  """Prints the library's warnings (``bort_jax`` logger: corrupt checkpoints
+  skipped, metrics records dropped) on stderr, once per handler."""
+  logger = logging.getLogger('bort_jax')
+  for handler in [h for h in logger.handlers if getattr(h, '_bort_train', False)]:
+    logger.removeHandler(handler)
+  handler = logging.StreamHandler(sys.stderr)
+  handler.setFormatter(_WarningFormatter())
+  handler._bort_train = True  # pylint: disable=protected-access
+  logger.addHandler(handler)
+  logger.setLevel(logging.INFO)
+  logger.propagate = False
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+  """The checks of the arguments that need no config.
+
+  Raises:
+    errors.ConfigError: a negative ``--max-steps``, ``--resume`` with
+      ``--overwrite``, or a ``--workdir`` that is a file.
+  """
+  if args.max_steps is not None and args.max_steps < 0:
+    raise errors.ConfigError(f'--max-steps must be >= 0, got {args.max_steps}')
+  if args.resume and args.overwrite:
+    raise errors.ConfigError(
+        '--resume and --overwrite exclude each other: --resume continues the run '
+        'in the work directory, --overwrite discards it')
+  workdir = Path(args.workdir)
+  if workdir.exists() and not workdir.is_dir():
+    raise errors.ConfigError(f'--workdir {workdir} is a file, not a directory')
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-  """Entry point of ``bort-train``; returns the exit status."""
+  """Entry point of ``bort-train``; returns the exit status.
+
+  Errors of the run's inputs (config, arguments, data, work directory) and
+  faults it detects (non-finite loss, no usable checkpoint) are printed as
+  ``bort-train: error: <message>``, without a traceback: exit status 2 for
+  a config or argument no run can use, 1 for the others, 130/143 after
+  SIGINT/SIGTERM (with a checkpoint saved). Other exceptions are bugs and
+  keep their traceback.
+  """
   parser = build_parser()
   args, extra = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+  _report_warnings()
   if args.mnist_idx_dir is None:
     args.mnist_idx_dir = os.environ.get(IDX_DIR_ENV) or None
+  try:
+    check_arguments(args)
+  except errors.ConfigError as error:
+    parser.error(str(error))
   if args.coordinator_address or args.num_processes or args.process_id is not None:
     parallel.initialize_distributed(args.coordinator_address, args.num_processes,
                                     args.process_id)
@@ -314,14 +371,22 @@ def main(argv: Sequence[str] | None = None) -> int:
       start = time.perf_counter()
       loop.train_and_evaluate(
           run_config, run_dir, data_dir=args.data_dir, download=args.download,
-          resume=args.resume, max_steps=args.max_steps, progress=not args.no_progress,
-          description=name)
+          resume=args.resume, overwrite=args.overwrite, max_steps=args.max_steps,
+          progress=not args.no_progress, description=name)
       rows.append(comparison_row(name, loop.last_evaluation(run_dir),
                                  time.perf_counter() - start))
-  except (data.DatasetNotFoundError, FileExistsError, FileNotFoundError,
-          ValueError) as error:
+  except errors.Interrupted as error:
+    print(f'bort-train: {error}', file=sys.stderr)
+    return error.exit_code
+  except errors.BortError as error:
+    print(f'bort-train: error: {error}', file=sys.stderr)
+    return error.exit_code
+  except (data.DatasetNotFoundError, FileExistsError, FileNotFoundError) as error:
     print(f'bort-train: error: {error}', file=sys.stderr)
     return 1
+  except ValueError as error:
+    print(f'bort-train: error: {error}', file=sys.stderr)
+    return 2
   print(f'\n{config.name}: {config.epochs} epochs, batch {config.batch_size}, '
         f'gamma {config.gamma} (bort_* only), work directory {workdir}')
   print(format_comparison(rows))

@@ -5,10 +5,28 @@ A work directory holds::
 
   WORKDIR/config.json          the config (bort_jax.configs; process 0 writes it)
   WORKDIR/checkpoints/<step>/  params, model_state, opt_state, progress
+  WORKDIR/checkpoint_records/<step>.json
+                               the SHA-256 of every saved array, and the
+                               loop's running sums at that step
   WORKDIR/metrics.jsonl        see bort_jax.training.loop
 
 RNG keys are stored as their raw ``uint32`` key data and wrapped again on
 restore, so a resumed run continues with exactly the same random numbers.
+
+Checkpoints are verified on restore. orbax-checkpoint 0.12 checks the
+structure of what it reads but not the values (there is no checksum in
+its format), so :func:`save_state` also records ``sha256(dtype, shape,
+bytes)`` of each array this process saves (each shard it owns, for arrays
+spread over processes) in ``checkpoint_records/<step>.json``, from the
+same arrays orbax writes. :func:`restore_verified` restores the newest
+checkpoint and compares; a checkpoint that fails to restore (truncated or
+deleted files) or whose arrays differ from their record is reported and
+the next older one is tried. Once a good one is found, the bad newer ones
+are moved to ``WORKDIR/corrupt_checkpoints/`` (kept for inspection, out of
+the way of the resumed run's saves); if none is good, nothing is moved
+and :class:`~bort_jax.training.errors.CheckpointError` says why each
+failed. A checkpoint without a record (written before records existed) is
+restored unverified, with a warning.
 
 Example:
   >>> model, config = restore_model('runs/mnist_cnn/bort_adamw')  # doctest: +SKIP
@@ -17,26 +35,35 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
+import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
+from jax.experimental import multihost_utils
 
 from bort_jax import configs
-from bort_jax.training import modeling
-from bort_jax.training import parallel
+from bort_jax.training import modeling, parallel
+from bort_jax.training.errors import CheckpointError, ConfigError
 from bort_jax.training.step import TrainState
 
 CONFIG_FILE = 'config.json'
 CHECKPOINT_DIR = 'checkpoints'
+RECORD_DIR = 'checkpoint_records'
+CORRUPT_DIR = 'corrupt_checkpoints'
 STATE_ITEMS = ('params', 'model_state', 'opt_state', 'progress')
 
 PyTree = Any
+
+logger = logging.getLogger('bort_jax')
 
 
 def save_config(workdir: str | os.PathLike[str],
@@ -45,8 +72,18 @@ def save_config(workdir: str | os.PathLike[str],
   path = Path(workdir) / CONFIG_FILE
   if jax.process_index() == 0:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(configs.to_dict(config), indent=2) + '\n')
+    _write_atomically(path, json.dumps(configs.to_dict(config), indent=2) + '\n')
   return path
+
+
+def _write_atomically(path: Path, text: str) -> None:
+  """Writes ``text`` to a temporary file, then renames it to ``path``."""
+  temporary = path.with_name(f'.{path.name}.tmp')
+  with temporary.open('w') as f:
+    f.write(text)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(temporary, path)
 
 
 def load_config(workdir: str | os.PathLike[str]) -> ml_collections.ConfigDict:
@@ -55,13 +92,24 @@ def load_config(workdir: str | os.PathLike[str]) -> ml_collections.ConfigDict:
   Raises:
     FileNotFoundError: no ``config.json`` (not a ``bort-train`` work
       directory).
-    ValueError: a field unknown to :mod:`bort_jax.configs`, or a bad value.
+    ConfigError: not JSON (e.g. truncated), a field unknown to
+      :mod:`bort_jax.configs`, or a bad value; the message names the file.
   """
   path = Path(workdir) / CONFIG_FILE
   if not path.is_file():
     raise FileNotFoundError(
         f'no {CONFIG_FILE} in {workdir}: not a bort-train work directory')
-  return configs.from_dict(json.loads(path.read_text()))
+  try:
+    values = json.loads(path.read_text())
+  except (ValueError, UnicodeDecodeError) as error:
+    raise ConfigError(
+        f'{path} is not valid JSON (truncated or edited?): {error}') from None
+  if not isinstance(values, dict):
+    raise ConfigError(f'{path} does not hold a JSON object')
+  try:
+    return configs.from_dict(values)
+  except ValueError as error:
+    raise ConfigError(f'{path}: {error}') from None
 
 
 def checkpoint_manager(workdir: str | os.PathLike[str], *,
@@ -104,20 +152,107 @@ def _items(state: TrainState) -> dict[str, PyTree]:
   }
 
 
-def save_state(manager: ocp.CheckpointManager, state: TrainState, *, step: int | None = None,
-               force: bool = False) -> bool:
+def _leaf_name(path) -> str:
+  return '/'.join(str(getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k))))
+                  for k in path)
+
+
+def _sha256(array: np.ndarray) -> str:
+  array = np.ascontiguousarray(array)
+  digest = hashlib.sha256(f'{array.dtype.str}{array.shape}'.encode())
+  digest.update(array.reshape(-1).view(np.uint8).data)
+  return digest.hexdigest()
+
+
+def array_digests(items: dict[str, PyTree]) -> dict[str, str]:
+  """``{'item/leaf/path': sha256}`` of the arrays this process holds.
+
+  A whole array's digest when this process holds all of it; otherwise one
+  per shard it owns (first replica), named ``path@<index>``.
+  """
+  digests = {}
+  for name, item in items.items():
+    for path, leaf in jax.tree_util.tree_leaves_with_path(item):
+      key = f'{name}/{_leaf_name(path)}'
+      if not isinstance(leaf, jax.Array) or leaf.is_fully_addressable:
+        digests[key] = _sha256(np.asarray(jax.device_get(leaf)))
+        continue
+      for shard in leaf.addressable_shards:
+        if shard.replica_id == 0:
+          index = ','.join(f'{s.start}:{s.stop}' for s in shard.index)
+          digests[f'{key}@{index}'] = _sha256(np.asarray(shard.data))
+  return digests
+
+
+def _record_path(manager: ocp.CheckpointManager, step: int) -> Path:
+  suffix = '' if jax.process_count() == 1 else f'.process{jax.process_index()}'
+  return Path(manager.directory).parent / RECORD_DIR / f'{step}{suffix}.json'
+
+
+def read_record(manager: ocp.CheckpointManager, step: int
+                ) -> dict[str, Any] | None:
+  """The record saved with checkpoint ``step`` (``None`` if there is none).
+
+  Raises:
+    ValueError: the record exists but is not JSON.
+  """
+  path = _record_path(manager, step)
+  if not path.is_file():
+    return None
+  try:
+    return json.loads(path.read_text())
+  except ValueError as error:
+    raise ValueError(f'its record {path} is not JSON: {error}') from None
+
+
+def _prune_records(manager: ocp.CheckpointManager) -> None:
+  """Removes the records of checkpoints orbax no longer keeps."""
+  folder = Path(manager.directory).parent / RECORD_DIR
+  if not folder.is_dir():
+    return
+  kept = set(manager.all_steps())
+  oldest = min(kept, default=None)
+  for path in folder.glob('*.json'):
+    step = path.name.split('.', 1)[0]
+    if step.isdigit() and int(step) not in kept and (
+        oldest is None or int(step) < oldest):
+      path.unlink(missing_ok=True)
+
+
+def save_state(manager: ocp.CheckpointManager, state: TrainState, *,
+               step: int | None = None, force: bool = False,
+               extra: dict[str, Any] | None = None) -> bool:
   """Saves ``state`` as checkpoint ``step`` (default: ``state.step``).
 
   Every process must call it (orbax writes the shards each one owns).
-  Asynchronous: call ``manager.wait_until_finished()`` before exiting.
+  Asynchronous: call ``manager.wait_until_finished()`` before exiting. The
+  record (array digests and ``extra``) is written at once, atomically;
+  orbax lists the checkpoint only once it is complete.
+
+  Args:
+    manager: from :func:`checkpoint_manager`.
+    state: the train state (one replica).
+    step: the checkpoint's number (default: ``state.step``).
+    force: save even if the manager's policy would not.
+    extra: JSON-ready values stored in the record (the loop keeps its
+      running metric sums there); :func:`restore_verified` returns them.
 
   Returns:
     Whether a checkpoint was saved.
   """
   step = int(jax.device_get(state.step)) if step is None else step
-  args = {name: ocp.args.StandardSave(item) for name, item in _items(state).items()
-          if jax.tree.leaves(item)}  # orbax refuses empty items (no BatchNorm, no RNG...)
-  return manager.save(step, args=ocp.args.Composite(**args), force=force)
+  items = {name: item for name, item in _items(state).items()
+           if jax.tree.leaves(item)}  # orbax refuses empty items (no BatchNorm...)
+  record = {'step': step, 'sha256': array_digests(items), 'extra': extra or {}}
+  saved = manager.save(step, args=ocp.args.Composite(
+      **{name: ocp.args.StandardSave(item) for name, item in items.items()}),
+      force=force)
+  if saved:
+    path = _record_path(manager, step)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomically(path, json.dumps(record, allow_nan=False) + '\n')
+    _prune_records(manager)
+  return saved
 
 
 def _abstract(tree: PyTree) -> PyTree:
@@ -127,6 +262,8 @@ def _abstract(tree: PyTree) -> PyTree:
 def restore_state(manager: ocp.CheckpointManager, template: TrainState, *,
                   step: int | None = None) -> TrainState | None:
   """Restores a checkpoint into the structure, dtypes and shardings of ``template``.
+
+  Not verified: see :func:`restore_verified`.
 
   Args:
     manager: from :func:`checkpoint_manager`.
@@ -156,13 +293,157 @@ def restore_state(manager: ocp.CheckpointManager, template: TrainState, *,
   )
 
 
+def verify(manager: ocp.CheckpointManager, step: int,
+           items: dict[str, PyTree]) -> dict[str, Any] | None:
+  """Compares restored ``items`` with the digests recorded at save time.
+
+  Args:
+    manager: the checkpoint manager.
+    step: the checkpoint ``items`` were restored from.
+    items: ``{'params': ..., ...}`` as saved (key data, not keys); a subset
+      of the saved items is fine.
+
+  Returns:
+    The record (``None`` if the checkpoint has none: not verified).
+
+  Raises:
+    ValueError: an array differs from its record, or the record is not
+      JSON; the message names the first arrays that differ.
+  """
+  record = read_record(manager, step)
+  if record is None:
+    return None
+  expected = record.get('sha256', {})
+  actual = array_digests({k: v for k, v in items.items() if jax.tree.leaves(v)})
+  common = sorted(set(expected) & set(actual))
+  if not common:
+    raise ValueError('its record names none of the restored arrays')
+  bad = [key for key in common if expected[key] != actual[key]]
+  if bad:
+    more = f' and {len(bad) - 3} more' if len(bad) > 3 else ''
+    raise ValueError(
+        f'checksum mismatch in {", ".join(bad[:3])}{more}')
+  return record
+
+
+def _all_agree(ok: bool) -> bool:
+  """Whether ``ok`` holds on every process."""
+  if jax.process_count() == 1:
+    return ok
+  return bool(np.all(multihost_utils.process_allgather(np.array(ok))))
+
+
+def _describe(error: BaseException) -> str:
+  text = str(error).strip().splitlines()
+  first = text[0] if text else ''
+  if len(first) > 300:
+    first = first[:300] + '...'
+  return f'{type(error).__name__}: {first}' if first else type(error).__name__
+
+
+def _restore_first_good(manager, restore, to_items, *, verb: str = 'resuming from'):
+  """Tries the checkpoints newest first; returns ``(step, restored, record,
+  bad_steps)`` for the first that restores and verifies.
+
+  ``restore(step)`` restores it; ``to_items(restored)`` gives the saved
+  items to verify.
+
+  Raises:
+    CheckpointError: none restores and verifies.
+  """
+  problems = []
+  for step in sorted(manager.all_steps(), reverse=True):
+    try:
+      restored = restore(step)
+      record = verify(manager, step, to_items(restored))
+      ok, problem = True, None
+    except Exception as error:  # pylint: disable=broad-exception-caught
+      # orbax/tensorstore report damaged files with many exception types.
+      ok, problem = False, _describe(error)
+    if not _all_agree(ok):
+      problem = problem or 'corrupt on another process'
+      problems.append((step, problem))
+      continue
+    for bad, why in problems:
+      logger.warning('checkpoint %d is corrupt: %s; %s %d', bad, why, verb, step)
+    if record is None:
+      logger.warning('checkpoint %d has no %s record: restored unverified',
+                     step, RECORD_DIR)
+    return step, restored, record, [bad for bad, _ in problems]
+  raise CheckpointError(
+      f'no usable checkpoint in {manager.directory}: ' + '; '.join(
+          f'checkpoint {bad} is corrupt: {why}' for bad, why in problems)
+      + '. Remove the checkpoints folder and start again with --overwrite.')
+
+
+class Restored(NamedTuple):
+  """What :func:`restore_verified` returns.
+
+  Attributes:
+    state: the restored train state.
+    step: the checkpoint's step.
+    extra: the ``extra`` values saved with it (``{}`` if none).
+    corrupt: the newer checkpoints found corrupt (moved to
+      ``WORKDIR/corrupt_checkpoints/``).
+  """
+
+  state: TrainState
+  step: int
+  extra: dict[str, Any]
+  corrupt: list[int]
+
+
+def restore_verified(manager: ocp.CheckpointManager, template: TrainState
+                     ) -> Restored | None:
+  """Restores the newest checkpoint that restores and matches its record.
+
+  Corrupt newer checkpoints are reported (``checkpoint 120 is corrupt:
+  ...; resuming from 80``, a warning of the ``bort_jax`` logger) and moved
+  to ``WORKDIR/corrupt_checkpoints/<step>`` (process 0), so the resumed run
+  can save those steps again.
+
+  Args:
+    manager: from :func:`checkpoint_manager`.
+    template: as for :func:`restore_state`.
+
+  Returns:
+    A :class:`Restored`, or ``None`` if there is no checkpoint.
+
+  Raises:
+    CheckpointError: there are checkpoints but none is usable; nothing is
+      moved.
+  """
+  if not manager.all_steps():
+    return None
+  step, state, record, corrupt = _restore_first_good(
+      manager, lambda step: restore_state(manager, template, step=step), _items)
+  if corrupt:
+    if jax.process_index() == 0:
+      directory = Path(manager.directory)
+      quarantine = directory.parent / CORRUPT_DIR
+      quarantine.mkdir(exist_ok=True)
+      for bad in corrupt:
+        target = quarantine / str(bad)
+        if target.exists():
+          shutil.rmtree(target)
+        shutil.move(os.fspath(directory / str(bad)), os.fspath(target))
+        _record_path(manager, bad).unlink(missing_ok=True)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices('bort_jax: corrupt checkpoints moved')
+    manager.reload()
+  return Restored(state=state, step=step, extra=(record or {}).get('extra', {}),
+                  corrupt=corrupt)
+
+
 def restore_model(workdir: str | os.PathLike[str], *,
                   step: int | None = None) -> tuple[nnx.Module, dict[str, Any]]:
   """Rebuilds a trained model from a ``bort-train`` work directory.
 
   The model is built from ``WORKDIR/config.json`` (shapes only, nothing is
   initialised) and gets the parameters and model state (BatchNorm
-  statistics, RNG state) of the latest checkpoint, on the default device.
+  statistics, RNG state) of the latest checkpoint, on the default device,
+  verified against its record: a corrupt latest checkpoint is reported and
+  the next older good one used (nothing is moved).
 
   Args:
     workdir: the run's work directory.
@@ -174,6 +455,8 @@ def restore_model(workdir: str | os.PathLike[str], *,
 
   Raises:
     FileNotFoundError: no ``config.json`` or no checkpoint in ``workdir``.
+    CheckpointError: no checkpoint restores and verifies.
+    ValueError: ``step`` given and that checkpoint does not verify.
 
   Example:
     >>> model, config = restore_model('runs/mnist_cnn/adamw')  # doctest: +SKIP
@@ -187,14 +470,22 @@ def restore_model(workdir: str | os.PathLike[str], *,
   place = lambda tree: jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), tree)
   manager = checkpoint_manager(workdir, max_to_keep=None)
-  step = manager.latest_step() if step is None else step
-  if step is None:
-    raise FileNotFoundError(f'no checkpoint in {Path(workdir) / CHECKPOINT_DIR}')
-  items = {'params': params, 'model_state': _keys_to_data(model_state)}
-  restored = manager.restore(step, args=ocp.args.Composite(
-      **{name: ocp.args.StandardRestore(place(item)) for name, item in items.items()
-         if jax.tree.leaves(item)}))
-  manager.close()
+  items = {name: item for name, item in
+           {'params': params, 'model_state': _keys_to_data(model_state)}.items()
+           if jax.tree.leaves(item)}
+  def restore(at):
+    return manager.restore(at, args=ocp.args.Composite(
+        **{name: ocp.args.StandardRestore(place(item)) for name, item in items.items()}))
+  try:
+    if step is not None:
+      restored = restore(step)
+      verify(manager, step, dict(restored))
+    elif not manager.all_steps():
+      raise FileNotFoundError(f'no checkpoint in {Path(workdir) / CHECKPOINT_DIR}')
+    else:
+      _, restored, _, _ = _restore_first_good(manager, restore, dict, verb='using')
+  finally:
+    manager.close()
   model = nnx.merge(graphdef, restored['params'],
                     _data_to_keys(restored.get('model_state', model_state), model_state))
   model.eval()

@@ -16,10 +16,18 @@ directory::
     ``epoch``, training fields only). ``step_time`` excludes compilation
     and evaluation; ``elapsed`` counts seconds since the call started.
 
+    Values that are not finite numbers are written as ``null`` and named
+    in ``"nonfinite"`` (strict JSON); with ``skip_nonfinite_steps``,
+    ``nonfinite_steps`` counts the skipped steps of a record.
+  WORKDIR/.lock           held by the process that owns the directory
+
 A run is a function of its config: the batches depend only on
 ``(seed, epoch, step)`` and every random number lives in the train state, so
-a run stopped (``max_steps``) and resumed ends with the same parameters, bit
-for bit on CPU, as one that was never stopped.
+a run stopped (``max_steps``, SIGINT/SIGTERM, ``kill -9``) and resumed ends
+with the same parameters, bit for bit on CPU, as one that was never
+stopped; ``metrics.jsonl`` is cut back to the checkpoint resumed from and
+the running sums of the current record are restored with it, so the records
+match too (timings aside).
 
 This is the one training loop of the package: ``bort-train`` and
 ``bort-explain`` both train through it.
@@ -35,8 +43,9 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import json
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -47,18 +56,37 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 import tqdm
+from jax.experimental import multihost_utils
 
 import bort_jax
 from bort_jax import configs
-from bort_jax.training import checkpoint
-from bort_jax.training import input_pipeline
-from bort_jax.training import modeling
-from bort_jax.training import optimizer_factory
-from bort_jax.training import parallel
+from bort_jax.training import (
+  checkpoint,
+  input_pipeline,
+  interrupt,
+  metric_writers,
+  metrics_log,
+  modeling,
+  numerics,
+  optimizer_factory,
+  parallel,
+  preflight,
+)
 from bort_jax.training import step as train_step_lib
+from bort_jax.training import workdir as workdir_lib
+from bort_jax.training.errors import (
+  ConfigError,
+  Interrupted,
+  NonFiniteError,
+  PreviousRunError,
+  WorkdirError,
+)
 
-METRICS_FILE = 'metrics.jsonl'
+METRICS_FILE = metrics_log.METRICS_FILE
+
+logger = logging.getLogger('bort_jax')
 
 
 class TrainResult(NamedTuple):
@@ -208,31 +236,87 @@ def _host_scalars(tree) -> dict[str, float]:
   return {k: float(np.asarray(v).reshape(-1)[0]) for k, v in jax.device_get(tree).items()}
 
 
+@jax.jit
+def _accumulate(sums: dict[str, jax.Array], metrics: dict[str, jax.Array]
+                ) -> dict[str, jax.Array]:
+  """Adds a step's loss and accuracy to the sums; a non-finite loss is
+  counted instead of added."""
+  finite = jnp.isfinite(metrics['loss'])
+  return {
+      'loss': sums['loss'] + jnp.where(finite, metrics['loss'], 0.0),
+      'accuracy': sums['accuracy'] + jnp.where(finite, metrics['accuracy'], 0.0),
+      'nonfinite': sums['nonfinite'] + (~finite).astype(jnp.int32),
+  }
+
+
 class _MetricsWindow:
-  """Running sums of the train step's metrics, on device (no per-step sync)."""
+  """Running sums of the train step's metrics since the last record.
+
+  The sums stay on device (one small compiled add per step, no sync); they
+  come to the host at records, checkpoints and finiteness checks. They are
+  saved with each checkpoint (exact float32 values), so the record after a
+  resume averages the same steps as in a run never stopped.
+  """
 
   def __init__(self):
-    self.sums, self.steps = None, 0
+    self.sums, self.steps, self.first_step = None, 0, None
+    self._host = None
 
-  def add(self, metrics: dict[str, jax.Array]) -> None:
-    self.sums = metrics if self.sums is None else jax.tree.map(jnp.add, self.sums, metrics)
+  def add(self, metrics: dict[str, jax.Array], step: int) -> None:
+    if self.sums is None:
+      self.sums = {'loss': jnp.zeros_like(metrics['loss']),
+                   'accuracy': jnp.zeros_like(metrics['accuracy']),
+                   'nonfinite': jnp.zeros(jnp.shape(metrics['loss']), jnp.int32)}
+      self.first_step = step
+    self.sums = _accumulate(self.sums, metrics)
     self.steps += 1
+    self._host = None
 
-  def means(self) -> dict[str, float]:
-    """``{'train_loss': ..., 'train_accuracy': ...}`` since the last call; resets."""
+  def host(self) -> dict[str, np.ndarray]:
+    """The sums on the host (waits for the device)."""
+    if self._host is None:
+      self._host = {} if self.sums is None else {
+          k: np.asarray(v) for k, v in jax.device_get(self.sums).items()}
+    return self._host
+
+  def nonfinite(self) -> int:
+    """Steps since the last record whose loss was NaN or infinite."""
+    sums = self.host()
+    return int(sums['nonfinite'].reshape(-1)[0]) if sums else 0
+
+  def state_dict(self) -> dict[str, Any]:
+    """JSON-ready sums (stored with a checkpoint)."""
+    return {'steps': self.steps, 'first_step': self.first_step,
+            'sums': {k: {'dtype': v.dtype.str, 'values': v.tolist()}
+                     for k, v in self.host().items()}}
+
+  def load(self, saved: dict[str, Any] | None) -> None:
+    """The inverse of :meth:`state_dict`."""
+    if not saved or not saved.get('steps'):
+      return
+    self.sums = {k: np.asarray(v['values'], np.dtype(v['dtype']))
+                 for k, v in saved['sums'].items()}
+    self.steps, self.first_step = int(saved['steps']), saved.get('first_step')
+    self._host = None
+
+  def means(self) -> dict[str, Any]:
+    """``{'train_loss': ..., 'train_accuracy': ...}`` since the last call
+    (finite steps only; ``nonfinite_steps`` if some were not); resets."""
     if not self.steps:
       return {}
-    means = {f'train_{k}': v / self.steps for k, v in _host_scalars(self.sums).items()}
-    self.sums, self.steps = None, 0
+    sums = {k: float(v.reshape(-1)[0]) for k, v in self.host().items()}
+    finite = self.steps - int(sums['nonfinite'])
+    means = {'train_loss': sums['loss'] / finite if finite else None,
+             'train_accuracy': sums['accuracy'] / finite if finite else None}
+    if sums['nonfinite']:
+      means['nonfinite_steps'] = int(sums['nonfinite'])
+    self.sums, self.steps, self.first_step, self._host = None, 0, None, None
     return means
 
 
 def read_metrics(workdir: str | os.PathLike[str]) -> list[dict[str, Any]]:
   """The records of ``WORKDIR/metrics.jsonl``, oldest first ([] if none)."""
-  path = Path(workdir) / METRICS_FILE
-  if not path.is_file():
-    return []
-  return [json.loads(line) for line in path.read_text().splitlines() if line]
+  return metrics_log.read_records(Path(workdir) / METRICS_FILE)
 
 
 def last_evaluation(workdir: str | os.PathLike[str]) -> dict[str, Any]:
@@ -241,17 +325,8 @@ def last_evaluation(workdir: str | os.PathLike[str]) -> dict[str, Any]:
                if 'eval_accuracy' in r), {})
 
 
-class MetricsWriter:
-  """Appends JSON lines to ``WORKDIR/metrics.jsonl`` (process 0 only)."""
-
-  def __init__(self, workdir: str | os.PathLike[str]):
-    self.path = Path(workdir) / METRICS_FILE
-    self.enabled = jax.process_index() == 0
-
-  def write(self, record: dict[str, Any]) -> None:
-    if self.enabled:
-      with self.path.open('a') as f:
-        f.write(json.dumps(record) + '\n')
+#: Appends strict JSON lines to ``metrics.jsonl`` (see :mod:`metrics_log`).
+MetricsWriter = metrics_log.MetricsLog
 
 
 class _StepTimer:
@@ -284,20 +359,53 @@ class _StepTimer:
     return (time.perf_counter() - self.start) / self.steps
 
 
-def _check_resumable(workdir: Path, config: ml_collections.ConfigDict, resume: bool,
-                     manager) -> None:
-  if manager.latest_step() is None:
+def _check_max_steps(max_steps: Any) -> None:
+  if max_steps is None:
+    return
+  if (isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer))
+      or max_steps < 0):
+    raise ConfigError(
+        f'max_steps must be a non-negative integer, got {max_steps!r}')
+
+
+def _claim_workdir(workdir: Path, config: ml_collections.ConfigDict, *,
+                   resume: bool, overwrite: bool) -> None:
+  """Refuses a work directory holding another run unless resuming the same
+  config or overwriting; removes the old run's files for ``overwrite``."""
+  found = workdir_lib.previous_run(workdir)
+  if not found:
+    return
+  if overwrite:
+    if jax.process_index() == 0:
+      workdir_lib.remove_run(workdir)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices('bort_jax: previous run removed')
     return
   if not resume:
-    raise FileExistsError(
-        f'{workdir} already holds checkpoints (latest step {manager.latest_step()}); pass '
-        'resume=True (--resume) to continue that run, or use another work directory')
+    raise PreviousRunError(
+        f'{workdir} holds a previous run ({workdir_lib.describe_run(found)}); '
+        'pass resume=True (--resume) to continue it, overwrite=True '
+        '(--overwrite) to discard it, or use another work directory')
+  if 'config' not in found:
+    raise PreviousRunError(
+        f'{workdir} holds {workdir_lib.describe_run(found)} but no '
+        f'{checkpoint.CONFIG_FILE}, so it cannot be checked to be the same '
+        'run; use --overwrite or another work directory')
   saved = configs.to_dict(checkpoint.load_config(workdir))
   now = configs.to_dict(config)
-  changed = {k: (v, now[k]) for k, v in saved.items() if now[k] != v}
+  changed = {k: (v, now.get(k)) for k, v in saved.items() if now.get(k) != v}
   if changed:
-    raise ValueError(
-        f'cannot resume {workdir} with a different config; changed (saved, now): {changed}')
+    raise ConfigError(
+        f'cannot resume {workdir} with a different config; changed (saved, '
+        f'now): {changed}. Resume with the saved config (omit --config), '
+        'or start over with --overwrite')
+
+
+def _owner_lock(workdir: Path):
+  """Process 0 owns the work directory (the others share its file system)."""
+  if jax.process_index() == 0:
+    return workdir_lib.WorkdirLock(workdir)
+  return contextlib.nullcontext()
 
 
 def train_and_evaluate(
@@ -307,114 +415,233 @@ def train_and_evaluate(
     data_dir: str | None = None,
     download: bool = False,
     resume: bool = False,
+    overwrite: bool = False,
     max_steps: int | None = None,
     progress: bool = True,
     description: str | None = None,
+    handle_signals: bool = True,
 ) -> TrainResult:
   """Trains ``config`` in ``workdir``, evaluating after each epoch.
+
+  Before anything is written, the config is validated against its data,
+  devices and model (:mod:`bort_jax.training.preflight`) and the work
+  directory checked: it must be a writable directory, not in use by
+  another process (:class:`~bort_jax.training.workdir.WorkdirLock`), and
+  hold no other run unless ``resume`` (same config) or ``overwrite``.
+
+  Faults: a non-finite training loss or parameters stop the run with
+  :class:`~bort_jax.training.errors.NonFiniteError` without saving that
+  state (unless ``config.skip_nonfinite_steps``). Finiteness is checked on
+  the running loss sums already kept for logging, when they come to the
+  host: at each record and before each checkpoint (with the parameters,
+  one reduction on device), not at every step. SIGINT/SIGTERM save a
+  checkpoint and raise :class:`~bort_jax.training.errors.Interrupted`.
 
   Args:
     config: the run's settings (:mod:`bort_jax.configs`); validated first.
     workdir: where ``config.json``, ``checkpoints/`` and ``metrics.jsonl`` go.
     data_dir: tfds data dir.
     download: let tfds download the data set if missing (needs internet).
-    resume: continue from the latest checkpoint in ``workdir``. Without it a
-      work directory holding checkpoints is an error.
+    resume: continue from the newest verified checkpoint in ``workdir``
+      (:func:`bort_jax.training.checkpoint.restore_verified`); records of
+      ``metrics.jsonl`` after it are dropped.
+    overwrite: delete a previous run's files in ``workdir`` first.
     max_steps: stop (with a checkpoint) once the global step reaches this,
       e.g. to interrupt a run that a later ``resume=True`` call continues.
     progress: show a tqdm progress bar (process 0).
     description: the progress bar's label (default: the optimizer).
+    handle_signals: checkpoint and stop on SIGINT/SIGTERM (main thread).
 
   Returns:
     A :class:`TrainResult` with the final state and the metric records
     written by this call.
+
+  Raises:
+    ConfigError: a config value or argument no run can use.
+    WorkdirError, PreviousRunError: the work directory cannot be used.
+    NonFiniteError: the loss or the parameters stopped being finite.
+    CheckpointError: resuming, no checkpoint restores and verifies.
+    Interrupted: SIGINT/SIGTERM; the checkpoint is saved.
   """
   configs.validate(config)
   optimizer_factory.split_name(config.optimizer)  # an unknown name fails now
+  _check_max_steps(max_steps)
+  if resume and overwrite:
+    raise ConfigError('resume and overwrite exclude each other: resume '
+                      'continues the run in the work directory, overwrite '
+                      'discards it')
   workdir = Path(workdir)
+  if workdir.exists() and not workdir.is_dir():
+    raise WorkdirError(f'work directory {workdir} is a file, not a directory')
   train_source, eval_source = input_pipeline.open_splits(
       config, data_dir=data_dir, download=download)
+  preflight.check_batch_sizes(
+      batch_size=config.batch_size, eval_batch_size=config.eval_batch_size,
+      train_examples=len(train_source), devices=jax.device_count(),
+      processes=jax.process_count(), local_devices=jax.local_device_count(),
+      pmap=config.parallel == 'pmap')
+  preflight.check_model_kwargs(config, modeling.model_kwargs(config))
   steps_per_epoch = input_pipeline.steps_per_epoch(config, train_source)
   total_steps = config.epochs * steps_per_epoch
   stop_step = total_steps if max_steps is None else min(max_steps, total_steps)
 
   tx, schedule = optimizer_factory.optimizer_from_config(config, steps_per_epoch)
+  if config.skip_nonfinite_steps:
+    tx = optax.apply_if_finite(tx, config.max_consecutive_nonfinite)
   def initialize():
     model = modeling.model_from_config(config)
     return train_step_lib.create_train_state(model, tx, jax.random.key(config.seed))
 
-  definition, abstract_state = jax.eval_shape(initialize)
+  try:
+    definition, abstract_state = jax.eval_shape(initialize)
+  except TypeError as error:
+    config_error = preflight.model_build_error(config, error)
+    if config_error is None:
+      raise
+    raise config_error from error
   steps = compile_steps(config, definition, tx, abstract_state)
 
-  manager = checkpoint.checkpoint_manager(workdir, max_to_keep=config.keep_checkpoints)
-  _check_resumable(workdir, config, resume, manager)
-  checkpoint.save_config(workdir, config)
-  if resume and manager.latest_step() is not None:
-    state = checkpoint.restore_state(manager, jax.tree.map(
+  workdir_lib.check_directory(workdir)
+  with _owner_lock(workdir):
+    _claim_workdir(workdir, config, resume=resume, overwrite=overwrite)
+    checkpoint.save_config(workdir, config)
+    manager = checkpoint.checkpoint_manager(
+        workdir, max_to_keep=config.keep_checkpoints)
+    try:
+      with interrupt.InterruptWatcher(manager, enabled=handle_signals) as watcher:
+        return _run(config, workdir, steps, manager, watcher, initialize,
+                    abstract_state, schedule, train_source, eval_source,
+                    steps_per_epoch=steps_per_epoch,
+                    stop_step=stop_step, resume=resume, progress=progress,
+                    description=description)
+    finally:
+      manager.wait_until_finished()
+      manager.close()
+
+
+def _run(config, workdir, steps, manager, watcher, initialize, abstract_state,
+         schedule, train_source, eval_source, *, steps_per_epoch, stop_step, resume, progress,
+         description) -> TrainResult:
+  """The loop of :func:`train_and_evaluate`, in a claimed work directory."""
+  window = _MetricsWindow()
+  restored = None
+  if resume:
+    restored = checkpoint.restore_verified(manager, jax.tree.map(
         lambda x, sharding: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
         abstract_state, steps.state_shardings))
+  if restored is not None:
+    state = restored.state
+    window.load(restored.extra.get('window'))
   else:
     state = initialize_state(lambda: initialize()[1], steps.state_shardings)
   state = steps.replicate_state(state)
-
-  writer = MetricsWriter(workdir)
-  records = []
   step = int(np.asarray(jax.device_get(state.step)).reshape(-1)[0])  # pmap: one per device
+  if jax.process_index() == 0:
+    dropped = metrics_log.truncate_after(workdir / METRICS_FILE, step)
+    if dropped:
+      logger.warning('%s: dropped %d record(s) after step %d, the checkpoint '
+                     'resumed from', workdir / METRICS_FILE, dropped, step)
+
+  writer = metrics_log.MetricsLog(workdir)
+  # Event files beside metrics.jsonl; a resumed run hides the stopped run's
+  # events after its checkpoint, as metrics.jsonl drops them.
+  tensorboard = metric_writers.TensorBoardWriter(
+      workdir, purge_step=step + 1 if step else None)
+  records = []
   saved_step = step
+  # disable=None: no bar when stderr is not a terminal (a log file).
   bar = tqdm.tqdm(total=stop_step, initial=step, unit='step', dynamic_ncols=True,
                   desc=description or config.optimizer,
-                  disable=not progress or jax.process_index() != 0)
+                  disable=None if progress and jax.process_index() == 0 else True)
   start_time = time.perf_counter()
   timer = _StepTimer()
-  window = _MetricsWindow()
+
+  def check_finite(params_too: bool) -> None:
+    """Raises NonFiniteError if the window's losses (or the params) are not
+    finite; the state is then not saved."""
+    bad_steps = 0 if config.skip_nonfinite_steps else window.nonfinite()
+    if bad_steps:
+      raise NonFiniteError(
+          f'non-finite training loss (NaN or infinity) in {bad_steps} of the '
+          f'steps {window.first_step}..{step}; stopped without saving that '
+          f'state: the newest checkpoint, step {saved_step}, is the last '
+          'finite one. Lower learning_rate, or set skip_nonfinite_steps=True '
+          'to skip such steps')
+    if params_too and not bool(jax.device_get(
+        numerics.all_finite(steps.get_state(state).params))):
+      raise NonFiniteError(
+          f'non-finite parameters at step {step}'
+          + (f' ({config.max_consecutive_nonfinite} non-finite updates in a '
+             'row were skipped, then applied)' if config.skip_nonfinite_steps
+             else '') +
+          f'; stopped without saving them: the newest checkpoint, step '
+          f'{saved_step}, is the last finite one. Lower learning_rate')
+
+  def save() -> None:
+    nonlocal saved_step
+    check_finite(params_too=True)
+    checkpoint.save_state(manager, steps.get_state(state),
+                          extra={'window': window.state_dict()})
+    saved_step = step
 
   def record(epoch: float, extra: dict[str, Any], step_time: float | None) -> dict[str, Any]:
+    check_finite(params_too=False)
     line = {'step': step, 'epoch': epoch, **window.means(), **extra,
             'learning_rate': float(schedule(max(step - 1, 0)))}
     if step_time is not None:
       line['step_time'] = step_time
     line['elapsed'] = time.perf_counter() - start_time
-    writer.write(line)
+    # The one place records leave the loop: other writers go here too.
+    line = writer.write(line)
+    tensorboard.write(line)
     records.append(line)
     return line
 
-  for epoch in range(step // steps_per_epoch, config.epochs):
-    if step >= stop_step:
-      break
-    for batch in input_pipeline.train_batches(
-        config, train_source, epoch=epoch, start_step=step % steps_per_epoch):
-      state, metrics = steps.train_step(state, steps.put_batch(batch))
-      step += 1
-      window.add(metrics)
-      if steps.sync_every_step or not timer.started:
-        jax.block_until_ready(state)
-      timer.count_step()
-      bar.update()
-      if (config.log_every_steps and step % config.log_every_steps == 0
-          and step % steps_per_epoch and step < stop_step):
-        line = record(step / steps_per_epoch, {}, timer.lap(state))
-        bar.set_postfix(loss=f"{line['train_loss']:.4f}")
-        timer.restart()
-      if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
-        checkpoint.save_state(manager, steps.get_state(state))
-        saved_step = step
+  try:
+    for epoch in range(step // steps_per_epoch, config.epochs):
       if step >= stop_step:
         break
-    if step % steps_per_epoch:  # stopped mid-epoch
-      break
-    step_time = timer.lap(state)
-    extra = evaluate(steps, state, input_pipeline.eval_batches(config, eval_source))
-    extra['orthogonality'] = _host_scalars(steps.report(state))
-    line = record(epoch + 1, extra, step_time)
-    bar.set_postfix(loss=f"{line.get('train_loss', float('nan')):.4f}",
-                    eval_acc=f"{line['eval_accuracy']:.4f}")
+      for batch in input_pipeline.train_batches(
+          config, train_source, epoch=epoch,
+          start_step=step % steps_per_epoch):
+        state, metrics = steps.train_step(state, steps.put_batch(batch))
+        step += 1
+        window.add(metrics, step)
+        if steps.sync_every_step or not timer.started:
+          jax.block_until_ready(state)
+        timer.count_step()
+        bar.update()
+        if (config.log_every_steps and step % config.log_every_steps == 0
+            and step % steps_per_epoch and step < stop_step):
+          line = record(step / steps_per_epoch, {}, timer.lap(state))
+          bar.set_postfix(loss=_format_loss(line.get('train_loss')))
+          timer.restart()
+        if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
+          save()
+        if watcher.should_stop(step):
+          if saved_step != step:
+            save()
+          raise Interrupted(step, watcher.signal_number)
+        if step >= stop_step:
+          break
+      if step % steps_per_epoch:  # stopped mid-epoch
+        break
+      step_time = timer.lap(state)
+      check_finite(params_too=True)
+      extra = evaluate(steps, state, input_pipeline.eval_batches(config, eval_source))
+      extra['orthogonality'] = _host_scalars(steps.report(state))
+      line = record(epoch + 1, extra, step_time)
+      bar.set_postfix(loss=_format_loss(line.get('train_loss')),
+                      eval_acc=_format_loss(line.get('eval_accuracy')))
+      if saved_step != step:
+        save()
+      timer.restart()
     if saved_step != step:
-      checkpoint.save_state(manager, steps.get_state(state))
-      saved_step = step
-    timer.restart()
-  if saved_step != step:
-    checkpoint.save_state(manager, steps.get_state(state))
-  manager.wait_until_finished()
-  manager.close()
-  bar.close()
+      save()
+  finally:
+    bar.close()
   return TrainResult(state=steps.get_state(state), metrics=records)
+
+
+def _format_loss(value: float | None) -> str:
+  return 'nan' if value is None else f'{value:.4f}'
