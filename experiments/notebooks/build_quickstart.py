@@ -14,12 +14,17 @@ Bort keeps each weight matrix bounded and orthogonal (`W Wᵀ → a I`) with one
 extra term in the optimizer update. This notebook chains Bort into an optax
 optimizer, trains a small MNIST MLP briefly next to a plain AdamW baseline, and
 shows what Bort buys: near-orthogonal weights, inputs recovered from the
-hidden layer with the transposed weights, and a saliency map."""),
-    ('code', """# On Colab: install bort_jax from its repository once (edit the URL to yours).
-import importlib.util
-BORT_JAX_REPO = 'https://github.com/YOUR-ORG/bort_jax'
-if importlib.util.find_spec('bort_jax') is None:
-    %pip install -q "git+$BORT_JAX_REPO\""""),
+hidden layer with the transposed weights, and a saliency map. Each figure puts
+Bort and the baseline on one colour scale and prints its numbers beside it.
+
+[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/bort-jax/bort_jax/blob/main/experiments/notebooks/quickstart.ipynb)
+Locally, install the package and its extras first: `pip install "bort-jax[all] @ git+https://github.com/bort-jax/bort_jax"`
+(or `pip install ".[all]"` in a clone)."""),
+    ('code', """# On Colab: install bort_jax with everything this notebook uses (about a
+# minute). Elsewhere this cell does nothing: install it yourself as above.
+import sys
+if 'google.colab' in sys.modules:
+    %pip install -q "bort-jax[all] @ git+https://github.com/bort-jax/bort_jax\""""),
     ('code', """import os
 import jax
 import jax.numpy as jnp
@@ -79,57 +84,84 @@ for name, model in models.items():
     print(f"{name:6s} test accuracy {float(accuracy):.3f}   "
           f"orthogonality error {float(summary['relative_error/mean']):.3f}   "
           f"mean |cos| {float(summary['mean_abs_cosine/mean']):.3f}")"""),
-    ('markdown', """## `WᵀW` of the hidden layer, before and after
+    ('markdown', """## How far `WᵀW` is from the identity, before and after
 
-The Gram matrix of the first 64 hidden units' weight vectors. Bort pulls it
-to the identity; AdamW leaves the units correlated."""),
-    ('code', """def gram(kernel, units=64):
-    w = kernel[:, :units]
-    return w.T @ w
+Bort pulls the Gram matrix `G = WᵀW` of the hidden layer's 256 weight vectors
+to the identity. `G` itself looks like the identity in all three cases (its
+diagonal dominates), so the panels show what differs: `|G − I|` for the first
+64 units, on one colour scale. The titles give the whole layer's relative
+error `‖G − I‖_F / ‖I‖_F` and its largest `|G − I|` entry."""),
+    ('code', """import numpy as np
+
+def gram_error(kernel):
+    w = np.asarray(kernel)
+    return np.abs(w.T @ w - np.eye(w.shape[1]))
 
 panels = [('initial', initial_kernel)] + [
     (f'after {name}', models[name].get_layer('fc1').kernel[...]) for name in models]
-fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
-for ax, (title, kernel) in zip(axes, panels):
-    image = ax.imshow(gram(kernel), cmap='RdBu_r', vmin=-1.5, vmax=1.5)
-    ax.set_title(f'WᵀW {title}')
+errors = [(title, gram_error(kernel)) for title, kernel in panels]
+vmax = max(float(error[:64, :64].max()) for _, error in errors)  # shared scale
+fig, axes = plt.subplots(1, 3, figsize=(11, 3.6), layout='constrained')
+for ax, (title, error) in zip(axes, errors):
+    relative = np.linalg.norm(error) / np.sqrt(error.shape[0])
+    image = ax.imshow(error[:64, :64], cmap='magma', vmin=0, vmax=vmax)
+    ax.set_title(f'|WᵀW − I| {title}\\nrel. error {relative:.3f}, max {error.max():.3f}')
     ax.axis('off')
-fig.colorbar(image, ax=axes, shrink=0.8)
+    print(f'{title:13s} ‖G − I‖/‖I‖ {relative:.3f}   max |G − I| {error.max():.3f}')
+fig.colorbar(image, ax=axes, shrink=0.8, label='|G − I| (same scale)')
 plt.show()"""),
     ('markdown', """## Reconstruction from the hidden layer
 
 `explain.reconstruct` inverts the layers one by one: LeakyReLU exactly, the
 Dense layer with its transposed (norm-scaled) weights."""),
+    ('markdown', """All images below share the input's grey scale (no per-image
+rescaling, which would hide a reconstruction's wrong contrast); the number
+under each image is its mean squared error against the input."""),
     ('code', """images = test_batch['image'][:6]
-fig, axes = plt.subplots(3, 6, figsize=(9, 4.8))
-rows = [('input', images)]
+low, high = float(images.min()), float(images.max())  # one grey scale for all
+fig, axes = plt.subplots(3, 6, figsize=(9, 5.4), layout='constrained')
+rows = [('input', images, None)]
 for name, model in models.items():
     hidden = model.forward_to(images, 'fc1_lrelu')
     recon = explain.reconstruct(model, hidden, 'fc1_lrelu', images.shape[1:])
-    print(f'{name:6s} reconstruction MSE {float(explain.mse(recon, images).mean()):.4f}')
-    rows.append((name, recon))
-for r, (title, row) in enumerate(rows):
+    errors = explain.mse(recon, images)
+    print(f'{name:6s} reconstruction MSE {float(errors.mean()):.4f}')
+    rows.append((f'{name}: mean MSE {float(errors.mean()):.3f}', recon, errors))
+for r, (title, row, errors) in enumerate(rows):
     for c in range(6):
-        axes[r, c].imshow(row[c, ..., 0], cmap='gray')
-        axes[r, c].axis('off')
+        axes[r, c].imshow(row[c, ..., 0], cmap='gray', vmin=low, vmax=high)
+        axes[r, c].set_xticks([])
+        axes[r, c].set_yticks([])
+        if errors is not None:
+            axes[r, c].set_xlabel(f'{float(errors[c]):.3f}')
     axes[r, 0].set_title(title, loc='left')
 plt.show()"""),
     ('markdown', """## A saliency map
 
-Gradient × input for the predicted class, for the Bort-trained model (the
-convolutional models also support the paper's backtracking saliency,
-`explain.backtracking_saliency`)."""),
-    ('code', """model = models['bort']
-x = test_batch['image'][:4]
-predicted = jnp.argmax(model(x), -1)
-saliency = explain.attribution_map(explain.gradient_x_input(model, x, predicted))
-fig, axes = plt.subplots(2, 4, figsize=(8, 4))
+Gradient × input for each model's predicted class (the convolutional models
+also support the paper's backtracking saliency,
+`explain.backtracking_saliency`). Both models' maps of an image share one
+colour scale; the number is the share of the map's mass on the digit's own
+pixels (input above its background value)."""),
+    ('code', """x = test_batch['image'][:4]
+maps = {}
+for name, model in models.items():
+    predicted = jnp.argmax(model(x), -1)
+    maps[name] = (predicted, explain.attribution_map(explain.gradient_x_input(model, x, predicted)))
+digit = np.asarray(x[..., 0] > x.min())  # the strokes
+fig, axes = plt.subplots(3, 4, figsize=(8, 6.4), layout='constrained')
 for i in range(4):
     axes[0, i].imshow(x[i, ..., 0], cmap='gray')
-    axes[0, i].set_title(f'predicted {int(predicted[i])}')
-    axes[1, i].imshow(saliency[i], cmap='inferno')
+    axes[0, i].set_title(f'label {int(test_batch["label"][i])}')
+    vmax = max(float(saliency[i].max()) for _, saliency in maps.values())
+    for r, (name, (predicted, saliency)) in enumerate(maps.items(), 1):
+        on_digit = float(saliency[i][digit[i]].sum() / saliency[i].sum())
+        axes[r, i].imshow(saliency[i], cmap='inferno', vmin=0, vmax=vmax)
+        axes[r, i].set_title(f'{name}: predicted {int(predicted[i])}', fontsize=9)
+        axes[r, i].set_xlabel(f'{on_digit:.0%} on the digit', fontsize=9)
     for ax in axes[:, i]:
-        ax.axis('off')
+        ax.set_xticks([])
+        ax.set_yticks([])
 plt.show()"""),
     ('markdown', """## Explain a model of your own
 
@@ -175,11 +207,18 @@ for method in ('transpose', 'pinv'):
     rows.append((method, x_hat[..., 0]))
 strongest = jnp.argmax(z.max(axis=(1, 2)), axis=-1)  # one channel per image
 rows.append(('channel', explain.feature_visualization(cnn, x, 3, strongest)[..., 0]))
-fig, axes = plt.subplots(4, 6, figsize=(9, 6.4))
+low, high = float(x.min()), float(x.max())  # the input's grey scale for rows 0-2
+fig, axes = plt.subplots(4, 6, figsize=(9, 6.8), layout='constrained')
 for r, (title, row) in enumerate(rows):
     for c in range(6):
-        axes[r, c].imshow(row[c], cmap='gray' if r < 3 else 'RdBu_r')
+        if r < 3:
+            axes[r, c].imshow(row[c], cmap='gray', vmin=low, vmax=high)
+        else:  # a pattern, signed: one symmetric scale per image
+            limit = float(jnp.abs(row[c]).max())
+            axes[r, c].imshow(row[c], cmap='RdBu_r', vmin=-limit, vmax=limit)
         axes[r, c].axis('off')
+    if 0 < r < 3:
+        title = f'{title}: MSE {float(explain.mse(row[..., None], x).mean()):.4f}'
     axes[r, 0].set_title(title, loc='left')
 plt.show()"""),
 ]
