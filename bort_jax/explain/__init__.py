@@ -9,7 +9,7 @@
   declares the inverse of a user's layer type (the built-ins use it too).
 * :mod:`~bort_jax.explain.chain`: layer chains (layers and names of either
   kind of model, :func:`forward_to`, per-layer shapes).
-* :mod:`~bort_jax.explain.inversion`: optimisation-based inversion baseline
+* :mod:`~bort_jax.explain.optimization_inversion`: optimisation-based inversion baseline
   (Mahendran and Vedaldi 2015).
 * :mod:`~bort_jax.explain.saliency`: the paper's backtracking saliency (SAT),
   feature visualisation, and the gradient baselines.
@@ -62,8 +62,8 @@ from bort_jax.explain.inverse import reconstruct
 from bort_jax.explain.inverse import reconstruct_all
 from bort_jax.explain.inverse import relu_inverse
 from bort_jax.explain.inverse import unit_scales
-from bort_jax.explain.inversion import invert_by_optimization
-from bort_jax.explain.inversion import total_variation
+from bort_jax.explain.optimization_inversion import invert_by_optimization
+from bort_jax.explain.optimization_inversion import total_variation
 from bort_jax.explain.metrics import affine_fitted_mse
 from bort_jax.explain.metrics import attack_success
 from bort_jax.explain.metrics import auc

@@ -3,7 +3,7 @@ r"""Layer inverses and the backtracking map of a sequential model.
 A Bort-trained layer has (nearly) bounded, orthogonal weight vectors, so its
 input is recovered from its output with the *transposed* weights. This module
 implements the layer-by-layer approximate inverse of the Bort paper (see
-``docs/bort.md`` §5), a least-squares alternative, and :func:`reconstruct`,
+``docs/method.md`` §5.1), a least-squares alternative, and :func:`reconstruct`,
 which maps the output of any chosen layer back to input space (the
 *backtracking map* :math:`g` of the saliency algorithm).
 
