@@ -1,4 +1,9 @@
-"""The README's examples run, and CI runs the README's install and test commands."""
+"""The README's examples run, and CI runs the README's commands.
+
+CI (``.ci/run``) installs and tests exactly as the README's "Test" section
+says and builds the docs as its "Documentation" section says; the "Install"
+section's extras are among those CI installs.
+"""
 
 import pathlib
 import re
@@ -7,10 +12,25 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 README = (ROOT / 'README.md').read_text()
+CI = (ROOT / '.ci' / 'run').read_text()
 
 
-def fenced_blocks(language):
-  return re.findall(rf'```{language}\n(.*?)```', README, flags=re.S)
+def fenced_blocks(language, text=README):
+  return re.findall(rf'```{language}\n(.*?)```', text, flags=re.DOTALL)
+
+
+def section_commands(section):
+  """The shell commands of a README section's ```bash blocks, one a line."""
+  assert f'\n## {section}\n' in README, f'README has no "{section}" section'
+  body = README.split(f'\n## {section}\n', 1)[1].split('\n## ', 1)[0]
+  return [line.strip() for block in fenced_blocks('bash', body)
+          for line in block.strip().splitlines()]
+
+
+def install_extras(command):
+  match = re.fullmatch(r'pip install "\.\[([a-z,]+)\]"', command)
+  assert match, f'not an install of the clone with extras: {command!r}'
+  return set(match.group(1).split(','))
 
 
 def test_readme_python_examples_run():
@@ -19,15 +39,26 @@ def test_readme_python_examples_run():
   namespace = {}
   for number, block in enumerate(blocks):
     try:
-      exec(compile(block, f'README.md python block {number}', 'exec'), namespace)
-    except Exception as error:  # pragma: no cover - the message is the point
+      code = compile(block, f'README.md python block {number}', 'exec')
+      exec(code, namespace)  # noqa: S102 - running the examples is the test
+    except Exception as error:  # noqa: BLE001 - report which block failed
       pytest.fail(f'README python block {number} failed: {error!r}\n{block}')
 
 
-@pytest.mark.parametrize('section', ['Install', 'Test'])
+@pytest.mark.parametrize('section', ['Test', 'Documentation'])
 def test_ci_runs_the_readme_commands(section):
-  body = README.split(f'## {section}\n', 1)[1].split('\n## ', 1)[0]
-  commands = [c.strip() for block in re.findall(r'```bash\n(.*?)```', body, flags=re.S)
-              for c in block.strip().splitlines()]
-  assert len(commands) == 1, commands
-  assert commands[0] in (ROOT / '.ci' / 'run').read_text()
+  commands = section_commands(section)
+  assert commands
+  ci_lines = [line.strip() for line in CI.splitlines()]
+  for command in commands:
+    # The command as a line of its own, or followed by `|| ...` and the like.
+    assert any(line == command or line.startswith(command + ' ')
+               for line in ci_lines), f'.ci/run does not run {command!r}'
+
+
+def test_ci_installs_what_the_readme_install_section_installs():
+  install, = section_commands('Install')
+  tested = [c for c in section_commands('Test') if c.startswith('pip install')]
+  assert len(tested) == 1, tested
+  assert install_extras(install) <= install_extras(tested[0])
+  assert 'all' in install_extras(install)
