@@ -1,7 +1,9 @@
 """MNIST, the invertible CNN (LeakyReLU 0.5, strided convolutions), BortA.
 
 Recipe: 2 epochs, batch 64, AdamW learning rate 2e-3 with a cosine schedule
-to 0, weight decay 1e-4 on the kernels, no augmentation, amplitude 1. Sized
+to 0, weight decay 1e-4 on the kernels, no augmentation, amplitude 1,
+training loss and accuracy logged every 50 steps (``metrics.jsonl`` and
+TensorBoard). Sized
 so that the baseline-vs-Bort comparison (the README's main command) takes a
 few minutes on two CPU cores; both reach about 98.6-98.7% test accuracy.
 
@@ -30,4 +32,5 @@ def get_config():
   config.learning_rate = 2e-3
   config.weight_decay = 1e-4
   config.gamma = 2.0
+  config.log_every_steps = 50
   return config
