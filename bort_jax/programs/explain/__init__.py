@@ -1,10 +1,12 @@
-"""``bort-explain``: the MNIST explainability experiment and its report.
+"""``bort-explain``: the MNIST explainability protocol and its report.
 
-* :mod:`~bort_jax.programs.explain.main`: the command line; trains the
-  baseline/Bort pairs with the library loop or reads ``bort-train`` work
-  directories;
-* :mod:`~bort_jax.programs.explain.experiment`: the measurements, built on
-  the procedures of :mod:`bort_jax.explain`;
+* :mod:`~bort_jax.programs.explain.main`: the command line;
+* :mod:`~bort_jax.programs.explain.protocol`: which runs (architectures x
+  seeds x baseline/Bort), training them with the library loop or reading
+  them back, and the aggregation over seeds (95% intervals);
+* :mod:`~bort_jax.programs.explain.measure`: the per-model measurements,
+  built on the procedures of :mod:`bort_jax.explain`;
+* :mod:`~bort_jax.programs.explain.experiment`: data and model helpers;
 * :mod:`~bort_jax.programs.explain.report` and
   :mod:`~bort_jax.programs.explain.figures`: ``report.json``, ``report.md``
   and the PNG figures.

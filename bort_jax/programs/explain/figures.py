@@ -14,14 +14,15 @@ from collections.abc import Mapping, Sequence
 import matplotlib
 
 matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 __all__ = [
   'adversarial_figure',
   'curves_figure',
   'gram_figure',
   'image_rows_figure',
+  'interval_lines_figure',
   'reconstruction_figure',
   'saliency_figure',
 ]
@@ -255,4 +256,71 @@ def curves_figure(
   ax.legend(fontsize=7)
   if title:
     ax.set_title(title, fontsize=10)
+  return _save(fig, path)
+
+
+def interval_lines_figure(
+  panels: Mapping[str, Mapping[str, Sequence[Mapping[str, float | None]]]],
+  path: str | os.PathLike[str],
+  *,
+  ylabel: str,
+  xlabel: str = '',
+  title: str = '',
+  numeric_x: bool = False,
+  markers_only: bool = False,
+) -> str:
+  """One panel per key: series of means with 95% intervals as error bars.
+
+  Args:
+    panels: ``{panel title: {series label: [{'mean', 'ci95'}, ...],
+      '_layers': x values or labels}}`` (entries with a ``None`` mean are
+      left out).
+    path: PNG file to write.
+    ylabel, xlabel: axis labels.
+    title: figure title, above the legend.
+    numeric_x: plot ``_layers`` as numbers (else as category labels).
+    markers_only: no lines between points (categories that are not a
+      sequence); series are offset sideways so their bars do not overlap.
+
+  Returns:
+    ``path``.
+  """
+  names = list(panels)
+  fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.6),
+                           squeeze=False)
+  handles, labels = [], []
+  for ax, name in zip(axes[0], names):
+    panel = panels[name]
+    xs = list(panel['_layers'])
+    series = [k for k in panel if k != '_layers']
+    for j, label in enumerate(series):
+      points = [(i, e['mean'], e.get('ci95') or 0.0)
+                for i, e in enumerate(panel[label])
+                if e is not None and e.get('mean') is not None]
+      if not points:
+        continue
+      index, mean, half = map(np.asarray, zip(*points))
+      if numeric_x:
+        x = np.asarray(xs, float)[index.astype(int)]
+      else:
+        offset = (j - (len(series) - 1) / 2) * 0.08 if markers_only else 0.0
+        x = index + offset
+      handle = ax.errorbar(x, mean, yerr=half, marker='o', markersize=3,
+                           capsize=2, linestyle='none' if markers_only else '-',
+                           label=label)
+      if label not in labels:
+        handles.append(handle)
+        labels.append(label)
+    if not numeric_x:
+      ax.set_xticks(range(len(xs)))
+      ax.set_xticklabels(xs, rotation=30, ha='right', fontsize=7)
+    ax.set_title(name, fontsize=9)
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.grid(alpha=0.3)
+  axes[0, 0].set_ylabel(ylabel, fontsize=8)
+  fig.legend(handles, labels, loc='upper center', ncol=min(4, len(labels)),
+             fontsize=8, bbox_to_anchor=(0.5, 0.99), frameon=False)
+  if title:
+    fig.suptitle(title, fontsize=10, y=1.07)
+  fig.tight_layout(rect=(0, 0, 1, 0.9))
   return _save(fig, path)

@@ -1,0 +1,245 @@
+"""The multi-seed evaluation protocol of ``bort-explain``: which runs, where.
+
+The protocol compares, for each architecture, a baseline (``adamw``, gamma
+0) with Bort (``bort_adamw``) over several seeds. Every run is a packaged
+recipe with the AdamW-family settings of ``mnist_cnn`` (learning rate 2e-3,
+weight decay 1e-4, Bort gamma 2), its own epochs and batch size (or those
+given), the full test set for the accuracy, and the seed. Runs live in
+``WORKDIR/<config>/seed<k>/<optimizer>``; a finished run whose
+``config.json`` equals the protocol's config is read back, not retrained.
+
+Example:
+  >>> runs = protocol_configs(['bort_invertible_cnn'], [0, 1])
+  >>> sorted(runs['bort_invertible_cnn'][1])
+  ['baseline', 'bort']
+  >>> run_directory('runs', runs['bort_invertible_cnn'][1]['bort'])
+  PosixPath('runs/mnist_invertible_cnn/seed1/bort_adamw')
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+from bort_jax import configs, explain
+
+__all__ = [
+    'ARCHITECTURE_CONFIGS', 'PAIR', 'aggregate', 'check_finite',
+    'confidence', 'find_nan', 'is_finished', 'paired_difference',
+    'paired_ratio', 'protocol_configs', 'run_directory', 'train_runs',
+]
+
+#: Architecture (model registry name) -> the packaged recipe trained for it.
+ARCHITECTURE_CONFIGS: dict[str, str] = {
+    'bort_invertible_cnn': 'mnist_invertible_cnn',
+    'invertible_cnn': 'mnist_cnn',
+    'mlp': 'mnist_mlp',
+}
+
+#: Roles and optimizers of each compared pair.
+PAIR: tuple[tuple[str, str], ...] = (('baseline', 'adamw'),
+                                      ('bort', 'bort_adamw'))
+
+
+def protocol_configs(
+    architectures: Sequence[str],
+    seeds: Sequence[int],
+    *,
+    learning_rate: float = 2e-3,
+    weight_decay: float = 1e-4,
+    gamma: float = 2.0,
+    epochs: Mapping[str, int] | None = None,
+    train_examples: Mapping[str, int] | None = None,
+) -> dict[str, dict[int, dict[str, ml_collections.ConfigDict]]]:
+  """The configs of the protocol: ``{architecture: {seed: {role: config}}}``.
+
+  Args:
+    architectures: keys of :data:`ARCHITECTURE_CONFIGS`.
+    seeds: the seeds (initialisation and data order) of the repeats.
+    learning_rate: peak AdamW learning rate of every run.
+    weight_decay: AdamW weight decay of every run.
+    gamma: the Bort coefficient of the ``bort`` runs (the baseline has 0).
+    epochs: per-architecture epochs (default: each recipe's).
+    train_examples: per-architecture number of training examples, the
+      first N of the training set (default, or 0: all 60000).
+
+  Returns:
+    Validated configs; accuracy is measured on the whole test set.
+
+  Raises:
+    ValueError: an unknown architecture or no seeds.
+  """
+  unknown = [a for a in architectures if a not in ARCHITECTURE_CONFIGS]
+  if unknown:
+    raise ValueError(f'unknown architecture(s) {unknown}; valid: '
+                     f'{list(ARCHITECTURE_CONFIGS)}')
+  if not seeds:
+    raise ValueError('give at least one seed')
+  epochs = dict(epochs or {})
+  train_examples = dict(train_examples or {})
+  out = {}
+  for arch in architectures:
+    recipe = configs.get_config(ARCHITECTURE_CONFIGS[arch])
+    out[arch] = {}
+    for seed in seeds:
+      out[arch][int(seed)] = {}
+      for role, optimizer in PAIR:
+        config = configs.replace(
+            recipe, optimizer=optimizer,
+            gamma=gamma if optimizer.startswith('bort') else 0.0,
+            learning_rate=learning_rate, weight_decay=weight_decay,
+            epochs=epochs.get(arch, recipe.epochs),
+            train_examples=train_examples.get(arch, 0), eval_examples=0,
+            seed=int(seed))
+        out[arch][int(seed)][role] = configs.validate(config)
+  return out
+
+
+def run_directory(workdir: str | os.PathLike[str],
+                  config: ml_collections.ConfigDict) -> Path:
+  """Where the protocol keeps the run of ``config`` under ``workdir``."""
+  return Path(workdir) / config.name / f'seed{config.seed}' / config.optimizer
+
+
+def is_finished(run_dir: str | os.PathLike[str],
+                config: ml_collections.ConfigDict) -> bool:
+  """Whether ``run_dir`` holds a finished run of exactly ``config``."""
+  from bort_jax.training import (
+    checkpoint,  # pylint: disable=g-import-not-at-top
+    loop,  # pylint: disable=g-import-not-at-top
+  )
+  record = loop.last_evaluation(run_dir)
+  if record.get('epoch', 0) < config.epochs:
+    return False
+  return (configs.to_dict(checkpoint.load_config(run_dir))
+          == configs.to_dict(config))
+
+
+def train_runs(
+    runs: dict[str, dict[int, dict[str, ml_collections.ConfigDict]]],
+    workdir: str | os.PathLike[str],
+    *,
+    data_dir: str | None = None,
+    log=print,
+) -> dict[str, dict[int, dict[str, str]]]:
+  """Trains (or reads back) every run of :func:`protocol_configs`.
+
+  Returns:
+    ``{architecture: {seed: {role: run directory}}}``.
+  """
+  from bort_jax.training import (
+    checkpoint,  # pylint: disable=g-import-not-at-top
+    loop,  # pylint: disable=g-import-not-at-top
+  )
+  out = {}
+  for arch, by_seed in runs.items():
+    out[arch] = {}
+    for seed, pair in by_seed.items():
+      out[arch][seed] = {}
+      for role, config in pair.items():
+        run_dir = run_directory(workdir, config)
+        if is_finished(run_dir, config):
+          log(f'{arch} seed {seed} {role}: reading the finished run {run_dir}')
+        else:
+          log(f'training {arch} seed {seed} with {config.optimizer} for '
+              f'{config.epochs} epochs in {run_dir}')
+          loop.train_and_evaluate(
+              config, run_dir, data_dir=data_dir,
+              resume=(run_dir / checkpoint.CHECKPOINT_DIR).exists(),
+              progress=False, description=f'{arch} seed {seed} {role}')
+        out[arch][seed][role] = os.fspath(run_dir)
+  return out
+
+
+def confidence(values: Sequence[float | None]) -> dict[str, Any]:
+  """Mean and 95% Student-t half-width over seeds, with the values.
+
+  ``ci95`` is ``None`` for a single value (one seed gives no interval);
+  ``mean`` is ``None`` when a value is missing (e.g. a success level not
+  reached), so no average hides it.
+
+  Example:
+    >>> confidence([1.0, 2.0, 3.0])['ci95']
+    2.4841
+  """
+  values = list(values)
+  if any(v is None for v in values):
+    return {'mean': None, 'ci95': None, 'n': len(values), 'values': values}
+  mean, half = explain.mean_confidence_interval(np.asarray(values, float))
+  return {'mean': float(mean),
+          'ci95': None if len(values) < 2 else round(float(half), 6),
+          'n': len(values), 'values': [float(v) for v in values]}
+
+
+def aggregate(per_seed: Sequence[Any]) -> Any:
+  """Replaces every number of equally structured results by :func:`confidence`.
+
+  Args:
+    per_seed: one result tree (nested dicts of numbers, strings, lists) per
+      seed, all with the same keys.
+
+  Returns:
+    The tree of the first seed with each number (or ``None``) replaced by
+    ``{'mean', 'ci95', 'n', 'values'}``; strings and lists are kept from
+    the first seed.
+
+  Example:
+    >>> aggregate([{'r': 0.5, 'layer': 'a'}, {'r': 0.7, 'layer': 'a'}])['r']['mean']
+    0.6
+  """
+  first = per_seed[0]
+  if isinstance(first, Mapping):
+    return {k: aggregate([tree[k] for tree in per_seed]) for k in first}
+  if first is None or (isinstance(first, (int, float, np.number))
+                       and not isinstance(first, bool)):
+    if all(v is None or isinstance(v, (int, float, np.number))
+           for v in per_seed):
+      return confidence(per_seed)
+  return first
+
+
+def paired_difference(bort: Sequence[float], baseline: Sequence[float]
+                      ) -> dict[str, Any]:
+  """Bort minus baseline per seed (same seed = same initialisation and data
+  order), with its mean and 95% interval."""
+  return confidence([b - a for b, a in zip(bort, baseline, strict=True)])
+
+
+def paired_ratio(bort: Sequence[float], baseline: Sequence[float]
+                 ) -> dict[str, Any]:
+  """Bort / baseline per seed, with its mean and 95% interval."""
+  return confidence([b / a for b, a in zip(bort, baseline, strict=True)])
+
+
+def find_nan(tree: Any, path: str = '') -> list[str]:
+  """Paths of the NaN numbers in a report tree (``None`` is allowed).
+
+  Example:
+    >>> find_nan({'a': [1.0, float('nan')], 'b': {'c': None}})
+    ['a/1']
+  """
+  if isinstance(tree, Mapping):
+    return [p for k, v in tree.items() for p in find_nan(v, f'{path}/{k}')]
+  if isinstance(tree, (list, tuple)):
+    return [p for i, v in enumerate(tree) for p in find_nan(v, f'{path}/{i}')]
+  if isinstance(tree, (float, np.floating)) and math.isnan(tree):
+    return [path.lstrip('/')]
+  return []
+
+
+def check_finite(report: Mapping[str, Any]) -> None:
+  """Raises if any number of the report is NaN.
+
+  Raises:
+    ValueError: naming the first NaN entries; nothing is written then.
+  """
+  bad = find_nan(report)
+  if bad:
+    raise ValueError(f'{len(bad)} reported metric(s) are NaN, e.g. '
+                     f'{bad[:5]}; refusing to write a report with NaN')
