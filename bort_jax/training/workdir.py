@@ -35,6 +35,8 @@ LOCK_FILE = '.lock'
 #: What a run writes in its work directory (``--overwrite`` removes these).
 RUN_FILES = ('config.json', 'metrics.jsonl')
 RUN_DIRS = ('checkpoints', 'checkpoint_records', 'corrupt_checkpoints')
+#: Files a run writes under varying names: TensorBoard event files.
+RUN_FILE_PATTERNS = ('events.out.tfevents.*',)
 
 
 def _describe_os_error(error: OSError) -> str:
@@ -200,11 +202,14 @@ def describe_run(found: dict[str, Any]) -> str:
 
 
 def remove_run(workdir: str | os.PathLike[str]) -> None:
-  """Deletes what a run writes (:data:`RUN_FILES`, :data:`RUN_DIRS`) and
-  nothing else."""
+  """Deletes what a run writes (:data:`RUN_FILES`, :data:`RUN_DIRS`,
+  :data:`RUN_FILE_PATTERNS`) and nothing else."""
   workdir = Path(workdir)
   for name in RUN_FILES:
     (workdir / name).unlink(missing_ok=True)
+  for pattern in RUN_FILE_PATTERNS:
+    for path in workdir.glob(pattern):
+      path.unlink(missing_ok=True)
   for name in RUN_DIRS:
     if (workdir / name).exists():
       shutil.rmtree(workdir / name)

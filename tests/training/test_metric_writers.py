@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from bort_jax.training import metric_writers, metrics_log
+from bort_jax.training import workdir as workdir_lib
 
 event_pb2 = pytest.importorskip('tensorboardX.proto.event_pb2')
 
@@ -106,3 +107,11 @@ def test_bort_train_leaves_curves_and_a_short_log(tmp_path, mnist_data_dir,
   last = metrics_log.read_records(workdir / metrics_log.METRICS_FILE)[-1]
   assert scalars['eval/accuracy'][-1] == (20, pytest.approx(
       last['eval_accuracy'], rel=1e-6))
+
+
+def test_overwrite_removes_the_previous_runs_event_files(tmp_path):
+  with metric_writers.TensorBoardWriter(tmp_path) as writer:
+    writer.write({'step': 1, 'train_loss': 0.5})
+  (tmp_path / 'notes.txt').write_text('not a run file')
+  workdir_lib.remove_run(tmp_path)
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['notes.txt']
