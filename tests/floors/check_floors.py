@@ -1,15 +1,18 @@
 """Runs the user-facing examples against whatever jax/flax/optax is installed.
 
-Used to prove the declared minimum versions: install the floors in a fresh
-venv, install bort_jax without its dependencies, and run one part:
+Used to prove the declared minimum versions (``.ci/run`` does this on every
+run): build the wheel, install it with the floors of its core dependencies in
+a fresh venv, run the core part from another folder (so that ``bort_jax`` is
+the installed wheel), add flax and run the models part:
 
+  pip wheel --no-deps --wheel-dir /tmp/wheel .
   python3.11 -m venv /tmp/floor
-  /tmp/floor/bin/pip install 'jax[cpu]==0.7.1' 'optax==0.2.4' 'chex==0.1.87'
-  /tmp/floor/bin/pip install --no-deps .
-  /tmp/floor/bin/python tests/floors/check_floors.py core
-  /tmp/floor/bin/pip install 'flax==0.12.0' dm-pix 'jax[cpu]==0.7.1' \
+  /tmp/floor/bin/pip install /tmp/wheel/bort_jax-*.whl \
+      'jax==0.7.1' 'optax==0.2.4' 'chex==0.1.87'
+  (cd /tmp && /tmp/floor/bin/python "$OLDPWD/tests/floors/check_floors.py" core)
+  /tmp/floor/bin/pip install 'flax==0.12.0' dm-pix 'jax==0.7.1' \
       'optax==0.2.4' 'chex==0.1.87'
-  /tmp/floor/bin/python tests/floors/check_floors.py models
+  (cd /tmp && /tmp/floor/bin/python "$OLDPWD/tests/floors/check_floors.py" models)
 
 Both passed on 2026-11-30 with Python 3.11 and those versions. Below them:
 jax 0.7.0 lacks ``jax.set_mesh`` (the README's explicit-sharding example),
@@ -18,8 +21,8 @@ requires jax >= 0.7.1 and Python >= 3.11.
 
 Parts:
 
-* ``core``: ``import bort_jax`` loads none of flax, tensorflow-datasets,
-  orbax or matplotlib; the README's python blocks that do not use flax and
+* ``core``: ``import bort_jax`` loads none of :data:`HEAVY_MODULES` (flax,
+  tensorflow-datasets, orbax, matplotlib...); the README's python blocks that do not use flax and
   every block of docs/guides/bort_in_a_chain.md run.
 * ``models``: every README block (the NNX example included) runs, every model
   of ``bort_jax.models.MODEL_NAMES`` is built abstractly (``nnx.eval_shape``)
@@ -37,7 +40,8 @@ import re
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-HEAVY_MODULES = ('flax', 'tensorflow_datasets', 'orbax', 'matplotlib')
+HEAVY_MODULES = ('flax', 'tensorflow_datasets', 'orbax', 'matplotlib',
+                 'tqdm', 'tensorboardX', 'ml_collections')
 
 
 def python_blocks(path):
@@ -57,7 +61,9 @@ def run_blocks(path, blocks, namespace):
 
 
 def check_core():
-  import bort_jax  # noqa: F401 - the import is the check.
+  import bort_jax
+
+  print(f'  bort_jax from {pathlib.Path(bort_jax.__file__).parent}')
 
   loaded = [m for m in HEAVY_MODULES if m in sys.modules]
   if loaded:
