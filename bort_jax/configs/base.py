@@ -75,11 +75,11 @@ DTYPES = ('float32', 'bfloat16')
 # Fields that must be positive, and fields that must not be negative.
 _POSITIVE = ('epochs', 'batch_size', 'eval_batch_size', 'learning_rate',
              'keep_checkpoints', 'max_consecutive_nonfinite',
-             'lr_decay_factor', 'fsdp_min_size')
+             'lr_decay_factor')
 _NON_NEGATIVE = ('gamma', 'weight_decay', 'label_smoothing', 'warmup_epochs',
                  'seed', 'train_examples', 'eval_examples', 'log_every_steps',
                  'checkpoint_every_steps', 'image_size', 'data_threads',
-                 'lr_reference_batch_size', 'momentum', 'eps')
+                 'lr_reference_batch_size', 'momentum', 'eps', 'fsdp_min_size')
 # Fields in [0, 1).
 _UNIT_INTERVAL = ('b1', 'b2', 'label_smoothing')
 

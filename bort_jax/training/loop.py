@@ -504,6 +504,8 @@ def train_and_evaluate(
   workdir_lib.check_directory(workdir)
   with _owner_lock(workdir):
     _claim_workdir(workdir, config, resume=resume, overwrite=overwrite)
+    if jax.process_count() > 1:  # every process has looked before any writes
+      multihost_utils.sync_global_devices('bort_jax: work directory claimed')
     checkpoint.save_config(workdir, config)
     manager = checkpoint.checkpoint_manager(
         workdir, max_to_keep=config.keep_checkpoints)
