@@ -417,7 +417,7 @@ def verify_prepared(data_dir: str | os.PathLike[str]) -> dict[str, int]:
           example = source[index]
           if example['image'].shape != (_IMAGE_SIZE, _IMAGE_SIZE, 1):
             raise ValueError(f'image shape {example["image"].shape}')
-    except Exception as error:  # noqa: BLE001 - array_record/decoder errors vary
+    except Exception as error:  # array_record/decoder errors vary
       raise IdxFormatError(
         f'mnist in {data_path}: the {split} split does not read back '
         f'({type(error).__name__}: {error}); {rebuild}'

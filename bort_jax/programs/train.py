@@ -47,15 +47,10 @@ from absl import flags
 from jax.experimental import multihost_utils
 from ml_collections import config_flags
 
-from bort_jax import configs
-from bort_jax import data
+from bort_jax import configs, data
 from bort_jax.data import mnist_idx
 from bort_jax.programs.prepare_mnist import IDX_DIR_ENV
-from bort_jax.training import checkpoint
-from bort_jax.training import errors
-from bort_jax.training import loop
-from bort_jax.training import optimizer_factory
-from bort_jax.training import parallel
+from bort_jax.training import checkpoint, errors, loop, optimizer_factory, parallel
 
 # Named flag -> config field.
 FLAG_FIELDS = {

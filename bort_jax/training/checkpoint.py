@@ -357,7 +357,7 @@ def _restore_first_good(manager, restore, to_items, *, verb: str = 'resuming fro
       restored = restore(step)
       record = verify(manager, step, to_items(restored))
       ok, problem = True, None
-    except Exception as error:  # pylint: disable=broad-exception-caught
+    except Exception as error:  # noqa: BLE001  # pylint: disable=broad-exception-caught
       # orbax/tensorstore report damaged files with many exception types.
       ok, problem = False, _describe(error)
     if not _all_agree(ok):

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from typing import Any
+from typing import Any, Self
 
 import jax
 import numpy as np
@@ -56,13 +56,14 @@ class InterruptWatcher:
     self._previous: dict[int, Any] = {}
     self._multiprocess = jax.process_count() > 1
 
-  def _handle(self, signal_number, frame) -> None:  # pylint: disable=unused-argument
+  def _handle(self, signal_number, frame) -> None:
+    del frame  # unused
     self.signal_number = signal_number
     # A second signal: default behaviour.
     for number, handler in self._previous.items():
       signal.signal(number, handler)
 
-  def __enter__(self) -> InterruptWatcher:
+  def __enter__(self) -> Self:
     if self._enabled and threading.current_thread() is threading.main_thread():
       numbers = [signal.SIGINT] if self._multiprocess else [
           signal.SIGINT, signal.SIGTERM]

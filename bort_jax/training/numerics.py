@@ -26,7 +26,8 @@ from bort_jax.training.errors import NonFiniteError
 
 
 def _inexact_leaves(tree: Any) -> list[tuple[Any, Any]]:
-  return [(path, leaf) for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
+  leaves = jax.tree_util.tree_leaves_with_path(tree)
+  return [(path, leaf) for path, leaf in leaves
           if hasattr(leaf, 'dtype') and jnp.issubdtype(leaf.dtype, jnp.inexact)]
 
 
@@ -42,8 +43,8 @@ def all_finite(tree: Any) -> jax.Array:
 
 
 def _path_name(path) -> str:
-  return '/'.join(str(getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k))))
-                  for k in path)
+  name = lambda k: getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k)))
+  return '/'.join(str(name(k)) for k in path)
 
 
 def nonfinite_leaves(tree: Any) -> list[str]:

@@ -12,7 +12,7 @@ Example:
   ...                   train_examples=100, devices=1, processes=1)
   Traceback (most recent call last):
   ...
-  bort_jax.training.errors.ConfigError: batch_size 128 is larger than the 100 training examples; ...
+  bort_jax.training.errors.ConfigError: batch_size 128 is larger than the 100 ...
 """
 
 from __future__ import annotations
@@ -68,7 +68,8 @@ def check_batch_sizes(*, batch_size: int, eval_batch_size: int,
 def _parameters(constructor: Any) -> dict[str, inspect.Parameter] | None:
   """The keyword parameters of a constructor or function, or ``None`` when
   it takes ``**kwargs`` (then anything may be accepted)."""
-  target = constructor.__init__ if isinstance(constructor, type) else constructor
+  target = (constructor.__init__ if isinstance(constructor, type)
+            else constructor)
   try:
     parameters = inspect.signature(target).parameters
   except (TypeError, ValueError):
@@ -76,7 +77,8 @@ def _parameters(constructor: Any) -> dict[str, inspect.Parameter] | None:
   if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
     return None
   return {name: p for name, p in parameters.items()
-          if name != 'self' and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+          if name != 'self'
+          and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
 def model_constructor(name: str) -> Any:

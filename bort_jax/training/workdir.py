@@ -27,7 +27,7 @@ import shutil
 import socket
 import tempfile
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Self
 
 from bort_jax.training.errors import WorkdirError
 
@@ -43,8 +43,8 @@ def _describe_os_error(error: OSError) -> str:
   return error.strerror or str(error)
 
 
-def check_directory(path: str | os.PathLike[str], *, what: str = 'work directory'
-                    ) -> Path:
+def check_directory(path: str | os.PathLike[str], *,
+                    what: str = 'work directory') -> Path:
   """Creates ``path`` if needed and checks that files can be written in it.
 
   Args:
@@ -126,7 +126,7 @@ class WorkdirLock:
         and host.
     """
     try:
-      handle = open(self.path, 'a+')  # pylint: disable=consider-using-with
+      handle = open(self.path, 'a+')  # noqa: SIM115 - held while owning
     except OSError as error:
       raise WorkdirError(
           f'cannot create the lock file {self.path}: '
@@ -145,7 +145,7 @@ class WorkdirLock:
     handle.truncate()
     handle.write(json.dumps({
         'pid': os.getpid(), 'host': socket.gethostname(),
-        'since': datetime.datetime.now(datetime.timezone.utc).isoformat(
+        'since': datetime.datetime.now(datetime.UTC).isoformat(
             timespec='seconds')}) + '\n')
     handle.flush()
     self._file = handle
@@ -158,7 +158,7 @@ class WorkdirLock:
       self._file.close()
       self._file = None
 
-  def __enter__(self) -> WorkdirLock:
+  def __enter__(self) -> Self:
     return self.acquire()
 
   def __exit__(self, *exc_info) -> None:
@@ -190,7 +190,7 @@ def previous_run(workdir: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def describe_run(found: dict[str, Any]) -> str:
-  """``previous_run``'s answer in words, e.g. ``'config.json, 2 checkpoints'``."""
+  """``previous_run``'s answer in words (``'config.json, 2 checkpoint(s)'``)."""
   parts = []
   if 'config' in found:
     parts.append('config.json')
