@@ -19,6 +19,8 @@ Examples::
   bort-train --config cifar10_resnet18 --optimizer sgd --epochs 50 --workdir runs/c10 \\
       --config.nesterov=false --config.model_kwargs='{"width": 32}'
   bort-train --workdir runs/c10 --resume
+  # start that work directory over (a rerun without --resume is refused)
+  bort-train --config cifar10_resnet18 --workdir runs/c10 --overwrite
 
   # two hosts (run on each, with its --process-id)
   bort-train --config imagenet_resnet50 --workdir /nfs/runs/r50 --data-dir /nfs/tfds \\
@@ -27,6 +29,14 @@ Examples::
 MNIST is prepared from its four IDX files when ``--data-dir`` lacks it and
 ``--mnist-idx-dir`` (default ``$BORT_MNIST_IDX_DIR``) names their folder;
 ``--download`` lets tfds fetch a missing data set instead (needs internet).
+
+A work directory belongs to one run: a second ``bort-train`` in it fails at
+once naming the first (pid, host); one holding another run is refused
+unless ``--resume`` (same config) or ``--overwrite``. Errors are messages
+(``bort-train: error: ...``), exit status 2 for a config or argument no run
+can use and 1 for a run that cannot go on (a non-finite loss, no usable
+checkpoint, a work directory in use); SIGINT/SIGTERM save a checkpoint and
+exit with 130/143.
 """
 
 from __future__ import annotations
