@@ -112,6 +112,8 @@ def _library_warnings_reach_caplog():
   the in-process tests want both."""
   logger = logging.getLogger('bort_jax')
   yield
+  for handler in [h for h in logger.handlers if getattr(h, '_bort_train', False)]:
+    logger.removeHandler(handler)  # it writes to this test's captured stderr
   logger.propagate = True
 
 
