@@ -181,11 +181,22 @@ def test_workdir_that_is_a_file_or_not_writable(tmp_path, mnist_data_dir, capsys
   assert f'cannot use {a_file / "run"} as the work directory: a part of the path is a file' \
       in err
   assert 'Traceback' not in err
+  read_only = tmp_path / 'read_only'
+  read_only.mkdir(mode=0o500)
   if os.geteuid() != 0:  # root writes anywhere
-    read_only = tmp_path / 'read_only'
-    read_only.mkdir(mode=0o500)
     with pytest.raises(errors.WorkdirError, match='Permission denied'):
       workdir_lib.check_directory(read_only)
+
+
+def test_read_only_workdir_message(tmp_path, monkeypatch):
+  """The write probe failing as on a read-only file system (EROFS; root
+  cannot be denied by permissions here) gives a message, not a traceback."""
+  def refuse(*args, **kwargs):
+    raise OSError(30, 'Read-only file system')
+  monkeypatch.setattr(workdir_lib.tempfile, 'TemporaryFile', refuse)
+  with pytest.raises(errors.WorkdirError,
+                     match=f'cannot use {tmp_path} as the work directory: Read-only file system'):
+    workdir_lib.check_directory(tmp_path)
 
 
 def test_truncated_config_json(tmp_path, mnist_data_dir, capsys):
