@@ -642,6 +642,7 @@ def _run(config, workdir, steps, manager, watcher, initialize, abstract_state,
       save()
   finally:
     bar.close()
+    tensorboard.close()  # also when stopped by a fault or a signal
   return TrainResult(state=steps.get_state(state), metrics=records)
 
 
