@@ -56,14 +56,17 @@ def test_confidence_over_seeds():
 
 
 def test_aggregate_keeps_structure_and_strings():
-  per_seed = [{'layer': 'top', 'r': 0.5, 'by_l2': {'1': 0.2}, 'hit': None},
-              {'layer': 'top', 'r': 0.7, 'by_l2': {'1': 0.4}, 'hit': 2.0}]
+  per_seed = [{'layer': 'top', 'r': 0.5, 'by_l2': {'1': 0.2}, 'hit': None,
+               'miss': None},
+              {'layer': 'top', 'r': 0.7, 'by_l2': {'1': 0.4}, 'hit': 2.0,
+               'miss': None}]
   out = protocol.aggregate(per_seed)
   assert out['layer'] == 'top'
   assert out['r']['mean'] == pytest.approx(0.6)
   assert out['r']['n'] == 2
   assert out['by_l2']['1']['mean'] == pytest.approx(0.3)
   assert out['hit']['mean'] is None
+  assert out['miss'] is None
   assert protocol.paired_ratio([1.0, 3.0], [2.0, 6.0])['mean'] == 0.5
   assert protocol.paired_difference([1.0, 3.0], [2.0, 6.0])['mean'] == -2.0
 

@@ -107,18 +107,30 @@ def run_directory(workdir: str | os.PathLike[str],
   return Path(workdir) / config.name / f'seed{config.seed}' / config.optimizer
 
 
+#: Config fields that do not change the trained model (logging and
+#: checkpoint cadence): a finished run is reused whatever their values.
+BOOKKEEPING_FIELDS = ('log_every_steps', 'checkpoint_every_steps',
+                      'keep_checkpoints')
+
+
 def is_finished(run_dir: str | os.PathLike[str],
                 config: ml_collections.ConfigDict) -> bool:
-  """Whether ``run_dir`` holds a finished run of exactly ``config``."""
-  from bort_jax.training import (
-    checkpoint,  # pylint: disable=g-import-not-at-top
-    loop,  # pylint: disable=g-import-not-at-top
-  )
+  """Whether ``run_dir`` holds a finished run of ``config``.
+
+  The run's ``config.json`` must equal ``config`` up to
+  :data:`BOOKKEEPING_FIELDS`.
+  """
+  from bort_jax.training import checkpoint  # pylint: disable=g-import-not-at-top
+  from bort_jax.training import loop  # pylint: disable=g-import-not-at-top
   record = loop.last_evaluation(run_dir)
   if record.get('epoch', 0) < config.epochs:
     return False
-  return (configs.to_dict(checkpoint.load_config(run_dir))
-          == configs.to_dict(config))
+  saved = configs.to_dict(checkpoint.load_config(run_dir))
+  wanted = configs.to_dict(config)
+  for field in BOOKKEEPING_FIELDS:
+    saved.pop(field, None)
+    wanted.pop(field, None)
+  return saved == wanted
 
 
 def train_runs(
@@ -187,7 +199,8 @@ def aggregate(per_seed: Sequence[Any]) -> Any:
   Returns:
     The tree of the first seed with each number (or ``None``) replaced by
     ``{'mean', 'ci95', 'n', 'values'}``; strings and lists are kept from
-    the first seed.
+    the first seed, and a value that is ``None`` in every seed stays
+    ``None``.
 
   Example:
     >>> aggregate([{'r': 0.5, 'layer': 'a'}, {'r': 0.7, 'layer': 'a'}])['r']['mean']
@@ -196,6 +209,8 @@ def aggregate(per_seed: Sequence[Any]) -> Any:
   first = per_seed[0]
   if isinstance(first, Mapping):
     return {k: aggregate([tree[k] for tree in per_seed]) for k in first}
+  if all(v is None for v in per_seed):
+    return None
   if first is None or (isinstance(first, (int, float, np.number))
                        and not isinstance(first, bool)):
     if all(v is None or isinstance(v, (int, float, np.number))

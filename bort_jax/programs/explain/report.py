@@ -268,11 +268,11 @@ def write_report(report: dict[str, Any], arrays_by_arch: Mapping[str, Any],
   files = write_figures(report, arrays_by_arch, out_dir)
   report['figures'] = files
   written = {k: os.path.join(out_dir, v) for k, v in files.items()}
-  written['markdown'] = write_markdown(report, out_dir)
   json_path = os.path.join(out_dir, 'report.json')
   with open(json_path, 'w') as f:
     json.dump(report, f, indent=1, default=_json_default)
   written['json'] = json_path
+  written['markdown'] = write_markdown(report, out_dir)
   return written
 
 
@@ -372,7 +372,12 @@ def write_markdown(report: Mapping[str, Any], out_dir: str) -> str:
                  ci(inv['baseline']['ssim']), ci(inv['bort']['ssim']),
                  ci(inv['baseline']['mse'], 4), ci(inv['bort']['mse'], 4)])
     lines += ['Full chain, from the layer down to the input '
-              f'({rec["bort"]["num_examples"]["mean"]:.0f} test images):', '']
+              f'({rec["bort"]["num_examples"]["mean"]:.0f} test images; '
+              f'`pinv` on the first '
+              f'{rec["bort"]["num_pinv_examples"]["mean"]:.0f}, conjugate '
+              f'gradients with at most '
+              f'{rec["bort"]["pinv_maxiter"]["mean"]:.0f} iterations per '
+              'convolution):', '']
     lines += _table(
         ['method', 'from layer', 'r baseline', 'r Bort', 'r Bort - baseline',
          'affine MSE baseline', 'affine MSE Bort', 'ratio Bort/baseline',
@@ -387,7 +392,8 @@ def write_markdown(report: Mapping[str, Any], out_dir: str) -> str:
                      ci(b['relative_mse']), ci(t['relative_mse'])])
     lines += ['Per layer: the layer\'s input recovered from its own output '
               '(before the activation; relative MSE = ||h_hat - h||^2 / '
-              '||h||^2):', '']
+              f'||h||^2; the first '
+              f'{rec["bort"]["num_pinv_examples"]["mean"]:.0f} images):', '']
     lines += _table(['method', 'layer', 'r baseline', 'r Bort',
                      'rel. MSE baseline', 'rel. MSE Bort'], rows)
     key = f'{arch}/reconstruction_layers'
@@ -474,7 +480,7 @@ def write_markdown(report: Mapping[str, Any], out_dir: str) -> str:
             for budget in budgets]
     lines += _table(['L2 budget', 'success baseline', 'success Bort',
                      'Bort - baseline'], rows)
-    rows = [[role, ci(adv[role]['l2_at_90']),
+    rows = [[role, ci(adv[role]['l2_at_90'] or {'mean': None}),
              ci(adv[role]['transfer']['success_rate']),
              ci(adv[role]['pgd_target_likeness']),
              ci(adv[role]['ours']['success_rate']),
