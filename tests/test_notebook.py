@@ -32,3 +32,23 @@ def test_notebook_is_built_from_its_script():
   spec.loader.exec_module(module)
   built = [cell.source for cell in module.build().cells]
   assert built == [cell.source for cell in nbformat.read(NOTEBOOK, as_version=4).cells]
+
+
+def test_install_cell_and_badges_use_the_repository_url():
+  """The notebook installs from pyproject's repository URL (only on Colab),
+  and the Colab badges point at the notebook in that repository."""
+  import tomllib
+  urls = tomllib.loads((ROOT / 'pyproject.toml').read_text())['project']['urls']
+  repository = urls['Repository']
+  path = repository.removeprefix('https://github.com/')
+  badge = (f'https://colab.research.google.com/github/{path}/blob/main/'
+           f'{NOTEBOOK.relative_to(ROOT).as_posix()}')
+  sources = [cell.source for cell in nbformat.read(NOTEBOOK, as_version=4).cells]
+  install = [s for s in sources if '%pip install' in s]
+  assert len(install) == 1, install
+  assert f'"bort-jax[all] @ git+{repository}"' in install[0]
+  assert "if 'google.colab' in sys.modules:" in install[0]
+  assert badge in sources[0]
+  assert badge in (ROOT / 'README.md').read_text()
+  for text in sources + [(ROOT / 'README.md').read_text()]:
+    assert 'YOUR-ORG' not in text
