@@ -22,8 +22,10 @@ Example:
 from __future__ import annotations
 
 import gzip
+import logging
 import os
 import struct
+import sys
 import tempfile
 import urllib.parse
 import zlib
@@ -277,6 +279,17 @@ class MnistFromIdx(tfds_mnist.MNIST, skip_registration=True):
     self._idx_dir = None if idx_dir is None else Path(idx_dir)
     super().__init__(**kwargs)
 
+  def _log_download_bytes(self) -> None:
+    """Replaces tfds' "Downloading and preparing dataset" line, which is
+    wrong for local IDX files: :func:`prepare_mnist` says what it does."""
+    if self._idx_dir is None:
+      super()._log_download_bytes()
+
+  def _log_download_done(self) -> None:
+    """Replaces tfds' "downloaded and prepared" line (see above)."""
+    if self._idx_dir is None:
+      super()._log_download_done()
+
   def _split_generators(self, dl_manager):
     if self._idx_dir is None:
       urls = {
@@ -358,6 +371,11 @@ def prepare_mnist(
           f'MNIST IDX file {name!r} not found in {Path(idx_dir).absolute()}'
         )
   download_config = tfds.download.DownloadConfig(try_download_gcs=False)
+  logging.getLogger('bort_jax').info(
+    'MNIST: preparing %s from the IDX files in %s (about 30 s)',
+    data_path, Path(idx_dir).absolute())
+  if not sys.stderr.isatty():  # tfds' progress bars write lines to a log file
+    tfds.disable_progress_bar()
   # The download manager is unused but creates its folders: keep them out of
   # data_dir.
   with tempfile.TemporaryDirectory(prefix='bort_mnist_dl_') as download_dir:

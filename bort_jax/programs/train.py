@@ -369,6 +369,11 @@ def main(argv: Sequence[str] | None = None) -> int:
   try:
     if config.dataset == 'mnist':  # local IDX files first; tfds downloads only if still missing
       ensure_mnist_prepared(args.data_dir, args.mnist_idx_dir)
+    if jax.process_index() == 0:
+      print(f'bort-train: {config.dataset} from {data.resolve_data_dir(args.data_dir)}'
+            f'{" (downloaded if missing)" if args.download else ""}; writing to '
+            f'{workdir} (metrics.jsonl, TensorBoard events, checkpoints)',
+            file=sys.stderr, flush=True)
     rows = []
     for name in names:
       run_config = configs.replace(config, optimizer=name)
