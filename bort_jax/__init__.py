@@ -16,4 +16,22 @@ from bort_jax.optimizer import orthogonality_report
 from bort_jax.optimizer import stacked_dimension_numbers
 from bort_jax.optimizer import summarize_report
 
+__all__ = [
+    'ADAPTIVE',
+    'AddBortCorrectionState',
+    'BortDimensionNumbers',
+    'MODES',
+    'add_bort_correction',
+    'bort_adamw',
+    'bort_correction',
+    'bort_sgd',
+    'default_dimension_numbers',
+    'default_mask',
+    'kernels_except',
+    'matrix_correction',
+    'orthogonality_report',
+    'stacked_dimension_numbers',
+    'summarize_report',
+]
+
 __version__ = '0.1.0'

@@ -15,3 +15,21 @@ from bort_jax.optimizer.transform import AddBortCorrectionState
 from bort_jax.optimizer.transform import add_bort_correction
 from bort_jax.optimizer.transform import bort_adamw
 from bort_jax.optimizer.transform import bort_sgd
+
+__all__ = [
+    'ADAPTIVE',
+    'AddBortCorrectionState',
+    'BortDimensionNumbers',
+    'MODES',
+    'add_bort_correction',
+    'bort_adamw',
+    'bort_correction',
+    'bort_sgd',
+    'default_dimension_numbers',
+    'default_mask',
+    'kernels_except',
+    'matrix_correction',
+    'orthogonality_report',
+    'stacked_dimension_numbers',
+    'summarize_report',
+]

@@ -19,7 +19,6 @@ import time
 # Importable from the working tree even when run by hand without an install.
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.sharding import NamedSharding
