@@ -466,8 +466,9 @@ def write_markdown(report: Mapping[str, Any], out_dir: str) -> str:
       'own success rate and median L2. Target-likeness (cosine between the '
       'perturbation and the difference of the class-mean images) is kept '
       'as one column; it is weak: it rewards perturbations that look like '
-      'a template whatever the model does, and differences between models '
-      'in it came from the attack\'s step rule as much as from the model.',
+      'a fixed class template whatever the model computes, and when it '
+      'rises on a Bort model for PGD as much as for ours, it measures the '
+      'model\'s gradient geometry, not an explanation.',
       '']
   for arch, entry in report['architectures'].items():
     summary, comp = entry['summary'], entry['comparisons']
