@@ -47,7 +47,8 @@ def test_cli_smoke(tmp_path, mnist_data_dir, monkeypatch):
   assert arch['runs']['0']['baseline']['gamma'] == 0.0
   assert arch['runs']['0']['bort']['gamma'] == 2.0
   # Finished runs are read back, not trained again.
-  metrics = {p: p.stat().st_mtime_ns for p in (out / 'runs').rglob('metrics.jsonl')}
+  metrics = {p: p.stat().st_mtime_ns
+             for p in (out / 'runs').rglob('metrics.jsonl')}
   args = explain_program.build_parser().parse_args(
       ['--data-dir', mnist_data_dir, *TINY])
 
@@ -74,7 +75,8 @@ def test_cli_bad_arguments(argv, match, capsys):
 def test_per_model_option():
   args = explain_program.build_parser().parse_args(
       ['--epochs', '3', '--train-examples', 'mlp=100,invertible_cnn=5'])
-  assert args.epochs == {'bort_invertible_cnn': 3, 'invertible_cnn': 3, 'mlp': 3}
+  assert args.epochs == {
+      'bort_invertible_cnn': 3, 'invertible_cnn': 3, 'mlp': 3}
   assert args.train_examples == {'mlp': 100, 'invertible_cnn': 5}
   runs = explain_program.training_configs(args)
   assert runs['mlp'][0]['bort'].train_examples == 100

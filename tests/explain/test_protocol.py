@@ -123,8 +123,10 @@ def measured():
     per_seed[seed] = {}
     for role, model in models.items():
       results, arrays[role] = measure.measure_model(
-          model, untrained, images, labels, means, NORM, TINY, log=lambda _: None)
-      results['test_accuracy'] = 0.9 + 0.01 * seed + (0.005 if role == 'bort' else 0)
+          model, untrained, images, labels, means, NORM, TINY,
+          log=lambda _: None)
+      bonus = 0.005 if role == 'bort' else 0.0
+      results['test_accuracy'] = 0.9 + 0.01 * seed + bonus
       results['adversarial']['transfer'] = {'to': 'other', 'success_rate': 0.5}
       per_seed[seed][role] = results
   arrays['inputs'] = np.asarray(NORM.to_pixels(images[:2]))
@@ -140,7 +142,8 @@ def test_measure_model_on_orthogonal_cnn(measured):
   # Square orthogonal layers: the transposed weights invert them exactly.
   for method in ('transpose', 'pinv'):
     for layer in rec['layers']:
-      assert rec['chain'][method][layer]['pearson_r'] == pytest.approx(1.0, abs=1e-4)
+      assert rec['chain'][method][layer]['pearson_r'] == pytest.approx(
+          1.0, abs=1e-4)
       assert rec['chain'][method][layer]['affine_mse'] < 1e-6
     for layer in ('conv1', 'down1'):
       assert rec['per_layer'][method][layer]['relative_mse'] < 1e-6

@@ -28,8 +28,8 @@ Example::
 
   bort-explain --out reports/explain --workdir runs/explain_protocol
   bort-explain --models bort_invertible_cnn --seeds 0 --out reports/one
-  bort-explain --baseline-workdir runs/a/adamw --bort-workdir runs/a/bort_adamw \\
-      --out reports/pair
+  bort-explain --baseline-workdir runs/a/adamw \\
+      --bort-workdir runs/a/bort_adamw --out reports/pair
 """
 
 from __future__ import annotations
@@ -146,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help='analyse this bort-train run as the baseline (with '
                          '--bort-workdir; one seed, nothing is trained)')
   runs.add_argument('--bort-workdir', help='the Bort run to analyse')
-  ana = p.add_argument_group('analysis (examples are the first of the test set)')
+  ana = p.add_argument_group(
+      'analysis (examples are the first of the test set)')
   ana.add_argument('--reconstruction-examples', type=int,
                    default=defaults.num_reconstruction)
   ana.add_argument('--inversion-examples', type=int,

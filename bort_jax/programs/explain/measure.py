@@ -222,7 +222,8 @@ def sanity_correlation(trained_map: jax.Array, untrained_map: jax.Array
     trained_map, untrained_map: ``[N, H, W]`` maps of the same inputs.
 
   Returns:
-    The mean over examples of :func:`bort_jax.explain.spearman_rank_correlation`.
+    The mean over examples of
+    :func:`bort_jax.explain.spearman_rank_correlation`.
   """
   return _mean(explain.spearman_rank_correlation(trained_map, untrained_map))
 
@@ -343,8 +344,8 @@ def measure_model(
       model, x[:m], key_inv, layer=top, input_shape=input_shape,
       num_steps=config.inversion_steps, bounds=bounds))
   p_inv = norm.to_pixels(x_inv)
-  inversion = {k: _mean(v) for k, v in _image_scores(p_inv, pixels[:m],
-                                                     config.ssim_window).items()}
+  scores = _image_scores(p_inv, pixels[:m], config.ssim_window)
+  inversion = {k: _mean(v) for k, v in scores.items()}
   arrays['inversion'] = np.asarray(p_inv[:f])
   results['reconstruction'] = {
       'top_layer': top, 'layers': list(layers), 'num_examples': n,

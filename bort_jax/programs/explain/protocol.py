@@ -27,7 +27,10 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from bort_jax import configs, explain
+from bort_jax import configs
+from bort_jax import explain
+from bort_jax.training import checkpoint
+from bort_jax.training import loop
 
 __all__ = [
     'ARCHITECTURE_CONFIGS', 'PAIR', 'aggregate', 'check_finite',
@@ -120,8 +123,6 @@ def is_finished(run_dir: str | os.PathLike[str],
   The run's ``config.json`` must equal ``config`` up to
   :data:`BOOKKEEPING_FIELDS`.
   """
-  from bort_jax.training import checkpoint  # pylint: disable=g-import-not-at-top
-  from bort_jax.training import loop  # pylint: disable=g-import-not-at-top
   record = loop.last_evaluation(run_dir)
   if record.get('epoch', 0) < config.epochs:
     return False
@@ -177,7 +178,7 @@ def confidence(values: Sequence[float | None]) -> dict[str, Any]:
   reached), so no average hides it.
 
   Example:
-    >>> confidence([1.0, 2.0, 3.0])['ci95']
+    >>> round(confidence([1.0, 2.0, 3.0])['ci95'], 4)
     2.4841
   """
   values = list(values)
@@ -203,7 +204,8 @@ def aggregate(per_seed: Sequence[Any]) -> Any:
     ``None``.
 
   Example:
-    >>> aggregate([{'r': 0.5, 'layer': 'a'}, {'r': 0.7, 'layer': 'a'}])['r']['mean']
+    >>> trees = [{'r': 0.5, 'layer': 'a'}, {'r': 0.7, 'layer': 'a'}]
+    >>> aggregate(trees)['r']['mean']
     0.6
   """
   first = per_seed[0]
