@@ -44,7 +44,10 @@ GAMMA = 1e-4
 
 def parameter_shapes(model_name: str):
   abstract = nnx.eval_shape(
-      lambda: models.create_model(model_name, num_classes=1000, rngs=nnx.Rngs(0)))
+      lambda: models.create_model(
+          model_name, num_classes=1000, rngs=nnx.Rngs(0)
+      )
+  )
   return nnx.as_pure(nnx.state(abstract, nnx.Param))
 
 
@@ -52,8 +55,10 @@ def random_like(shapes, dtype, seed=0):
   leaves, treedef = jax.tree.flatten(shapes)
   keys = jax.random.split(jax.random.key(seed), len(leaves))
   arrays = [
-      (jax.random.normal(k, s.shape, jnp.float32)
-       / math.sqrt(max(1, math.prod(s.shape[:-1])))).astype(dtype)
+      (
+          jax.random.normal(k, s.shape, jnp.float32)
+          / math.sqrt(max(1, math.prod(s.shape[:-1])))
+      ).astype(dtype)
       for k, s in zip(keys, leaves)
   ]
   return jax.tree.unflatten(treedef, arrays)
@@ -71,24 +76,46 @@ def correction_flops(params) -> float:
 
 def optimizer_pairs() -> dict[str, dict[str, optax.GradientTransformation]]:
   adamw = optax.adamw(LEARNING_RATE, weight_decay=WEIGHT_DECAY)
-  sgd = optax.chain(optax.add_decayed_weights(WEIGHT_DECAY), optax.sgd(0.1, momentum=0.9))
+  sgd = optax.chain(
+      optax.add_decayed_weights(WEIGHT_DECAY), optax.sgd(0.1, momentum=0.9)
+  )
   return {
       'adamw': {
           'adamw': adamw,
-          'bort_adamw': bort_jax.bort_adamw(LEARNING_RATE, gamma=GAMMA, weight_decay=WEIGHT_DECAY),
+          'bort_adamw': bort_jax.bort_adamw(
+              LEARNING_RATE, gamma=GAMMA, weight_decay=WEIGHT_DECAY
+          ),
           'bort_adamw adaptive': bort_jax.bort_adamw(
-              LEARNING_RATE, gamma=GAMMA, weight_decay=WEIGHT_DECAY, amplitude='adaptive'),
+              LEARNING_RATE,
+              gamma=GAMMA,
+              weight_decay=WEIGHT_DECAY,
+              amplitude='adaptive',
+          ),
           'bort_adamw precision=highest': bort_jax.bort_adamw(
-              LEARNING_RATE, gamma=GAMMA, weight_decay=WEIGHT_DECAY,
-              precision=jax.lax.Precision.HIGHEST),
+              LEARNING_RATE,
+              gamma=GAMMA,
+              weight_decay=WEIGHT_DECAY,
+              precision=jax.lax.Precision.HIGHEST,
+          ),
           'bort_adamw one by one': bort_jax.bort_adamw(
-              LEARNING_RATE, gamma=GAMMA, weight_decay=WEIGHT_DECAY, batch_kernels=False),
+              LEARNING_RATE,
+              gamma=GAMMA,
+              weight_decay=WEIGHT_DECAY,
+              batch_kernels=False,
+          ),
       },
       'sgd': {
           'sgd': sgd,
-          'bort_sgd': bort_jax.bort_sgd(0.1, gamma=GAMMA, momentum=0.9, weight_decay=WEIGHT_DECAY),
+          'bort_sgd': bort_jax.bort_sgd(
+              0.1, gamma=GAMMA, momentum=0.9, weight_decay=WEIGHT_DECAY
+          ),
           'bort_sgd one by one': bort_jax.bort_sgd(
-              0.1, gamma=GAMMA, momentum=0.9, weight_decay=WEIGHT_DECAY, batch_kernels=False),
+              0.1,
+              gamma=GAMMA,
+              momentum=0.9,
+              weight_decay=WEIGHT_DECAY,
+              batch_kernels=False,
+          ),
       },
   }
 
@@ -101,6 +128,7 @@ def make_runner(tx, params, grads, iterations):
       params, state = carry
       updates, state = tx.update(grads, state, params)
       return optax.apply_updates(params, updates), state
+
     return jax.lax.fori_loop(0, iterations, body, (params, state))
 
   many_steps = jax.jit(many_steps, donate_argnums=(0, 1))
@@ -119,10 +147,17 @@ def bench_model(model_name, dtype, iterations, repeats, chosen=None):
   grads = random_like(parameter_shapes(model_name), dtype, seed=1)
   rows = []
   for family, txs in optimizer_pairs().items():
-    txs = {n: tx for n, tx in txs.items() if chosen is None or n in chosen or n == family}
+    txs = {
+        n: tx
+        for n, tx in txs.items()
+        if chosen is None or n in chosen or n == family
+    }
     if chosen is not None and set(txs) == {family}:
       continue
-    runners = {name: make_runner(tx, params, grads, iterations) for name, tx in txs.items()}
+    runners = {
+        name: make_runner(tx, params, grads, iterations)
+        for name, tx in txs.items()
+    }
     for run in runners.values():
       run()  # compile and warm up
     times = {name: [] for name in runners}
@@ -132,38 +167,64 @@ def bench_model(model_name, dtype, iterations, repeats, chosen=None):
     baseline = statistics.median(times[family])
     for name, samples in times.items():
       median = statistics.median(samples)
-      rows.append(dict(model=model_name, dtype=jnp.dtype(dtype).name, family=family,
-                       optimizer=name, ms=1e3 * median, ratio=median / baseline))
+      rows.append(
+          dict(
+              model=model_name,
+              dtype=jnp.dtype(dtype).name,
+              family=family,
+              optimizer=name,
+              ms=1e3 * median,
+              ratio=median / baseline,
+          )
+      )
   return rows, correction_flops(params)
 
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--models', nargs='+', default=['resnet50', 'deit_s'])
-  parser.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'])
+  parser.add_argument(
+      '--dtype', default='float32', choices=['float32', 'bfloat16']
+  )
   parser.add_argument('--iterations', type=int, default=5)
   parser.add_argument('--repeats', type=int, default=5)
-  parser.add_argument('--optimizers', nargs='+', help='only these (baselines always run)')
+  parser.add_argument(
+      '--optimizers', nargs='+', help='only these (baselines always run)'
+  )
   parser.add_argument('--json', help='also write the rows to this file')
   args = parser.parse_args(argv)
 
   device = jax.devices()[0]
-  print(f'# {device.platform}: {device.device_kind}; jax {jax.__version__}; '
-        f'{args.iterations} updates x {args.repeats} interleaved repeats, median')
+  print(
+      f'# {device.platform}: {device.device_kind}; jax {jax.__version__}; '
+      f'{args.iterations} updates x {args.repeats} interleaved repeats, median'
+  )
   print('| model | params dtype | optimizer | ms / update | vs baseline |')
   print('|---|---|---|---|---|')
   all_rows = []
   for model_name in args.models:
     rows, flops = bench_model(
-        model_name, jnp.dtype(args.dtype), args.iterations, args.repeats, args.optimizers)
+        model_name,
+        jnp.dtype(args.dtype),
+        args.iterations,
+        args.repeats,
+        args.optimizers,
+    )
     for r in rows:
-      print(f"| {r['model']} | {r['dtype']} | {r['optimizer']} | {r['ms']:.2f} | "
-            f"{r['ratio']:.3f}x |", flush=True)
-    print(f'# {model_name}: l2-full correction = {flops / 1e9:.1f} GFLOP per update')
+      print(
+          f"| {r['model']} | {r['dtype']} | {r['optimizer']} | {r['ms']:.2f} | "
+          f"{r['ratio']:.3f}x |",
+          flush=True,
+      )
+    print(
+        f'# {model_name}: l2-full correction = {flops / 1e9:.1f} GFLOP per update'
+    )
     all_rows += [dict(r, correction_gflop=flops / 1e9) for r in rows]
   if args.json:
     with open(args.json, 'w') as f:
-      json.dump(dict(device=str(device.device_kind), rows=all_rows), f, indent=1)
+      json.dump(
+          dict(device=str(device.device_kind), rows=all_rows), f, indent=1
+      )
 
 
 if __name__ == '__main__':

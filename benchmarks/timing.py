@@ -28,8 +28,12 @@ def step_runner(step: Callable, state, batch) -> Callable[[int], float]:
   return run
 
 
-def interleaved_medians(runners: dict[str, Callable[[int], float]], iterations: int,
-                        repeats: int, warmup: int = 2) -> dict[str, float]:
+def interleaved_medians(
+    runners: dict[str, Callable[[int], float]],
+    iterations: int,
+    repeats: int,
+    warmup: int = 2,
+) -> dict[str, float]:
   """Median seconds per step of each runner, measured round-robin."""
   for run in runners.values():
     run(warmup)  # compile and warm up

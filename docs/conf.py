@@ -35,11 +35,11 @@ release = bort_jax.__version__
 version = release
 
 extensions = [
-  'myst_nb',  # Markdown pages (MyST) and the notebook; includes myst_parser.
-  'sphinx.ext.autodoc',
-  'sphinx.ext.mathjax',
-  'sphinx.ext.napoleon',
-  'sphinx.ext.viewcode',
+    'myst_nb',  # Markdown pages (MyST) and the notebook; includes myst_parser.
+    'sphinx.ext.autodoc',
+    'sphinx.ext.mathjax',
+    'sphinx.ext.napoleon',
+    'sphinx.ext.viewcode',
 ]
 
 exclude_patterns = ['_build', 'Thumbs.db', '.DS_Store', '**.ipynb_checkpoints']
@@ -60,39 +60,40 @@ nb_execution_mode = 'off'
 # arguments, so the programs page needs the real one: install the package
 # with all its extras to build the complete site.)
 autodoc_mock_imports = [
-  name for name in (
-    'array_record',
-    'dm_pix',
-    'matplotlib',
-    'ml_collections',
-    'orbax',
-    'PIL',
-    'tensorflow_datasets',
-    'tqdm',
-  )
-  if importlib.util.find_spec(name) is None
+    name
+    for name in (
+        'array_record',
+        'dm_pix',
+        'matplotlib',
+        'ml_collections',
+        'orbax',
+        'PIL',
+        'tensorflow_datasets',
+        'tqdm',
+    )
+    if importlib.util.find_spec(name) is None
 ]
 
 autodoc_default_options = {
-  'members': True,
-  'undoc-members': True,
-  'show-inheritance': True,
+    'members': True,
+    'undoc-members': True,
+    'show-inheritance': True,
 }
 autodoc_member_order = 'bysource'
 autodoc_typehints = 'signature'
 # Long unions shown by the name they have in the code (works for modules with
 # ``from __future__ import annotations``; a name not found changes nothing).
 autodoc_type_aliases = {
-  alias: target
-  for target in (
-    'optax.ScalarOrSchedule',
-    'jax.lax.PrecisionLike',
-    'correction.Amplitude',
-    'correction.Mode',
-    'masking.MaskOrFn',
-    'masking.DimensionNumbersOrFn',
-  )
-  for alias in (target, target.rsplit('.', 1)[-1])
+    alias: target
+    for target in (
+        'optax.ScalarOrSchedule',
+        'jax.lax.PrecisionLike',
+        'correction.Amplitude',
+        'correction.Mode',
+        'masking.MaskOrFn',
+        'masking.DimensionNumbersOrFn',
+    )
+    for alias in (target, target.rsplit('.', 1)[-1])
 }
 autodoc_preserve_defaults = True
 autoclass_content = 'class'
@@ -123,7 +124,8 @@ def _skip_member(app, what, name, obj, skip, options):
 def _is_namedtuple_field(obj):
   """A ``NamedTuple`` field: the class docstring's ``Attributes:`` has it."""
   return (getattr(obj, '__doc__', None) or '').startswith(
-      'Alias for field number')
+      'Alias for field number'
+  )
 
 
 def _documented_at_top_level(what, name):
@@ -133,8 +135,11 @@ def _documented_at_top_level(what, name):
   those names once, under ``bort_jax``; its ``bort_jax.optimizer`` page keeps
   whatever the package does not re-export.
   """
-  return (what == 'module' and _current_module.name == 'bort_jax.optimizer'
-          and name.rsplit('.', 1)[-1] in _top_level_names())
+  return (
+      what == 'module'
+      and _current_module.name == 'bort_jax.optimizer'
+      and name.rsplit('.', 1)[-1] in _top_level_names()
+  )
 
 
 class _CurrentModule:
@@ -183,20 +188,30 @@ class PublicConstants(SphinxDirective):
     lines = []
     for name in _public_names(module):
       value = getattr(module, name)
-      if inspect.isclass(value) or inspect.isroutine(value) or (
-          inspect.ismodule(value)) or ('', name) in documented_by_autodoc:
+      if (
+          inspect.isclass(value)
+          or inspect.isroutine(value)
+          or (inspect.ismodule(value))
+          or ('', name) in documented_by_autodoc
+      ):
         continue
       shown = repr(value)
       if len(shown) > 100:
         shown = shown[:97] + '...'
-      lines += [f'.. py:data:: {name}', f'   :module: {module_name}',
-                f'   :value: {shown}', '']
+      lines += [
+          f'.. py:data:: {name}',
+          f'   :module: {module_name}',
+          f'   :value: {shown}',
+          '',
+      ]
       lines += ['   ' + line for line in _assignment_doc(module_name, name)]
       lines.append('')
     container = nodes.section()
     self.state.nested_parse(
         StringList(lines, source=f'<public-constants {module_name}>'),
-        self.content_offset, container)
+        self.content_offset,
+        container,
+    )
     return container.children
 
 

@@ -28,6 +28,7 @@ def repo_root() -> Path:
 def mnist_idx_dir() -> Path:
   """The folder with the four real MNIST IDX .gz files."""
   from bort_jax.data import mnist_idx  # pylint: disable=import-outside-toplevel
+
   folder = Path(os.environ.get(MNIST_IDX_DIR_ENV) or DEFAULT_MNIST_IDX_DIR)
   try:
     return mnist_idx.find_idx_files(folder)
@@ -43,6 +44,7 @@ def mnist_data_dir(mnist_idx_dir, tmp_path_factory) -> str:
   run's temporary folder, which all workers share.
   """
   from bort_jax.data import mnist_idx  # pylint: disable=import-outside-toplevel
+
   root = tmp_path_factory.getbasetemp()
   if os.environ.get('PYTEST_XDIST_WORKER'):
     root = root.parent  # the run's folder, shared by its workers
@@ -58,7 +60,9 @@ def subprocess_env():
   """Environment for subprocesses: the working tree first on the path, the
   user's tfds and XLA settings removed."""
   env = dict(os.environ)
-  env['PYTHONPATH'] = os.pathsep.join([str(REPO_ROOT), env.get('PYTHONPATH', '')])
+  env['PYTHONPATH'] = os.pathsep.join(
+      [str(REPO_ROOT), env.get('PYTHONPATH', '')]
+  )
   env.pop('TFDS_DATA_DIR', None)
   env.pop('XLA_FLAGS', None)
   return env

@@ -32,5 +32,6 @@ def test_guide_examples_run(page):
     try:
       exec(code, namespace)  # noqa: S102 - running the examples is the test
     except Exception as error:  # noqa: BLE001 - report which block failed
-      pytest.fail(f'{page.name} python block {number} failed: {error!r}\n'
-                  f'{block}')
+      pytest.fail(
+          f'{page.name} python block {number} failed: {error!r}\n' f'{block}'
+      )

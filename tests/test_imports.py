@@ -9,8 +9,14 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / 'bort_jax'
-LIBRARY = ('bort_jax.optimizer', 'bort_jax.models', 'bort_jax.configs', 'bort_jax.data',
-           'bort_jax.explain', 'bort_jax.training')
+LIBRARY = (
+    'bort_jax.optimizer',
+    'bort_jax.models',
+    'bort_jax.configs',
+    'bort_jax.data',
+    'bort_jax.explain',
+    'bort_jax.training',
+)
 # Imported by a package root only where it is needed.
 HEAVY = ('bort_jax.programs', 'tensorflow_datasets', 'orbax')
 
@@ -21,9 +27,14 @@ def test_library_roots_import_no_program_and_no_io_library():
       f'import {", ".join(LIBRARY)}\n'
       f'bad = sorted(m for m in sys.modules if m.startswith({HEAVY!r}))\n'
       'print(bad)\n'
-      'assert not bad, bad\n')
-  result = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True,
-                          timeout=300)
+      'assert not bad, bad\n'
+  )
+  result = subprocess.run(
+      [sys.executable, '-c', script],
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
   assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -48,21 +59,27 @@ def import_graph() -> dict[str, set[str]]:
   modules = {module_name(p): p for p in PACKAGE.rglob('*.py')}
   graph = {}
   for name, path in modules.items():
-    graph[name] = {target for target in imported_modules(path)
-                   if target in modules and target != name}
+    graph[name] = {
+        target
+        for target in imported_modules(path)
+        if target in modules and target != name
+    }
   return graph
 
 
 def test_no_library_module_imports_a_program():
-  offenders = {name: sorted(t for t in targets if t.startswith('bort_jax.programs'))
-               for name, targets in import_graph().items()
-               if not name.startswith('bort_jax.programs')}
+  offenders = {
+      name: sorted(t for t in targets if t.startswith('bort_jax.programs'))
+      for name, targets in import_graph().items()
+      if not name.startswith('bort_jax.programs')
+  }
   assert not {k: v for k, v in offenders.items() if v}
 
 
 def test_no_import_cycle_between_modules():
   """Module-level and function-level imports both count; a package counts as
-  its ``__init__`` (so ``bort_jax`` importing ``bort_jax.optimizer`` is an edge)."""
+  its ``__init__`` (so ``bort_jax`` importing ``bort_jax.optimizer`` is an edge).
+  """
   graph = import_graph()
   # A package's __init__ imports its own submodules, which import siblings
   # through the package: that is not a cycle between layers, so edges from a
@@ -76,7 +93,10 @@ def test_no_import_cycle_between_modules():
     stack.append(node)
     for target in sorted(graph[node]):
       if state.get(target) == 'open':
-        pytest.fail('import cycle: ' + ' -> '.join(stack[stack.index(target):] + [target]))
+        pytest.fail(
+            'import cycle: '
+            + ' -> '.join(stack[stack.index(target) :] + [target])
+        )
       if target not in state:
         visit(target)
     stack.pop()

@@ -15,35 +15,51 @@ def test_quickstart_notebook_runs(tmp_path, monkeypatch, mnist_data_dir):
   monkeypatch.setenv('BORT_QUICKSTART_STEPS', '150')
   monkeypatch.setenv('MPLBACKEND', 'Agg')
   notebook = nbformat.read(NOTEBOOK, as_version=4)
-  nbclient.NotebookClient(notebook, timeout=600, kernel_name='python3',
-                          resources={'metadata': {'path': str(tmp_path)}}).execute()
+  nbclient.NotebookClient(
+      notebook,
+      timeout=600,
+      kernel_name='python3',
+      resources={'metadata': {'path': str(tmp_path)}},
+  ).execute()
   outputs = ''.join(
-      output.get('text', '') for cell in notebook.cells if cell.cell_type == 'code'
-      for output in cell.get('outputs', []))
+      output.get('text', '')
+      for cell in notebook.cells
+      if cell.cell_type == 'code'
+      for output in cell.get('outputs', [])
+  )
   assert 'bort   test accuracy' in outputs and 'adamw  test accuracy' in outputs
   assert 'bort   reconstruction MSE' in outputs
 
 
 def test_notebook_is_built_from_its_script():
   import importlib.util
+
   spec = importlib.util.spec_from_file_location(
-      'build_quickstart', NOTEBOOK.with_name('build_quickstart.py'))
+      'build_quickstart', NOTEBOOK.with_name('build_quickstart.py')
+  )
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   built = [cell.source for cell in module.build().cells]
-  assert built == [cell.source for cell in nbformat.read(NOTEBOOK, as_version=4).cells]
+  assert built == [
+      cell.source for cell in nbformat.read(NOTEBOOK, as_version=4).cells
+  ]
 
 
 def test_install_cell_and_badges_use_the_repository_url():
   """The notebook installs from pyproject's repository URL (only on Colab),
   and the Colab badges point at the notebook in that repository."""
   import tomllib
+
   urls = tomllib.loads((ROOT / 'pyproject.toml').read_text())['project']['urls']
   repository = urls['Repository']
   path = repository.removeprefix('https://github.com/')
-  badge = (f'https://colab.research.google.com/github/{path}/blob/main/'
-           f'{NOTEBOOK.relative_to(ROOT).as_posix()}')
-  sources = [cell.source for cell in nbformat.read(NOTEBOOK, as_version=4).cells]
+  badge = (
+      f'https://colab.research.google.com/github/{path}/blob/main/'
+      f'{NOTEBOOK.relative_to(ROOT).as_posix()}'
+  )
+  sources = [
+      cell.source for cell in nbformat.read(NOTEBOOK, as_version=4).cells
+  ]
   install = [s for s in sources if '%pip install' in s]
   assert len(install) == 1, install
   assert f'"bort-jax[all] @ git+{repository}"' in install[0]

@@ -23,8 +23,11 @@ def section_commands(section):
   """The shell commands of a README section's ```bash blocks, one a line."""
   assert f'\n## {section}\n' in README, f'README has no "{section}" section'
   body = README.split(f'\n## {section}\n', 1)[1].split('\n## ', 1)[0]
-  return [line.strip() for block in fenced_blocks('bash', body)
-          for line in block.strip().splitlines()]
+  return [
+      line.strip()
+      for block in fenced_blocks('bash', body)
+      for line in block.strip().splitlines()
+  ]
 
 
 def install_extras(command):
@@ -52,12 +55,13 @@ def test_ci_runs_the_readme_commands(section):
   ci_lines = [line.strip() for line in CI.splitlines()]
   for command in commands:
     # The command as a line of its own, or followed by `|| ...` and the like.
-    assert any(line == command or line.startswith(command + ' ')
-               for line in ci_lines), f'.ci/run does not run {command!r}'
+    assert any(
+        line == command or line.startswith(command + ' ') for line in ci_lines
+    ), f'.ci/run does not run {command!r}'
 
 
 def test_ci_installs_what_the_readme_install_section_installs():
-  install, = section_commands('Install')
+  (install,) = section_commands('Install')
   tested = [c for c in section_commands('Test') if c.startswith('pip install')]
   assert len(tested) == 1, tested
   assert install_extras(install) <= install_extras(tested[0])

@@ -42,7 +42,8 @@ CONFIG_NAMES: tuple[str, ...] = (
 def _check_name(name: str) -> None:
   if name not in CONFIG_NAMES:
     raise ValueError(
-        f'unknown config {name!r}; valid configs: {list(CONFIG_NAMES)}')
+        f'unknown config {name!r}; valid configs: {list(CONFIG_NAMES)}'
+    )
 
 
 def config_path(name: str) -> Path:

@@ -73,13 +73,32 @@ PARAM_SHARDINGS = ('replicated', 'fsdp')
 DTYPES = ('float32', 'bfloat16')
 
 # Fields that must be positive, and fields that must not be negative.
-_POSITIVE = ('epochs', 'batch_size', 'eval_batch_size', 'learning_rate',
-             'keep_checkpoints', 'max_consecutive_nonfinite',
-             'lr_decay_factor')
-_NON_NEGATIVE = ('gamma', 'weight_decay', 'label_smoothing', 'warmup_epochs',
-                 'seed', 'train_examples', 'eval_examples', 'log_every_steps',
-                 'checkpoint_every_steps', 'image_size', 'data_threads',
-                 'lr_reference_batch_size', 'momentum', 'eps', 'fsdp_min_size')
+_POSITIVE = (
+    'epochs',
+    'batch_size',
+    'eval_batch_size',
+    'learning_rate',
+    'keep_checkpoints',
+    'max_consecutive_nonfinite',
+    'lr_decay_factor',
+)
+_NON_NEGATIVE = (
+    'gamma',
+    'weight_decay',
+    'label_smoothing',
+    'warmup_epochs',
+    'seed',
+    'train_examples',
+    'eval_examples',
+    'log_every_steps',
+    'checkpoint_every_steps',
+    'image_size',
+    'data_threads',
+    'lr_reference_batch_size',
+    'momentum',
+    'eps',
+    'fsdp_min_size',
+)
 # Fields in [0, 1).
 _UNIT_INTERVAL = ('b1', 'b2', 'label_smoothing')
 
@@ -171,17 +190,26 @@ def field_names() -> tuple[str, ...]:
 
 
 def _type_name(kind: type) -> str:
-  return {float: 'a number', int: 'an integer', bool: 'a boolean',
-          str: 'a string', tuple: 'a tuple'}.get(kind, kind.__name__)
+  return {
+      float: 'a number',
+      int: 'an integer',
+      bool: 'a boolean',
+      str: 'a string',
+      tuple: 'a tuple',
+  }.get(kind, kind.__name__)
 
 
 def _check_type(name: str, value: Any, default: Any) -> None:
   if name == 'amplitude':
     if isinstance(value, bool) or not (
-        isinstance(value, (int, float)) and math.isfinite(value) and value > 0
-        or value == 'adaptive'):
+        isinstance(value, (int, float))
+        and math.isfinite(value)
+        and value > 0
+        or value == 'adaptive'
+    ):
       raise ValueError(
-          f"amplitude must be a positive number or 'adaptive', got {value!r}")
+          f"amplitude must be a positive number or 'adaptive', got {value!r}"
+      )
     return
   if isinstance(default, ml_collections.ConfigDict):
     if not isinstance(value, (ml_collections.ConfigDict, Mapping)):
@@ -231,8 +259,10 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   names = set(config.keys())
   unknown = sorted(names - set(defaults.keys()))
   if unknown:
-    raise ValueError(f'unknown config field(s) {unknown}; valid fields: '
-                     f'{", ".join(defaults.keys())}')
+    raise ValueError(
+        f'unknown config field(s) {unknown}; valid fields: '
+        f'{", ".join(defaults.keys())}'
+    )
   missing = [name for name in defaults.keys() if name not in names]
   if missing:
     raise ValueError(f'config lacks the field(s) {missing}')
@@ -255,11 +285,16 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if not 0 <= config[name] < 1:
       raise ValueError(f'{name} must be in [0, 1), got {config[name]}')
   for epoch in config.lr_decay_epochs:
-    if (isinstance(epoch, bool) or not isinstance(epoch, (int, float))
-        or not math.isfinite(epoch) or epoch < 0):
+    if (
+        isinstance(epoch, bool)
+        or not isinstance(epoch, (int, float))
+        or not math.isfinite(epoch)
+        or epoch < 0
+    ):
       raise ValueError(
           'lr_decay_epochs must hold non-negative numbers, got '
-          f'{tuple(config.lr_decay_epochs)}')
+          f'{tuple(config.lr_decay_epochs)}'
+      )
   for pattern in config.bort_exclude:
     try:
       re.compile(pattern)
@@ -293,8 +328,10 @@ def from_dict(values: Mapping[str, Any]) -> ml_collections.ConfigDict:
   config = get_config()
   unknown = sorted(set(values) - set(config.keys()))
   if unknown:
-    raise ValueError(f'unknown config field(s) {unknown}; valid fields: '
-                     f'{", ".join(config.keys())}')
+    raise ValueError(
+        f'unknown config field(s) {unknown}; valid fields: '
+        f'{", ".join(config.keys())}'
+    )
   for name, value in values.items():
     if name == 'model_kwargs':
       _check_type(name, value, config.model_kwargs)
@@ -307,8 +344,9 @@ def from_dict(values: Mapping[str, Any]) -> ml_collections.ConfigDict:
   return validate(lock(config))
 
 
-def replace(config: ml_collections.ConfigDict, **changes: Any
-            ) -> ml_collections.ConfigDict:
+def replace(
+    config: ml_collections.ConfigDict, **changes: Any
+) -> ml_collections.ConfigDict:
   """A validated copy of ``config`` with ``changes``; ``config`` is unchanged.
 
   Example:

@@ -38,23 +38,23 @@ import tensorflow_datasets as tfds
 from tensorflow_datasets.image_classification import mnist as tfds_mnist
 
 __all__ = [
-  'IDX_FILES',
-  'IdxFormatError',
-  'MnistArrays',
-  'MnistFromIdx',
-  'encode_png_gray',
-  'ensure_mnist',
-  'find_idx_files',
-  'load_mnist_split',
-  'prepare_mnist',
-  'read_idx',
-  'verify_prepared',
+    'IDX_FILES',
+    'IdxFormatError',
+    'MnistArrays',
+    'MnistFromIdx',
+    'encode_png_gray',
+    'ensure_mnist',
+    'find_idx_files',
+    'load_mnist_split',
+    'prepare_mnist',
+    'read_idx',
+    'verify_prepared',
 ]
 
 # split -> (images file, labels file), the standard names of LeCun's files.
 IDX_FILES = {
-  'train': ('train-images-idx3-ubyte.gz', 'train-labels-idx1-ubyte.gz'),
-  'test': ('t10k-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz'),
+    'train': ('train-images-idx3-ubyte.gz', 'train-labels-idx1-ubyte.gz'),
+    'test': ('t10k-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz'),
 }
 _NUM_EXAMPLES = {'train': 60000, 'test': 10000}
 _IMAGE_SIZE = 28
@@ -62,12 +62,12 @@ _NUM_CLASSES = 10
 
 # IDX type byte -> big-endian numpy dtype (http://yann.lecun.com/exdb/mnist/).
 _IDX_DTYPES = {
-  0x08: np.dtype('>u1'),
-  0x09: np.dtype('>i1'),
-  0x0B: np.dtype('>i2'),
-  0x0C: np.dtype('>i4'),
-  0x0D: np.dtype('>f4'),
-  0x0E: np.dtype('>f8'),
+    0x08: np.dtype('>u1'),
+    0x09: np.dtype('>i1'),
+    0x0B: np.dtype('>i2'),
+    0x0C: np.dtype('>i4'),
+    0x0D: np.dtype('>f4'),
+    0x0E: np.dtype('>f8'),
 }
 
 
@@ -119,13 +119,15 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
       data = gzip.decompress(data)
     except (OSError, EOFError, zlib.error) as e:  # BadGzipFile: an OSError.
       raise IdxFormatError(
-        f'{path}: cannot decompress (corrupt or truncated gzip file): {e}'
+          f'{path}: cannot decompress (corrupt or truncated gzip file): {e}'
       ) from e
   if len(data) < 4:
-    raise IdxFormatError(f'{path}: {len(data)} bytes, too short for an IDX header')
+    raise IdxFormatError(
+        f'{path}: {len(data)} bytes, too short for an IDX header'
+    )
   if data[0] != 0 or data[1] != 0:
     raise IdxFormatError(
-      f'{path}: bad magic number 0x{data[:4].hex()} (must start with 0x0000)'
+        f'{path}: bad magic number 0x{data[:4].hex()} (must start with 0x0000)'
     )
   type_code, ndim = data[2], data[3]
   if type_code not in _IDX_DTYPES:
@@ -139,8 +141,8 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
   actual = len(data) - header_size
   if actual != expected:
     raise IdxFormatError(
-      f'{path}: payload has {actual} bytes, header {shape} of {dtype.name} '
-      f'needs {expected}'
+        f'{path}: payload has {actual} bytes, header {shape} of {dtype.name} '
+        f'needs {expected}'
     )
   array = np.frombuffer(data, dtype, offset=header_size).reshape(shape)
   return array.astype(dtype.newbyteorder('='))
@@ -150,9 +152,9 @@ def _check_magic(path: Path, expected_ndim: int, array: np.ndarray) -> None:
   """Checks for the MNIST magic numbers 0x00000801 / 0x00000803 (uint8)."""
   if array.dtype != np.uint8 or array.ndim != expected_ndim:
     raise IdxFormatError(
-      f'{path}: expected magic number 0x0000080{expected_ndim} (uint8, '
-      f'{expected_ndim} dimensions), got {array.dtype.name} with shape '
-      f'{array.shape}'
+        f'{path}: expected magic number 0x0000080{expected_ndim} (uint8, '
+        f'{expected_ndim} dimensions), got {array.dtype.name} with shape '
+        f'{array.shape}'
     )
 
 
@@ -164,17 +166,21 @@ def _load_pair(images_path: Path, labels_path: Path, split: str) -> MnistArrays:
   n = _NUM_EXAMPLES[split]
   if images.shape != (n, _IMAGE_SIZE, _IMAGE_SIZE):
     raise IdxFormatError(
-      f'{images_path}: expected {n} images of {_IMAGE_SIZE}x{_IMAGE_SIZE}, '
-      f'got shape {images.shape}'
+        f'{images_path}: expected {n} images of {_IMAGE_SIZE}x{_IMAGE_SIZE}, '
+        f'got shape {images.shape}'
     )
   if labels.shape != (n,):
-    raise IdxFormatError(f'{labels_path}: expected {n} labels, got {labels.shape}')
+    raise IdxFormatError(
+        f'{labels_path}: expected {n} labels, got {labels.shape}'
+    )
   if labels.max() >= _NUM_CLASSES:
     raise IdxFormatError(f'{labels_path}: label {labels.max()} is not in 0..9')
   return MnistArrays(images, labels.astype(np.int64))
 
 
-def load_mnist_split(idx_dir: str | os.PathLike[str], split: str) -> MnistArrays:
+def load_mnist_split(
+    idx_dir: str | os.PathLike[str], split: str
+) -> MnistArrays:
   """Reads and validates one MNIST split from the IDX files in ``idx_dir``.
 
   Args:
@@ -195,15 +201,21 @@ def load_mnist_split(idx_dir: str | os.PathLike[str], split: str) -> MnistArrays
     ((10000, 28, 28), (10000,))
   """
   if split not in IDX_FILES:
-    raise ValueError(f'unknown MNIST split {split!r}; valid: {sorted(IDX_FILES)}')
+    raise ValueError(
+        f'unknown MNIST split {split!r}; valid: {sorted(IDX_FILES)}'
+    )
   images_name, labels_name = IDX_FILES[split]
-  return _load_pair(Path(idx_dir) / images_name, Path(idx_dir) / labels_name, split)
+  return _load_pair(
+      Path(idx_dir) / images_name, Path(idx_dir) / labels_name, split
+  )
 
 
 def _png_chunk(kind: bytes, payload: bytes) -> bytes:
   """One PNG chunk: length, type, payload, CRC-32 of type and payload."""
   crc = zlib.crc32(payload, zlib.crc32(kind))
-  return struct.pack('>I', len(payload)) + kind + payload + struct.pack('>I', crc)
+  return (
+      struct.pack('>I', len(payload)) + kind + payload + struct.pack('>I', crc)
+  )
 
 
 def encode_png_gray(images: np.ndarray, compress_level: int = 6) -> list[bytes]:
@@ -230,7 +242,9 @@ def encode_png_gray(images: np.ndarray, compress_level: int = 6) -> list[bytes]:
   """
   images = np.asarray(images)
   if images.dtype != np.uint8 or images.ndim != 3:
-    raise ValueError(f'expected uint8 [N, H, W], got {images.dtype} {images.shape}')
+    raise ValueError(
+        f'expected uint8 [N, H, W], got {images.dtype} {images.shape}'
+    )
   n, height, width = images.shape
   # Each scanline starts with its filter type byte, 0 (None).
   rows = np.zeros((n, height, width + 1), np.uint8)
@@ -238,12 +252,14 @@ def encode_png_gray(images: np.ndarray, compress_level: int = 6) -> list[bytes]:
   # Width, height, bit depth 8, colour type 0 (grey), deflate, filter 0, no
   # interlace.
   head = b'\x89PNG\r\n\x1a\n' + _png_chunk(
-    b'IHDR', struct.pack('>IIBBBBB', width, height, 8, 0, 0, 0, 0)
+      b'IHDR', struct.pack('>IIBBBBB', width, height, 8, 0, 0, 0, 0)
   )
   tail = _png_chunk(b'IEND', b'')
   return [
-    head + _png_chunk(b'IDAT', zlib.compress(r.tobytes(), compress_level)) + tail
-    for r in rows
+      head
+      + _png_chunk(b'IDAT', zlib.compress(r.tobytes(), compress_level))
+      + tail
+      for r in rows
   ]
 
 
@@ -275,7 +291,9 @@ class MnistFromIdx(tfds_mnist.MNIST, skip_registration=True):
   # installs (an editable install seen as a namespace package).
   code_path = tfds_mnist.MNIST.code_path
 
-  def __init__(self, *, idx_dir: str | os.PathLike[str] | None = None, **kwargs):
+  def __init__(
+      self, *, idx_dir: str | os.PathLike[str] | None = None, **kwargs
+  ):
     self._idx_dir = None if idx_dir is None else Path(idx_dir)
     super().__init__(**kwargs)
 
@@ -293,22 +311,29 @@ class MnistFromIdx(tfds_mnist.MNIST, skip_registration=True):
   def _split_generators(self, dl_manager):
     if self._idx_dir is None:
       urls = {
-        f'{split}/{i}': urllib.parse.urljoin(self.URL, name)
-        for split, names in IDX_FILES.items()
-        for i, name in enumerate(names)
+          f'{split}/{i}': urllib.parse.urljoin(self.URL, name)
+          for split, names in IDX_FILES.items()
+          for i, name in enumerate(names)
       }
-      paths = {k: Path(os.fspath(p)) for k, p in dl_manager.download(urls).items()}
-      pairs = {split: (paths[f'{split}/0'], paths[f'{split}/1']) for split in IDX_FILES}
+      paths = {
+          k: Path(os.fspath(p)) for k, p in dl_manager.download(urls).items()
+      }
+      pairs = {
+          split: (paths[f'{split}/0'], paths[f'{split}/1'])
+          for split in IDX_FILES
+      }
     else:
       pairs = {
-        split: (self._idx_dir / images, self._idx_dir / labels)
-        for split, (images, labels) in IDX_FILES.items()
+          split: (self._idx_dir / images, self._idx_dir / labels)
+          for split, (images, labels) in IDX_FILES.items()
       }
     # Read (and validate) every file before tfds starts writing.
     arrays = {split: _load_pair(*pair, split) for split, pair in pairs.items()}
     return {split: self._generate_examples(a) for split, a in arrays.items()}
 
-  def _generate_examples(self, arrays: MnistArrays) -> Iterator[tuple[int, dict]]:  # pytype: disable=signature-mismatch
+  def _generate_examples(
+      self, arrays: MnistArrays
+  ) -> Iterator[tuple[int, dict]]:  # pytype: disable=signature-mismatch
     # Keyed by index, like the stock builder, so tfds' shuffling (a hash of
     # the key) puts the examples in the same on-disk order.
     # zlib level 1: ~2x faster to write than level 6, files ~5% larger.
@@ -318,8 +343,8 @@ class MnistFromIdx(tfds_mnist.MNIST, skip_registration=True):
 
 
 def prepare_mnist(
-  idx_dir: str | os.PathLike[str],
-  data_dir: str | os.PathLike[str],
+    idx_dir: str | os.PathLike[str],
+    data_dir: str | os.PathLike[str],
 ) -> Path:
   """Writes tfds ``mnist`` 3.0.1 (``array_record``) into ``data_dir``.
 
@@ -358,9 +383,9 @@ def prepare_mnist(
     formats = sorted(f.value for f in builder.info.available_file_formats())
     if 'array_record' not in formats:
       raise ValueError(
-        f'{data_path} already holds mnist in the format(s) {formats}; '
-        'tfds.data_source needs array_record. Use another --data-dir or '
-        'remove that folder.'
+          f'{data_path} already holds mnist in the format(s) {formats}; '
+          'tfds.data_source needs array_record. Use another --data-dir or '
+          'remove that folder.'
       )
     return data_path
   # Check the inputs before tfds creates any folder.
@@ -368,24 +393,25 @@ def prepare_mnist(
     for name in IDX_FILES[split]:
       if not (Path(idx_dir) / name).is_file():
         raise FileNotFoundError(
-          f'MNIST IDX file {name!r} not found in {Path(idx_dir).absolute()}'
+            f'MNIST IDX file {name!r} not found in {Path(idx_dir).absolute()}'
         )
   download_config = tfds.download.DownloadConfig(try_download_gcs=False)
   logging.getLogger('bort_jax').info(
-    'MNIST: preparing %s from the IDX files in %s (about 30 s)',
-    data_path, Path(idx_dir).absolute())
+      'MNIST: preparing %s from the IDX files in %s (about 30 s)',
+      data_path,
+      Path(idx_dir).absolute(),
+  )
   if not sys.stderr.isatty():  # tfds' progress bars write lines to a log file
     tfds.disable_progress_bar()
   # The download manager is unused but creates its folders: keep them out of
   # data_dir.
   with tempfile.TemporaryDirectory(prefix='bort_mnist_dl_') as download_dir:
     builder.download_and_prepare(
-      download_dir=download_dir,
-      download_config=download_config,
-      file_format='array_record',
+        download_dir=download_dir,
+        download_config=download_config,
+        file_format='array_record',
     )
   return data_path
-
 
 
 def verify_prepared(data_dir: str | os.PathLike[str]) -> dict[str, int]:
@@ -424,8 +450,8 @@ def verify_prepared(data_dir: str | os.PathLike[str]) -> dict[str, int]:
       if not path.is_file() or not path.stat().st_size:
         state = 'missing' if not path.exists() else 'empty'
         raise FileNotFoundError(
-          f'mnist in {data_path} is incomplete: the {split} split file '
-          f'{path.name} is {state}; {rebuild}'
+            f'mnist in {data_path} is incomplete: the {split} split file '
+            f'{path.name} is {state}; {rebuild}'
         )
     try:
       source = builder.as_data_source(split=split)
@@ -437,13 +463,13 @@ def verify_prepared(data_dir: str | os.PathLike[str]) -> dict[str, int]:
             raise ValueError(f'image shape {example["image"].shape}')
     except Exception as error:  # array_record/decoder errors vary
       raise IdxFormatError(
-        f'mnist in {data_path}: the {split} split does not read back '
-        f'({type(error).__name__}: {error}); {rebuild}'
+          f'mnist in {data_path}: the {split} split does not read back '
+          f'({type(error).__name__}: {error}); {rebuild}'
       ) from error
     if count != info.num_examples:
       raise IdxFormatError(
-        f'mnist in {data_path}: the {split} split holds {count} examples, its '
-        f'metadata says {info.num_examples}; {rebuild}'
+          f'mnist in {data_path}: the {split} split holds {count} examples, its '
+          f'metadata says {info.num_examples}; {rebuild}'
       )
     counts[split] = count
   return counts
@@ -459,14 +485,14 @@ def find_idx_files(idx_dir: str | os.PathLike[str]) -> Path:
   names = [name for pair in IDX_FILES.values() for name in pair]
   if not all((idx_dir / name).is_file() for name in names):
     raise FileNotFoundError(
-      f'{idx_dir} does not hold the four MNIST IDX files {names}'
+        f'{idx_dir} does not hold the four MNIST IDX files {names}'
     )
   return idx_dir.resolve()
 
 
 def ensure_mnist(
-  data_dir: str | os.PathLike[str],
-  idx_dir: str | os.PathLike[str] | None = None,
+    data_dir: str | os.PathLike[str],
+    idx_dir: str | os.PathLike[str] | None = None,
 ) -> bool:
   """Prepares ``mnist`` in ``data_dir`` from the IDX files if it is missing.
 

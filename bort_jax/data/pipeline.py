@@ -33,11 +33,11 @@ from bort_jax.data.sources import Source, open_split
 from bort_jax.data.specs import DatasetSpec
 
 __all__ = [
-  'Batch',
-  'epoch_permutation',
-  'make_eval_iterator',
-  'make_train_iterator',
-  'steps_per_epoch',
+    'Batch',
+    'epoch_permutation',
+    'make_eval_iterator',
+    'make_train_iterator',
+    'steps_per_epoch',
 ]
 
 Batch = dict[str, np.ndarray]
@@ -63,7 +63,9 @@ def epoch_permutation(num_examples: int, seed: int, epoch: int) -> np.ndarray:
     >>> sorted(p.tolist()), bool((p == epoch_permutation(5, 0, 1)).all())
     ([0, 1, 2, 3, 4], True)
   """
-  return np.random.default_rng([seed, epoch, _SHUFFLE]).permutation(num_examples)
+  return np.random.default_rng([seed, epoch, _SHUFFLE]).permutation(
+      num_examples
+  )
 
 
 def steps_per_epoch(num_examples: int, batch_size: int, *, train: bool) -> int:
@@ -78,23 +80,31 @@ def steps_per_epoch(num_examples: int, batch_size: int, *, train: bool) -> int:
   return -(-num_examples // batch_size)
 
 
-def _processes(process_index: int | None, process_count: int | None) -> tuple[int, int]:
+def _processes(
+    process_index: int | None, process_count: int | None
+) -> tuple[int, int]:
   """``(index, count)``, defaulting to this JAX process."""
   if process_index is None or process_count is None:
     import jax  # pylint: disable=import-outside-toplevel
 
-    process_index = jax.process_index() if process_index is None else process_index
-    process_count = jax.process_count() if process_count is None else process_count
+    process_index = (
+        jax.process_index() if process_index is None else process_index
+    )
+    process_count = (
+        jax.process_count() if process_count is None else process_count
+    )
   if not 0 <= process_index < process_count:
-    raise ValueError(f'process_index {process_index} not in [0, {process_count})')
+    raise ValueError(
+        f'process_index {process_index} not in [0, {process_count})'
+    )
   return process_index, process_count
 
 
 def _local_batch_size(batch_size: int, process_count: int) -> int:
   if batch_size <= 0 or batch_size % process_count:
     raise ValueError(
-      f'the global batch_size ({batch_size}) must be a positive multiple of '
-      f'process_count ({process_count})'
+        f'the global batch_size ({batch_size}) must be a positive multiple of '
+        f'process_count ({process_count})'
     )
   return batch_size // process_count
 
@@ -106,7 +116,7 @@ def _check_non_negative(**values: int) -> None:
 
 
 def _resolve_source(
-  dataset: str | Source, split: str, data_dir, download: bool
+    dataset: str | Source, split: str, data_dir, download: bool
 ) -> Source:
   if isinstance(dataset, str):
     return open_split(dataset, split, data_dir=data_dir, download=download)
@@ -123,28 +133,30 @@ def _map_fn(num_threads: int):
     yield pool.map
 
 
-def _batch(spec: DatasetSpec, images: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> Batch:
+def _batch(
+    spec: DatasetSpec, images: np.ndarray, labels: np.ndarray, mask: np.ndarray
+) -> Batch:
   """Normalised float32 images, int32 labels and the bool mask."""
   return {
-    'image': transforms.normalize(images, spec.mean, spec.std),
-    'label': labels.astype(np.int32),
-    'mask': mask,
+      'image': transforms.normalize(images, spec.mean, spec.std),
+      'label': labels.astype(np.int32),
+      'mask': mask,
   }
 
 
 def make_train_iterator(
-  dataset: str | Source,
-  *,
-  batch_size: int,
-  seed: int,
-  epoch: int = 0,
-  start_step: int = 0,
-  augment: bool = True,
-  data_dir: str | os.PathLike[str] | None = None,
-  download: bool = False,
-  process_index: int | None = None,
-  process_count: int | None = None,
-  num_threads: int = 0,
+    dataset: str | Source,
+    *,
+    batch_size: int,
+    seed: int,
+    epoch: int = 0,
+    start_step: int = 0,
+    augment: bool = True,
+    data_dir: str | os.PathLike[str] | None = None,
+    download: bool = False,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    num_threads: int = 0,
 ) -> Iterator[Batch]:
   """One shuffled, augmented training epoch of this process' batch shards.
 
@@ -189,8 +201,8 @@ def make_train_iterator(
   steps = steps_per_epoch(len(source), batch_size, train=True)
   if steps == 0:
     raise ValueError(
-      f'{spec.name} {source.split!r} has {len(source)} examples, fewer than '
-      f'one batch of {batch_size}'
+        f'{spec.name} {source.split!r} has {len(source)} examples, fewer than '
+        f'one batch of {batch_size}'
     )
   order = epoch_permutation(len(source), seed, epoch)
   transform = spec.train_transform if augment else spec.eval_transform
@@ -212,15 +224,15 @@ def make_train_iterator(
 
 
 def make_eval_iterator(
-  dataset: str | Source,
-  *,
-  batch_size: int,
-  split: str = 'eval',
-  data_dir: str | os.PathLike[str] | None = None,
-  download: bool = False,
-  process_index: int | None = None,
-  process_count: int | None = None,
-  num_threads: int = 0,
+    dataset: str | Source,
+    *,
+    batch_size: int,
+    split: str = 'eval',
+    data_dir: str | os.PathLike[str] | None = None,
+    download: bool = False,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    num_threads: int = 0,
 ) -> Iterator[Batch]:
   """One pass over a split, every example exactly once, padded and masked.
 

@@ -31,17 +31,18 @@ if TYPE_CHECKING:
   import tensorflow_datasets as tfds
 
 __all__ = [
-  'ArraySource',
-  'DatasetNotFoundError',
-  'Examples',
-  'Source',
-  'TfdsSource',
-  'load_into_memory',
-  'num_examples',
-  'open_split',
-  'prepare_builder',
-  'resolve_data_dir',
+    'ArraySource',
+    'DatasetNotFoundError',
+    'Examples',
+    'Source',
+    'TfdsSource',
+    'load_into_memory',
+    'num_examples',
+    'open_split',
+    'prepare_builder',
+    'resolve_data_dir',
 ]
+
 
 @functools.cache
 def _record_parser() -> tuple[Any, Any]:
@@ -97,27 +98,31 @@ def _builder(spec: DatasetSpec, data_dir: str) -> tfds.core.DatasetBuilder:
   # tfds is imported here, on first use, so that the package imports without it.
   if spec.name == 'mnist':
     from bort_jax.data import mnist_idx  # pylint: disable=import-outside-toplevel
+
     return mnist_idx.MnistFromIdx(data_dir=data_dir)
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+
   return tfds.builder(spec.name, data_dir=data_dir)
 
 
-def _not_prepared(spec: DatasetSpec, builder: Any, data_dir: str) -> DatasetNotFoundError:
+def _not_prepared(
+    spec: DatasetSpec, builder: Any, data_dir: str
+) -> DatasetNotFoundError:
   version = getattr(builder, 'version', '?')
   return DatasetNotFoundError(
-    f'Data set {spec.name!r} (version {version}) is not prepared in the tfds '
-    f'data_dir {data_dir!r} (looked for {os.fspath(builder.data_path)}) and '
-    f'download=False, so nothing was downloaded. To provide it, '
-    f'{spec.how_to_prepare.format(data_dir=data_dir)}. Then pass '
-    f'data_dir={data_dir!r} (or set TFDS_DATA_DIR).'
+      f'Data set {spec.name!r} (version {version}) is not prepared in the tfds '
+      f'data_dir {data_dir!r} (looked for {os.fspath(builder.data_path)}) and '
+      f'download=False, so nothing was downloaded. To provide it, '
+      f'{spec.how_to_prepare.format(data_dir=data_dir)}. Then pass '
+      f'data_dir={data_dir!r} (or set TFDS_DATA_DIR).'
   )
 
 
 def prepare_builder(
-  name: str,
-  *,
-  data_dir: str | os.PathLike[str] | None = None,
-  download: bool = False,
+    name: str,
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    download: bool = False,
 ) -> tfds.core.DatasetBuilder:
   """The tfds builder of a prepared data set, preparing it if allowed.
 
@@ -236,7 +241,9 @@ class TfdsSource:
       return Examples(list(images), labels)
     if not images:
       return Examples(np.zeros((0, *self.spec.image_shape), np.uint8), labels)
-    return Examples(np.stack([transforms.decode_image(i, channels) for i in images]), labels)
+    return Examples(
+        np.stack([transforms.decode_image(i, channels) for i in images]), labels
+    )
 
 
 Source = Union[ArraySource, TfdsSource]
@@ -273,12 +280,12 @@ def load_into_memory(source: Source, chunk_size: int = 4096) -> ArraySource:
 
 
 def open_split(
-  name: str,
-  split: str = 'train',
-  *,
-  data_dir: str | os.PathLike[str] | None = None,
-  download: bool = False,
-  in_memory: bool = False,
+    name: str,
+    split: str = 'train',
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    download: bool = False,
+    in_memory: bool = False,
 ) -> Source:
   """Opens one split of a supported data set for random access.
 
@@ -311,19 +318,19 @@ def open_split(
     data_source = builder.as_data_source(split=tfds_split)
   except (ValueError, NotImplementedError) as e:  # Tfrecord only, bad split....
     raise ValueError(
-      f'cannot open split {tfds_split!r} of {name!r} in '
-      f'{os.fspath(builder.data_dir)} for random access: {e}'
+        f'cannot open split {tfds_split!r} of {name!r} in '
+        f'{os.fspath(builder.data_dir)} for random access: {e}'
     ) from e
   source = TfdsSource(spec, tfds_split, data_source)
   return load_into_memory(source) if in_memory else source
 
 
 def num_examples(
-  name: str,
-  split: str = 'train',
-  *,
-  data_dir: str | os.PathLike[str] | None = None,
-  download: bool = False,
+    name: str,
+    split: str = 'train',
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    download: bool = False,
 ) -> int:
   """Number of examples of a prepared split (read from its metadata).
 

@@ -47,73 +47,79 @@ class DatasetSpec:
 
   def tfds_split(self, split: str) -> str:
     """Maps ``'train'``/``'eval'`` to tfds split names; others pass through."""
-    return {'train': self.train_split, 'eval': self.eval_split}.get(split, split)
+    return {'train': self.train_split, 'eval': self.eval_split}.get(
+        split, split
+    )
 
 
 _TFDS_BUILD_HINT = (
-  'on a machine with internet run `tfds build {name} --data_dir {{data_dir}} '
-  '--file_format array_record` (tfds encodes the images with TensorFlow while '
-  'generating, so install it there) and copy {{data_dir}}/{name} here, or pass '
-  'download=True on such a machine'
+    'on a machine with internet run `tfds build {name} --data_dir {{data_dir}} '
+    '--file_format array_record` (tfds encodes the images with TensorFlow while '
+    'generating, so install it there) and copy {{data_dir}}/{name} here, or pass '
+    'download=True on such a machine'
 )
 
 DATASETS: dict[str, DatasetSpec] = {
-  'mnist': DatasetSpec(
-    name='mnist',
-    train_split='train',
-    eval_split='test',
-    image_shape=(28, 28, 1),
-    num_classes=10,
-    mean=(0.1307,),
-    std=(0.3081,),
-    fixed_size=True,
-    train_transform=transforms.identity_transform,
-    eval_transform=transforms.identity_transform,
-    num_uniforms=0,
-    how_to_prepare=(
-      'build it from the four MNIST IDX .gz files (no TensorFlow or internet '
-      'needed): `bort-prepare-mnist --idx-dir <folder with the IDX files> '
-      '--data-dir {data_dir}` (or call '
-      'bort_jax.data.mnist_idx.prepare_mnist), or pass download=True on a '
-      'machine with internet'
+    'mnist': DatasetSpec(
+        name='mnist',
+        train_split='train',
+        eval_split='test',
+        image_shape=(28, 28, 1),
+        num_classes=10,
+        mean=(0.1307,),
+        std=(0.3081,),
+        fixed_size=True,
+        train_transform=transforms.identity_transform,
+        eval_transform=transforms.identity_transform,
+        num_uniforms=0,
+        how_to_prepare=(
+            'build it from the four MNIST IDX .gz files (no TensorFlow or internet '
+            'needed): `bort-prepare-mnist --idx-dir <folder with the IDX files> '
+            '--data-dir {data_dir}` (or call '
+            'bort_jax.data.mnist_idx.prepare_mnist), or pass download=True on a '
+            'machine with internet'
+        ),
     ),
-  ),
-  'cifar10': DatasetSpec(
-    name='cifar10',
-    train_split='train',
-    eval_split='test',
-    image_shape=(32, 32, 3),
-    num_classes=10,
-    mean=(0.4914, 0.4822, 0.4465),
-    std=(0.2470, 0.2435, 0.2616),
-    fixed_size=True,
-    train_transform=functools.partial(transforms.pad_crop_flip_transform, pad=4),
-    eval_transform=transforms.identity_transform,
-    num_uniforms=3,
-    how_to_prepare=_TFDS_BUILD_HINT.format(name='cifar10'),
-  ),
-  'imagenet2012': DatasetSpec(
-    name='imagenet2012',
-    train_split='train',
-    eval_split='validation',
-    image_shape=(224, 224, 3),
-    num_classes=1000,
-    mean=(0.485, 0.456, 0.406),
-    std=(0.229, 0.224, 0.225),
-    fixed_size=False,
-    train_transform=functools.partial(transforms.imagenet_train_transform, size=224),
-    eval_transform=functools.partial(
-      transforms.imagenet_eval_transform, size=224, resize=256
+    'cifar10': DatasetSpec(
+        name='cifar10',
+        train_split='train',
+        eval_split='test',
+        image_shape=(32, 32, 3),
+        num_classes=10,
+        mean=(0.4914, 0.4822, 0.4465),
+        std=(0.2470, 0.2435, 0.2616),
+        fixed_size=True,
+        train_transform=functools.partial(
+            transforms.pad_crop_flip_transform, pad=4
+        ),
+        eval_transform=transforms.identity_transform,
+        num_uniforms=3,
+        how_to_prepare=_TFDS_BUILD_HINT.format(name='cifar10'),
     ),
-    num_uniforms=transforms.IMAGENET_TRAIN_UNIFORMS,
-    how_to_prepare=(
-      'ImageNet cannot be downloaded automatically: put ILSVRC2012_img_train.tar '
-      'and ILSVRC2012_img_val.tar in {data_dir}/downloads/manual and run `tfds '
-      'build imagenet2012 --data_dir {data_dir} --file_format array_record` '
-      '(tfds needs TensorFlow to generate it), or prepare it elsewhere and copy '
-      '{data_dir}/imagenet2012 here'
+    'imagenet2012': DatasetSpec(
+        name='imagenet2012',
+        train_split='train',
+        eval_split='validation',
+        image_shape=(224, 224, 3),
+        num_classes=1000,
+        mean=(0.485, 0.456, 0.406),
+        std=(0.229, 0.224, 0.225),
+        fixed_size=False,
+        train_transform=functools.partial(
+            transforms.imagenet_train_transform, size=224
+        ),
+        eval_transform=functools.partial(
+            transforms.imagenet_eval_transform, size=224, resize=256
+        ),
+        num_uniforms=transforms.IMAGENET_TRAIN_UNIFORMS,
+        how_to_prepare=(
+            'ImageNet cannot be downloaded automatically: put ILSVRC2012_img_train.tar '
+            'and ILSVRC2012_img_val.tar in {data_dir}/downloads/manual and run `tfds '
+            'build imagenet2012 --data_dir {data_dir} --file_format array_record` '
+            '(tfds needs TensorFlow to generate it), or prepare it elsewhere and copy '
+            '{data_dir}/imagenet2012 here'
+        ),
     ),
-  ),
 }
 
 
@@ -138,5 +144,5 @@ def dataset_info(name: str) -> DatasetSpec:
     return DATASETS[name]
   except KeyError:
     raise ValueError(
-      f'unsupported data set {name!r}; supported: {sorted(DATASETS)}'
+        f'unsupported data set {name!r}; supported: {sorted(DATASETS)}'
     ) from None

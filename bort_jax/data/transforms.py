@@ -25,17 +25,17 @@ import numpy as np
 from PIL import Image
 
 __all__ = [
-  'center_crop_box',
-  'crop_and_resize',
-  'decode_image',
-  'flip_left_right',
-  'imagenet_eval_transform',
-  'imagenet_train_transform',
-  'inception_crop_boxes',
-  'identity_transform',
-  'normalize',
-  'pad_crop_flip',
-  'pad_crop_flip_transform',
+    'center_crop_box',
+    'crop_and_resize',
+    'decode_image',
+    'flip_left_right',
+    'imagenet_eval_transform',
+    'imagenet_train_transform',
+    'inception_crop_boxes',
+    'identity_transform',
+    'normalize',
+    'pad_crop_flip',
+    'pad_crop_flip_transform',
 ]
 
 # An encoded image (PNG/JPEG bytes) or an already decoded uint8 [H, W, C].
@@ -59,7 +59,11 @@ def _decode_unfiltered_png(data: bytes) -> np.ndarray | None:
   pillow).
   """
   # Signature (8 bytes), IHDR chunk (8 + 13 + 4), then the IDAT chunk.
-  if data[:8] != _PNG_SIGNATURE or data[12:16] != b'IHDR' or data[37:41] != b'IDAT':
+  if (
+      data[:8] != _PNG_SIGNATURE
+      or data[12:16] != b'IHDR'
+      or data[37:41] != b'IDAT'
+  ):
     return None
   width, height, depth, colour, _, _, interlace = _IHDR.unpack_from(data, 16)
   if depth != 8 or interlace or colour not in _PNG_CHANNELS:
@@ -110,7 +114,7 @@ def decode_image(image: ImageLike, channels: int) -> np.ndarray:
 
 
 def normalize(
-  images: np.ndarray, mean: Sequence[float], std: Sequence[float]
+    images: np.ndarray, mean: Sequence[float], std: Sequence[float]
 ) -> np.ndarray:
   """Scales uint8 images to ``[0, 1]`` then standardises each channel.
 
@@ -138,7 +142,7 @@ def flip_left_right(images: np.ndarray, flip: np.ndarray) -> np.ndarray:
 
 
 def pad_crop_flip(
-  images: np.ndarray, offsets: np.ndarray, flip: np.ndarray, pad: int
+    images: np.ndarray, offsets: np.ndarray, flip: np.ndarray, pad: int
 ) -> np.ndarray:
   """Zero-pads by ``pad`` pixels, crops back to size at ``offsets``, flips.
 
@@ -162,18 +166,22 @@ def pad_crop_flip(
   padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
   rows = offsets[:, 0, None] + np.arange(h)  # [B, H]
   cols = offsets[:, 1, None] + np.arange(w)  # [B, W]
-  crops = padded[np.arange(b)[:, None, None], rows[:, :, None], cols[:, None, :]]
+  crops = padded[
+      np.arange(b)[:, None, None], rows[:, :, None], cols[:, None, :]
+  ]
   return flip_left_right(crops, flip)
 
 
-def identity_transform(images: np.ndarray, u: np.ndarray, map_fn: MapFn = map) -> np.ndarray:
+def identity_transform(
+    images: np.ndarray, u: np.ndarray, map_fn: MapFn = map
+) -> np.ndarray:
   """No augmentation (MNIST; every eval transform of fixed-size data)."""
   del u, map_fn
   return images
 
 
 def pad_crop_flip_transform(
-  images: np.ndarray, u: np.ndarray, map_fn: MapFn = map, *, pad: int = 4
+    images: np.ndarray, u: np.ndarray, map_fn: MapFn = map, *, pad: int = 4
 ) -> np.ndarray:
   """CIFAR augmentation: ``pad``-pixel zero pad, random crop, random flip.
 
@@ -199,7 +207,7 @@ IMAGENET_TRAIN_UNIFORMS = 4 * INCEPTION_ATTEMPTS + 1
 
 
 def inception_crop_boxes(
-  heights: np.ndarray, widths: np.ndarray, u: np.ndarray
+    heights: np.ndarray, widths: np.ndarray, u: np.ndarray
 ) -> np.ndarray:
   """Random crop boxes covering 8%-100% of the area, aspect ratio 3/4-4/3.
 
@@ -227,9 +235,12 @@ def inception_crop_boxes(
   n = INCEPTION_ATTEMPTS
   u = u[:, : 4 * n].reshape(-1, n, 4)
   area = (heights * widths)[:, None].astype(np.float64)
-  target = area * (INCEPTION_AREA[0] + u[..., 0] * (INCEPTION_AREA[1] - INCEPTION_AREA[0]))
+  target = area * (
+      INCEPTION_AREA[0] + u[..., 0] * (INCEPTION_AREA[1] - INCEPTION_AREA[0])
+  )
   ratio = np.exp(
-    INCEPTION_LOG_RATIO[0] + u[..., 1] * (INCEPTION_LOG_RATIO[1] - INCEPTION_LOG_RATIO[0])
+      INCEPTION_LOG_RATIO[0]
+      + u[..., 1] * (INCEPTION_LOG_RATIO[1] - INCEPTION_LOG_RATIO[0])
   )
   w = np.round(np.sqrt(target * ratio)).astype(np.int64)
   h = np.round(np.sqrt(target / ratio)).astype(np.int64)
@@ -252,7 +263,9 @@ def inception_crop_boxes(
   return np.where(ok.any(axis=1)[:, None], boxes, fallback)
 
 
-def center_crop_box(height: int, width: int, size: int, resize: int) -> tuple[float, ...]:
+def center_crop_box(
+    height: int, width: int, size: int, resize: int
+) -> tuple[float, ...]:
   """The box that "resize the shorter side to ``resize``, centre-crop ``size``"
   selects, in the original image's coordinates: ``(top, left, h, w)``."""
   side = min(height, width) * size / resize
@@ -260,7 +273,7 @@ def center_crop_box(height: int, width: int, size: int, resize: int) -> tuple[fl
 
 
 def crop_and_resize(
-  image: ImageLike, box: Sequence[float], size: int, channels: int = 3
+    image: ImageLike, box: Sequence[float], size: int, channels: int = 3
 ) -> np.ndarray:
   """Decodes ``image``, crops ``box`` ``(top, left, h, w)``, resizes to square.
 
@@ -283,7 +296,9 @@ def crop_and_resize(
   pil = pil.convert('L' if channels == 1 else 'RGB')
   top, left, h, w = (float(v) for v in box)
   out = pil.resize(
-    (size, size), Image.Resampling.BILINEAR, box=(left, top, left + w, top + h)
+      (size, size),
+      Image.Resampling.BILINEAR,
+      box=(left, top, left + w, top + h),
   )
   array = np.asarray(out)
   return array[..., None] if array.ndim == 2 else array
@@ -298,7 +313,11 @@ def _image_size(image: ImageLike) -> tuple[int, int]:
 
 
 def imagenet_train_transform(
-  images: Sequence[ImageLike], u: np.ndarray, map_fn: MapFn = map, *, size: int = 224
+    images: Sequence[ImageLike],
+    u: np.ndarray,
+    map_fn: MapFn = map,
+    *,
+    size: int = 224,
 ) -> np.ndarray:
   """Inception-style random resized crop to ``size`` and random flip.
 
@@ -314,18 +333,20 @@ def imagenet_train_transform(
   """
   hw = np.array(list(map_fn(_image_size, images)), np.int64).reshape(-1, 2)
   boxes = inception_crop_boxes(hw[:, 0], hw[:, 1], u)
-  crops = list(map_fn(lambda im, box: crop_and_resize(im, box, size), images, boxes))
+  crops = list(
+      map_fn(lambda im, box: crop_and_resize(im, box, size), images, boxes)
+  )
   batch = np.stack(crops) if crops else np.zeros((0, size, size, 3), np.uint8)
   return flip_left_right(batch, u[:, 4 * INCEPTION_ATTEMPTS] < 0.5)
 
 
 def imagenet_eval_transform(
-  images: Sequence[ImageLike],
-  u: np.ndarray,
-  map_fn: MapFn = map,
-  *,
-  size: int = 224,
-  resize: int = 256,
+    images: Sequence[ImageLike],
+    u: np.ndarray,
+    map_fn: MapFn = map,
+    *,
+    size: int = 224,
+    resize: int = 256,
 ) -> np.ndarray:
   """Resize the shorter side to ``resize`` and centre-crop ``size``.
 
@@ -343,7 +364,9 @@ def imagenet_eval_transform(
 
   def one(image):
     height, width = _image_size(image)
-    return crop_and_resize(image, center_crop_box(height, width, size, resize), size)
+    return crop_and_resize(
+        image, center_crop_box(height, width, size, resize), size
+    )
 
   crops = list(map_fn(one, images))
   return np.stack(crops) if crops else np.zeros((0, size, size, 3), np.uint8)

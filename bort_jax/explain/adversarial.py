@@ -57,11 +57,11 @@ from bort_jax.explain import chain, inverse
 from bort_jax.models.layers import Flatten
 
 __all__ = [
-  'NORMS',
-  'classifier_input_layer',
-  'explainable_adversarial',
-  'fgsm',
-  'pgd',
+    'NORMS',
+    'classifier_input_layer',
+    'explainable_adversarial',
+    'fgsm',
+    'pgd',
 ]
 
 Norm = Literal['linf', 'l2']
@@ -74,7 +74,9 @@ def _check_norm(norm: str) -> None:
     raise ValueError(f'unknown norm {norm!r}; valid norms: {list(NORMS)}')
 
 
-def _clip(x: jax.Array, clip_min: float | None, clip_max: float | None) -> jax.Array:
+def _clip(
+    x: jax.Array, clip_min: float | None, clip_max: float | None
+) -> jax.Array:
   if clip_min is None and clip_max is None:
     return x
   return jnp.clip(x, clip_min, clip_max)
@@ -88,10 +90,14 @@ def _per_example_norm(x: jax.Array) -> jax.Array:
 
 def _check_labels(x: jax.Array, labels: jax.Array, what: str) -> None:
   if labels.shape != (x.shape[0],):
-    raise ValueError(f'{what} must have shape [N] = ({x.shape[0]},), got {labels.shape}')
+    raise ValueError(
+        f'{what} must have shape [N] = ({x.shape[0]},), got {labels.shape}'
+    )
 
 
-def _loss_grad(model: Any, x: jax.Array, labels: jax.Array, targeted: bool) -> jax.Array:
+def _loss_grad(
+    model: Any, x: jax.Array, labels: jax.Array, targeted: bool
+) -> jax.Array:
   """Gradient of the per-example loss the attack *increases*."""
 
   def loss(inputs):
@@ -116,15 +122,15 @@ def _project(delta: jax.Array, eps: float, norm: str) -> jax.Array:
 
 
 def fgsm(
-  model: Any,
-  x: jax.Array,
-  labels: jax.Array,
-  eps: float,
-  *,
-  norm: Norm = 'linf',
-  targeted: bool = False,
-  clip_min: float | None = None,
-  clip_max: float | None = None,
+    model: Any,
+    x: jax.Array,
+    labels: jax.Array,
+    eps: float,
+    *,
+    norm: Norm = 'linf',
+    targeted: bool = False,
+    clip_min: float | None = None,
+    clip_max: float | None = None,
 ) -> jax.Array:
   r"""Fast gradient (sign) method: one step of size ``eps``.
 
@@ -161,19 +167,19 @@ def fgsm(
 
 
 def pgd(
-  model: Any,
-  x: jax.Array,
-  labels: jax.Array,
-  eps: float,
-  key: jax.Array,
-  *,
-  num_steps: int = 20,
-  step_size: float | None = None,
-  norm: Norm = 'linf',
-  targeted: bool = False,
-  random_start: bool = True,
-  clip_min: float | None = None,
-  clip_max: float | None = None,
+    model: Any,
+    x: jax.Array,
+    labels: jax.Array,
+    eps: float,
+    key: jax.Array,
+    *,
+    num_steps: int = 20,
+    step_size: float | None = None,
+    norm: Norm = 'linf',
+    targeted: bool = False,
+    random_start: bool = True,
+    clip_min: float | None = None,
+    clip_max: float | None = None,
 ) -> jax.Array:
   r"""Projected gradient descent (Madry et al. 2018).
 
@@ -222,7 +228,9 @@ def pgd(
       direction = jax.random.normal(key_dir, x.shape, x.dtype)
       direction = direction / jnp.maximum(_per_example_norm(direction), 1e-12)
       dim = x[0].size
-      radius = eps * jax.random.uniform(key_radius, (x.shape[0],), x.dtype) ** (1.0 / dim)
+      radius = eps * jax.random.uniform(key_radius, (x.shape[0],), x.dtype) ** (
+          1.0 / dim
+      )
       delta = direction * radius.reshape(-1, *([1] * (x.ndim - 1)))
   else:
     delta = jnp.zeros_like(x)
@@ -342,7 +350,9 @@ def explainable_adversarial(
     (2, 28, 28, 1)
   """
   if mode not in ('classifier', 'example'):
-    raise ValueError(f"unknown mode {mode!r}; valid modes: ['classifier', 'example']")
+    raise ValueError(
+        f"unknown mode {mode!r}; valid modes: ['classifier', 'example']"
+    )
   if num_steps < 1:
     raise ValueError(f'num_steps must be positive, got {num_steps}')
   default_layer = classifier_input_layer(model)
@@ -371,20 +381,25 @@ def explainable_adversarial(
   if mode == 'classifier':
     if index != chain.resolve_layer(model, default_layer):
       raise ValueError(
-        f"mode='classifier' moves the classifier's input ({default_layer!r}), "
-        f'not {layer_name!r}')
+          f"mode='classifier' moves the classifier's input ({default_layer!r}), "
+          f'not {layer_name!r}'
+      )
     classifier = chain.layer_chain(model).layers[-1]
     kernel = classifier.kernel[...]
     bias = classifier.bias
-    bias = jnp.zeros((num_classes,), kernel.dtype) if bias is None else bias[...]
+    bias = (
+        jnp.zeros((num_classes,), kernel.dtype) if bias is None else bias[...]
+    )
     target_rows = jax.nn.one_hot(targets, num_classes, dtype=bool)
 
     scales = jnp.geomspace(1.0, max_scale, num_scales).astype(x.dtype)
 
     def margins(logits):
       rival = jnp.argmax(jnp.where(target_rows, -jnp.inf, logits), axis=-1)
-      gap = (jnp.take_along_axis(logits, targets[:, None], 1)
-             - jnp.take_along_axis(logits, rival[:, None], 1))[:, 0]
+      gap = (
+          jnp.take_along_axis(logits, targets[:, None], 1)
+          - jnp.take_along_axis(logits, rival[:, None], 1)
+      )[:, 0]
       return gap, rival
 
     def step(_, x_cur):
@@ -394,7 +409,8 @@ def explainable_adversarial(
       gap, rival = margins(logits)
       direction = (kernel[:, targets] - kernel[:, rival]).T  # [N, D]
       alpha = jnp.maximum(margin - gap, 0.0) / jnp.maximum(
-        jnp.sum(jnp.square(direction), axis=-1), 1e-12)
+          jnp.sum(jnp.square(direction), axis=-1), 1e-12
+      )
       base = g(z)
 
       def candidate(scale):
@@ -405,18 +421,24 @@ def explainable_adversarial(
       candidates, gaps = lax.map(candidate, scales)  # [S, N, ...], [S, N]
       reached = gaps >= margin
       first = jnp.argmax(reached, axis=0)
-      best = jnp.where(jnp.any(reached, axis=0), first, jnp.argmax(gaps, axis=0))
+      best = jnp.where(
+          jnp.any(reached, axis=0), first, jnp.argmax(gaps, axis=0)
+      )
       chosen = jnp.take_along_axis(
-        candidates, best.reshape(1, -1, *([1] * (x.ndim - 1))), axis=0)[0]
-      return jnp.where((gap >= margin).reshape(-1, *([1] * (x.ndim - 1))), x_cur, chosen)
+          candidates, best.reshape(1, -1, *([1] * (x.ndim - 1))), axis=0
+      )[0]
+      return jnp.where(
+          (gap >= margin).reshape(-1, *([1] * (x.ndim - 1))), x_cur, chosen
+      )
 
   else:
     if target_examples is None:
       raise ValueError("mode='example' needs target_examples (one per input)")
     if target_examples.shape != x.shape:
       raise ValueError(
-        f'target_examples must have the inputs\' shape {x.shape}, got '
-        f'{target_examples.shape}')
+          f"target_examples must have the inputs' shape {x.shape}, got "
+          f'{target_examples.shape}'
+      )
     z_target = forward(target_examples)
 
     def step(_, x_cur):

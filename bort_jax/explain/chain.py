@@ -169,7 +169,8 @@ def resolve_layer(model: Any, layer: LayerRef) -> int:
       ) from None
   if isinstance(layer, bool):
     raise ValueError(  # noqa: TRY004
-      f'a layer is a name or an int index, got {layer!r}')
+        f'a layer is a name or an int index, got {layer!r}'
+    )
   try:
     index = operator.index(layer)
   except TypeError:

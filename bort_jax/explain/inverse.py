@@ -117,12 +117,12 @@ from bort_jax.explain.registry import (
     unwrap_partial,
 )
 from bort_jax.models.layers import (
-  AvgPool,
-  Flatten,
-  LeakyReLU,
-  MaxPool,
-  NamedSequential,
-  ReLU,
+    AvgPool,
+    Flatten,
+    LeakyReLU,
+    MaxPool,
+    NamedSequential,
+    ReLU,
 )
 
 __all__ = [
@@ -163,11 +163,13 @@ _HIGHEST = lax.Precision.HIGHEST
 
 def _check_scaling(scaling: str) -> None:
   if scaling not in SCALINGS:
-    raise ValueError(f'unknown scaling {scaling!r}; valid scalings: {list(SCALINGS)}')
+    raise ValueError(
+        f'unknown scaling {scaling!r}; valid scalings: {list(SCALINGS)}'
+    )
 
 
 def unit_scales(
-  matrix: jax.Array, scaling: Scaling = 'auto', eps: float = 1e-8
+    matrix: jax.Array, scaling: Scaling = 'auto', eps: float = 1e-8
 ) -> jax.Array:
   r"""The per-unit divisors :math:`D_c` of the transposed-weight inverse.
 
@@ -195,16 +197,18 @@ def unit_scales(
   squares = jnp.square(matrix)
   if scaling == 'row':
     return jnp.sum(squares, axis=0) + eps
-  return jnp.full((units,), jnp.sum(squares) / min(fan_in, units) + eps, matrix.dtype)
+  return jnp.full(
+      (units,), jnp.sum(squares) / min(fan_in, units) + eps, matrix.dtype
+  )
 
 
 def dense_inverse(
-  y: jax.Array,
-  kernel: jax.Array,
-  bias: jax.Array | None = None,
-  *,
-  scaling: Scaling = 'auto',
-  eps: float = 1e-8,
+    y: jax.Array,
+    kernel: jax.Array,
+    bias: jax.Array | None = None,
+    *,
+    scaling: Scaling = 'auto',
+    eps: float = 1e-8,
 ) -> jax.Array:
   r"""Inverts ``y = x @ kernel + bias``: :math:`\hat x = W^\top D^{-1}(y - b)`.
 
@@ -227,8 +231,8 @@ def dense_inverse(
   """
   if y.shape[-1] != kernel.shape[-1]:
     raise ValueError(
-      f'dense_inverse: y has {y.shape[-1]} features but the kernel '
-      f'{kernel.shape} has {kernel.shape[-1]} output units'
+        f'dense_inverse: y has {y.shape[-1]} features but the kernel '
+        f'{kernel.shape} has {kernel.shape[-1]} output units'
     )
   if bias is not None:
     y = y - bias
@@ -246,33 +250,38 @@ def _pair(value: int | Sequence[int], what: str) -> tuple[int, int]:
 
 
 def _explicit_padding(
-  padding: Padding,
-  spatial: tuple[int, int],
-  window: tuple[int, int],
-  strides: tuple[int, int],
-  dilation: tuple[int, int] = (1, 1),
+    padding: Padding,
+    spatial: tuple[int, int],
+    window: tuple[int, int],
+    strides: tuple[int, int],
+    dilation: tuple[int, int] = (1, 1),
 ) -> tuple[tuple[int, int], tuple[int, int]]:
   """``(low, high)`` pairs for 'SAME'/'VALID', an int or explicit pairs."""
   if isinstance(padding, str):
     if padding.upper() not in ('SAME', 'VALID'):
       raise ValueError(
-        f'padding {padding!r} has no inverse here; use SAME, VALID or explicit '
-        '(low, high) pairs'
+          f'padding {padding!r} has no inverse here; use SAME, VALID or explicit '
+          '(low, high) pairs'
       )
     effective = tuple((w - 1) * d + 1 for w, d in zip(window, dilation))
-    return tuple(lax.padtype_to_pads(spatial, effective, strides, padding.upper()))
+    return tuple(
+        lax.padtype_to_pads(spatial, effective, strides, padding.upper())
+    )
   if isinstance(padding, int):
     return ((padding, padding), (padding, padding))
   pads = tuple(
-    (int(pair), int(pair)) if isinstance(pair, int) else tuple(int(p) for p in pair)
-    for pair in padding)
+      (int(pair), int(pair))
+      if isinstance(pair, int)
+      else tuple(int(p) for p in pair)
+      for pair in padding
+  )
   if len(pads) != 2 or any(len(p) != 2 for p in pads):
     raise ValueError(f'padding must be two (low, high) pairs, got {padding!r}')
   return pads
 
 
 def _fold(
-  forward, y: jax.Array, x_shape: tuple[int, ...], what: str
+    forward, y: jax.Array, x_shape: tuple[int, ...], what: str
 ) -> jax.Array:
   """``forward^T(y) / forward^T(1)``-style fold: transpose of a linear map.
 
@@ -282,24 +291,24 @@ def _fold(
   out = jax.eval_shape(forward, x_struct)
   if out.shape != y.shape:
     raise ValueError(
-      f'{what}: an input of shape {x_shape[1:]} gives outputs of shape '
-      f'{out.shape[1:]}, but the given outputs have shape {y.shape[1:]}'
+        f'{what}: an input of shape {x_shape[1:]} gives outputs of shape '
+        f'{out.shape[1:]}, but the given outputs have shape {y.shape[1:]}'
     )
   (x,) = jax.linear_transpose(forward, x_struct)(y)
   return x
 
 
 def conv_inverse(
-  y: jax.Array,
-  kernel: jax.Array,
-  bias: jax.Array | None = None,
-  *,
-  input_shape: Sequence[int],
-  strides: int | Sequence[int] = 1,
-  padding: Padding = 'VALID',
-  kernel_dilation: int | Sequence[int] = 1,
-  scaling: Scaling = 'auto',
-  eps: float = 1e-8,
+    y: jax.Array,
+    kernel: jax.Array,
+    bias: jax.Array | None = None,
+    *,
+    input_shape: Sequence[int],
+    strides: int | Sequence[int] = 1,
+    padding: Padding = 'VALID',
+    kernel_dilation: int | Sequence[int] = 1,
+    scaling: Scaling = 'auto',
+    eps: float = 1e-8,
 ) -> jax.Array:
   r"""Approximate inverse of a 2D convolution (NHWC), by transposed filters.
 
@@ -343,21 +352,25 @@ def conv_inverse(
     True
   """
   if kernel.ndim != 4:
-    raise ValueError(f'conv_inverse expects a [kh, kw, C_in, C_out] kernel, got {kernel.shape}')
+    raise ValueError(
+        f'conv_inverse expects a [kh, kw, C_in, C_out] kernel, got {kernel.shape}'
+    )
   kh, kw, c_in, c_out = kernel.shape
   if y.ndim != 4 or y.shape[-1] != c_out:
     raise ValueError(
-      f'conv_inverse: expected outputs [N, H, W, {c_out}] for a kernel '
-      f'{kernel.shape}, got shape {y.shape}'
+        f'conv_inverse: expected outputs [N, H, W, {c_out}] for a kernel '
+        f'{kernel.shape}, got shape {y.shape}'
     )
   input_shape = tuple(int(s) for s in input_shape)
   if len(input_shape) == 3 and input_shape[-1] != c_in:
     raise ValueError(
-      f'conv_inverse: input_shape {input_shape} has {input_shape[-1]} channels '
-      f'but the kernel {kernel.shape} expects {c_in}'
+        f'conv_inverse: input_shape {input_shape} has {input_shape[-1]} channels '
+        f'but the kernel {kernel.shape} expects {c_in}'
     )
   if len(input_shape) not in (2, 3):
-    raise ValueError(f'input_shape must be (H, W) or (H, W, C), got {input_shape}')
+    raise ValueError(
+        f'input_shape must be (H, W) or (H, W, C), got {input_shape}'
+    )
   spatial = input_shape[:2]
   strides = _pair(strides, 'strides')
   dilation = _pair(kernel_dilation, 'kernel_dilation')
@@ -365,28 +378,39 @@ def conv_inverse(
 
   def conv(x, k):
     return lax.conv_general_dilated(
-      x, k, strides, pads, rhs_dilation=dilation,
-      dimension_numbers=('NHWC', 'HWIO', 'NHWC'), precision=_HIGHEST)
+        x,
+        k,
+        strides,
+        pads,
+        rhs_dilation=dilation,
+        dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+        precision=_HIGHEST,
+    )
 
   if bias is not None:
     y = y - bias
   y = y / unit_scales(kernel.reshape(-1, c_out), scaling, eps)
   n = y.shape[0]
-  summed = _fold(lambda x: conv(x, kernel), y, (n, *spatial, c_in), 'conv_inverse')
+  summed = _fold(
+      lambda x: conv(x, kernel), y, (n, *spatial, c_in), 'conv_inverse'
+  )
   ones_kernel = jnp.ones((kh, kw, 1, 1), y.dtype)
   count = _fold(
-    lambda x: conv(x, ones_kernel), jnp.ones((1, *y.shape[1:3], 1), y.dtype),
-    (1, *spatial, 1), 'conv_inverse')
+      lambda x: conv(x, ones_kernel),
+      jnp.ones((1, *y.shape[1:3], 1), y.dtype),
+      (1, *spatial, 1),
+      'conv_inverse',
+  )
   return summed / jnp.maximum(count, 1.0)
 
 
 def pool_inverse(
-  y: jax.Array,
-  *,
-  input_shape: Sequence[int],
-  window: int | Sequence[int] = 2,
-  strides: int | Sequence[int] | None = None,
-  padding: Padding = 'VALID',
+    y: jax.Array,
+    *,
+    input_shape: Sequence[int],
+    window: int | Sequence[int] = 2,
+    strides: int | Sequence[int] | None = None,
+    padding: Padding = 'VALID',
 ) -> jax.Array:
   r"""Inverse of max or average pooling: fill each window, fold, average.
 
@@ -412,7 +436,9 @@ def pool_inverse(
            [1., 1., 2., 2.]], dtype=float32)
   """
   if y.ndim != 4:
-    raise ValueError(f'pool_inverse expects [N, H, W, C] maps, got shape {y.shape}')
+    raise ValueError(
+        f'pool_inverse expects [N, H, W, C] maps, got shape {y.shape}'
+    )
   window = _pair(window, 'window')
   strides = window if strides is None else _pair(strides, 'strides')
   input_shape = tuple(int(s) for s in input_shape)
@@ -421,13 +447,22 @@ def pool_inverse(
 
   def sum_pool(x):
     return lax.reduce_window(
-      x, jnp.zeros((), x.dtype), lax.add, (1, *window, 1), (1, *strides, 1),
-      ((0, 0), *pads, (0, 0)))
+        x,
+        jnp.zeros((), x.dtype),
+        lax.add,
+        (1, *window, 1),
+        (1, *strides, 1),
+        ((0, 0), *pads, (0, 0)),
+    )
 
   n, c = y.shape[0], y.shape[-1]
   summed = _fold(sum_pool, y, (n, *spatial, c), 'pool_inverse')
-  count = _fold(sum_pool, jnp.ones((1, *y.shape[1:3], 1), y.dtype), (1, *spatial, 1),
-                'pool_inverse')
+  count = _fold(
+      sum_pool,
+      jnp.ones((1, *y.shape[1:3], 1), y.dtype),
+      (1, *spatial, 1),
+      'pool_inverse',
+  )
   return summed / jnp.maximum(count, 1.0)
 
 
@@ -448,7 +483,9 @@ def leaky_relu_inverse(y: jax.Array, slope: float) -> jax.Array:
     Array([-2.,  3.], dtype=float32)
   """
   if slope < 0:
-    raise ValueError(f'a LeakyReLU with negative slope {slope} is not invertible')
+    raise ValueError(
+        f'a LeakyReLU with negative slope {slope} is not invertible'
+    )
   if slope == 0:
     return relu_inverse(y)
   return jnp.where(y >= 0, y, y / jnp.asarray(slope, y.dtype))
@@ -479,8 +516,8 @@ def flatten_inverse(y: jax.Array, input_shape: Sequence[int]) -> jax.Array:
     size *= s
   if y.ndim != 2 or y.shape[-1] != size:
     raise ValueError(
-      f'flatten_inverse: cannot reshape outputs of shape {y.shape} to '
-      f'[N, *{input_shape}] ({size} features per example)'
+        f'flatten_inverse: cannot reshape outputs of shape {y.shape} to '
+        f'[N, *{input_shape}] ({size} features per example)'
     )
   return y.reshape(y.shape[0], *input_shape)
 
@@ -1259,7 +1296,10 @@ def reconstruct(
       for i in range(stop + 1)
   ]
   expected = shapes[stop][1]
-  if representation.ndim != len(expected) + 1 or representation.shape[1:] != expected:
+  if (
+      representation.ndim != len(expected) + 1
+      or representation.shape[1:] != expected
+  ):
     raise ValueError(
         f'representation has shape {tuple(representation.shape)}, but '
         f'{layer_label(model, stop)} outputs [N, *{expected}] for inputs of '

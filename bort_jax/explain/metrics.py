@@ -35,21 +35,21 @@ from jax import lax
 from scipy import stats
 
 __all__ = [
-  'affine_fitted_mse',
-  'attack_success',
-  'auc',
-  'cosine_similarity',
-  'deletion_curve',
-  'insertion_curve',
-  'mass_on_mask',
-  'mean_confidence_interval',
-  'mse',
-  'pearson_r',
-  'perturbation_norms',
-  'psnr',
-  'spearman_rank_correlation',
-  'ssim',
-  'target_likeness',
+    'affine_fitted_mse',
+    'attack_success',
+    'auc',
+    'cosine_similarity',
+    'deletion_curve',
+    'insertion_curve',
+    'mass_on_mask',
+    'mean_confidence_interval',
+    'mse',
+    'pearson_r',
+    'perturbation_norms',
+    'psnr',
+    'spearman_rank_correlation',
+    'ssim',
+    'target_likeness',
 ]
 
 
@@ -153,7 +153,9 @@ def affine_fitted_mse(x_hat: jax.Array, x: jax.Array) -> jax.Array:
   variance = jnp.sum(hc * hc, axis=-1, keepdims=True)
   covariance = jnp.sum(hc * xc, axis=-1, keepdims=True)
   positive = variance > 0
-  gain = jnp.where(positive, covariance / jnp.where(positive, variance, 1.0), 0.0)
+  gain = jnp.where(
+      positive, covariance / jnp.where(positive, variance, 1.0), 0.0
+  )
   return jnp.mean(jnp.square(gain * hc - xc), axis=-1)
 
 
@@ -179,6 +181,7 @@ def psnr(x: jax.Array, y: jax.Array, data_range: float = 1.0) -> jax.Array:
     Array([20.], dtype=float32)
   """
   _check_same_shape(x, y, 'psnr')
+
   # dm_pix wants [N, H, W, C]; the MSE is over all of an example's entries.
   def as_images(a):
     return _per_example(a).astype(jnp.float32)[:, :, None, None] / data_range
@@ -187,14 +190,14 @@ def psnr(x: jax.Array, y: jax.Array, data_range: float = 1.0) -> jax.Array:
 
 
 def ssim(
-  x: jax.Array,
-  y: jax.Array,
-  data_range: float = 1.0,
-  *,
-  window_size: int = 11,
-  sigma: float = 1.5,
-  k1: float = 0.01,
-  k2: float = 0.03,
+    x: jax.Array,
+    y: jax.Array,
+    data_range: float = 1.0,
+    *,
+    window_size: int = 11,
+    sigma: float = 1.5,
+    k1: float = 0.01,
+    k2: float = 0.03,
 ) -> jax.Array:
   r"""Structural similarity per example (Wang et al. 2004), by ``dm_pix.ssim``.
 
@@ -238,19 +241,34 @@ def ssim(
     raise ValueError(f'ssim expects [N, H, W, C] images, got shape {x.shape}')
   if min(x.shape[1:3]) < window_size:
     raise ValueError(
-      f'ssim: images of size {x.shape[1:3]} are smaller than the window '
-      f'({window_size})')
+        f'ssim: images of size {x.shape[1:3]} are smaller than the window '
+        f'({window_size})'
+    )
   return _dm_pix_ssim(
-    x.astype(jnp.float32), y.astype(jnp.float32), data_range,
-    window_size=window_size, sigma=sigma, k1=k1, k2=k2)
+      x.astype(jnp.float32),
+      y.astype(jnp.float32),
+      data_range,
+      window_size=window_size,
+      sigma=sigma,
+      k1=k1,
+      k2=k2,
+  )
 
 
 @functools.partial(
-  jax.jit, static_argnames=('window_size', 'sigma', 'k1', 'k2'))
+    jax.jit, static_argnames=('window_size', 'sigma', 'k1', 'k2')
+)
 def _dm_pix_ssim(x, y, data_range, *, window_size, sigma, k1, k2):
   # One compiled computation: dm_pix's filters run op by op otherwise.
-  return dm_pix.ssim(x, y, max_val=data_range, filter_size=window_size,
-                     filter_sigma=sigma, k1=k1, k2=k2)
+  return dm_pix.ssim(
+      x,
+      y,
+      max_val=data_range,
+      filter_size=window_size,
+      filter_sigma=sigma,
+      k1=k1,
+      k2=k2,
+  )
 
 
 def _average_ranks(values: jax.Array) -> jax.Array:
@@ -300,9 +318,9 @@ def _spearman(a: jax.Array, b: jax.Array) -> jax.Array:
 
 
 def mean_confidence_interval(
-  values: Sequence[float] | np.ndarray | jax.Array,
-  confidence: float = 0.95,
-  axis: int = 0,
+    values: Sequence[float] | np.ndarray | jax.Array,
+    confidence: float = 0.95,
+    axis: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
   r"""Mean and half-width of the Student-t confidence interval of the mean.
 
@@ -386,17 +404,18 @@ def _reveal_masks(saliency: jax.Array, num_steps: int) -> jax.Array:
 
 
 def _perturbation_curve(
-  predict_fn: Callable[[jax.Array], jax.Array],
-  x: jax.Array,
-  saliency: jax.Array,
-  labels: jax.Array,
-  background: jax.Array,
-  num_steps: int,
-  insert: bool,
+    predict_fn: Callable[[jax.Array], jax.Array],
+    x: jax.Array,
+    saliency: jax.Array,
+    labels: jax.Array,
+    background: jax.Array,
+    num_steps: int,
+    insert: bool,
 ) -> jax.Array:
   if saliency.shape != x.shape[:3]:
     raise ValueError(
-      f'saliency maps must have shape [N, H, W] = {x.shape[:3]}, got {saliency.shape}')
+        f'saliency maps must have shape [N, H, W] = {x.shape[:3]}, got {saliency.shape}'
+    )
   background = jnp.broadcast_to(jnp.asarray(background, x.dtype), x.shape)
   masks = _reveal_masks(saliency, num_steps)[..., None]  # [N, T+1, H, W, 1]
 
@@ -413,13 +432,13 @@ def _perturbation_curve(
 
 
 def deletion_curve(
-  predict_fn: Callable[[jax.Array], jax.Array],
-  x: jax.Array,
-  saliency: jax.Array,
-  labels: jax.Array,
-  *,
-  background: jax.Array | float = 0.0,
-  num_steps: int = 28,
+    predict_fn: Callable[[jax.Array], jax.Array],
+    x: jax.Array,
+    saliency: jax.Array,
+    labels: jax.Array,
+    *,
+    background: jax.Array | float = 0.0,
+    num_steps: int = 28,
 ) -> jax.Array:
   r"""Probability of the label as the most salient pixels are deleted.
 
@@ -446,17 +465,19 @@ def deletion_curve(
     >>> deletion_curve(f, x, x[..., 0], jnp.array([0]), num_steps=4).shape
     (1, 5)
   """
-  return _perturbation_curve(predict_fn, x, saliency, labels, background, num_steps, False)
+  return _perturbation_curve(
+      predict_fn, x, saliency, labels, background, num_steps, False
+  )
 
 
 def insertion_curve(
-  predict_fn: Callable[[jax.Array], jax.Array],
-  x: jax.Array,
-  saliency: jax.Array,
-  labels: jax.Array,
-  *,
-  background: jax.Array | float = 0.0,
-  num_steps: int = 28,
+    predict_fn: Callable[[jax.Array], jax.Array],
+    x: jax.Array,
+    saliency: jax.Array,
+    labels: jax.Array,
+    *,
+    background: jax.Array | float = 0.0,
+    num_steps: int = 28,
 ) -> jax.Array:
   r"""Probability of the label as the most salient pixels are inserted.
 
@@ -464,7 +485,9 @@ def insertion_curve(
   pixels of ``x``; a *high* :func:`auc` is better. Arguments and result as
   in :func:`deletion_curve`.
   """
-  return _perturbation_curve(predict_fn, x, saliency, labels, background, num_steps, True)
+  return _perturbation_curve(
+      predict_fn, x, saliency, labels, background, num_steps, True
+  )
 
 
 def mass_on_mask(saliency: jax.Array, mask: jax.Array) -> jax.Array:
@@ -494,7 +517,7 @@ def mass_on_mask(saliency: jax.Array, mask: jax.Array) -> jax.Array:
 
 
 def attack_success(
-  logits: jax.Array, labels: jax.Array, targets: jax.Array | None = None
+    logits: jax.Array, labels: jax.Array, targets: jax.Array | None = None
 ) -> jax.Array:
   """Per-example success of an attack, as floats 0/1.
 
@@ -513,7 +536,9 @@ def attack_success(
   return (predictions == targets).astype(jnp.float32)
 
 
-def perturbation_norms(delta: jax.Array, scale: float = 1.0) -> dict[str, jax.Array]:
+def perturbation_norms(
+    delta: jax.Array, scale: float = 1.0
+) -> dict[str, jax.Array]:
   r"""L2, L-inf and L0 norms of perturbations, per example.
 
   Args:
@@ -532,13 +557,15 @@ def perturbation_norms(delta: jax.Array, scale: float = 1.0) -> dict[str, jax.Ar
   """
   d = _per_example(delta) * scale
   return {
-    'l2': jnp.sqrt(jnp.sum(jnp.square(d), axis=-1)),
-    'linf': jnp.max(jnp.abs(d), axis=-1),
-    'l0': jnp.sum((jnp.abs(d) > 1e-6).astype(jnp.float32), axis=-1),
+      'l2': jnp.sqrt(jnp.sum(jnp.square(d), axis=-1)),
+      'linf': jnp.max(jnp.abs(d), axis=-1),
+      'l0': jnp.sum((jnp.abs(d) > 1e-6).astype(jnp.float32), axis=-1),
   }
 
 
-def cosine_similarity(a: jax.Array, b: jax.Array, eps: float = 1e-12) -> jax.Array:
+def cosine_similarity(
+    a: jax.Array, b: jax.Array, eps: float = 1e-12
+) -> jax.Array:
   """Cosine of the angle between flattened examples, per example.
 
   Example:
@@ -553,10 +580,10 @@ def cosine_similarity(a: jax.Array, b: jax.Array, eps: float = 1e-12) -> jax.Arr
 
 
 def target_likeness(
-  delta: jax.Array,
-  sources: jax.Array,
-  targets: jax.Array,
-  class_means: jax.Array,
+    delta: jax.Array,
+    sources: jax.Array,
+    targets: jax.Array,
+    class_means: jax.Array,
 ) -> jax.Array:
   r"""How much a perturbation looks like "target digit minus source digit".
 

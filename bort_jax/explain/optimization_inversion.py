@@ -53,7 +53,9 @@ def total_variation(x: jax.Array, beta: float = 2.0) -> jax.Array:
     Array([0.], dtype=float32)
   """
   if x.ndim != 4:
-    raise ValueError(f'total_variation expects [N, H, W, C] images, got {x.shape}')
+    raise ValueError(
+        f'total_variation expects [N, H, W, C] images, got {x.shape}'
+    )
   dx = x[:, :-1, 1:, :] - x[:, :-1, :-1, :]
   dy = x[:, 1:, :-1, :] - x[:, :-1, :-1, :]
   sq = jnp.square(dx) + jnp.square(dy)
@@ -123,8 +125,9 @@ def invert_by_optimization(
       or representation.shape[1:] != expected
   ):
     raise ValueError(
-      f'representation has shape {tuple(representation.shape)}, but layer '
-      f'{layer_name!r} outputs [N, *{expected}] for inputs of shape {input_shape}')
+        f'representation has shape {tuple(representation.shape)}, but layer '
+        f'{layer_name!r} outputs [N, *{expected}] for inputs of shape {input_shape}'
+    )
   n = representation.shape[0]
   target = representation.reshape(n, -1)
   target_norm = jnp.maximum(jnp.sum(jnp.square(target), axis=-1), 1e-12)
@@ -133,13 +136,17 @@ def invert_by_optimization(
   def loss_fn(x):
     z = chain.forward_to(model, x, index).reshape(n, -1)
     loss = jnp.sum(jnp.square(z - target), axis=-1) / target_norm
-    loss += l2_weight * jnp.sum(jnp.square(x.reshape(n, -1)), axis=-1) / x[0].size
+    loss += (
+        l2_weight * jnp.sum(jnp.square(x.reshape(n, -1)), axis=-1) / x[0].size
+    )
     if images:
       loss += tv_weight * total_variation(x, tv_beta)
     return jnp.sum(loss)
 
   tx = optax.adam(learning_rate)
-  x0 = init_scale * jax.random.normal(key, (n, *input_shape), representation.dtype)
+  x0 = init_scale * jax.random.normal(
+      key, (n, *input_shape), representation.dtype
+  )
   if clip_min is not None or clip_max is not None:
     x0 = jnp.clip(x0, clip_min, clip_max)
 

@@ -76,7 +76,8 @@ _FUNCTION_INVERSES: list[tuple[Callable[..., Any], InverseFn]] = []
 def _check_inverse_fn(inverse_fn: Any) -> None:
   if not callable(inverse_fn):
     raise ValueError(  # noqa: TRY004
-      f'inverse_fn must be callable, got {inverse_fn!r}')
+        f'inverse_fn must be callable, got {inverse_fn!r}'
+    )
   try:
     parameters = inspect.signature(inverse_fn).parameters.values()
   except (TypeError, ValueError):  # Some builtins have no signature.

@@ -30,16 +30,16 @@ from jax import lax
 from bort_jax.explain import chain, inverse
 
 __all__ = [
-  'SAT_B',
-  'SAT_K',
-  'SAT_TAU',
-  'attribution_map',
-  'backtracking_saliency',
-  'feature_visualization',
-  'gradient_x_input',
-  'integrated_gradients',
-  'resolve_k',
-  'vanilla_gradient',
+    'SAT_B',
+    'SAT_K',
+    'SAT_TAU',
+    'attribution_map',
+    'backtracking_saliency',
+    'feature_visualization',
+    'gradient_x_input',
+    'integrated_gradients',
+    'resolve_k',
+    'vanilla_gradient',
 ]
 
 #: The paper's constants: top-k channels, impulse size B, threshold tau.
@@ -65,8 +65,8 @@ def resolve_k(k: int | None, channels: int) -> int:
   k = int(k)
   if not 1 <= k <= channels:
     raise ValueError(
-      f'k={k} is not in [1, {channels}]: SAT keeps the top-k channels and the '
-      f'layer has {channels} channels (use k=None for min(256, channels))'
+        f'k={k} is not in [1, {channels}]: SAT keeps the top-k channels and the '
+        f'layer has {channels} channels (use k=None for min(256, channels))'
     )
   return k
 
@@ -86,8 +86,8 @@ def _check_spatial(
   out = _output_shape(model, x, layer_name)
   if len(out) != 3:
     raise ValueError(
-      f'layer {layer_name!r} outputs shape {out}; backtracking saliency needs a '
-      'spatial feature map (h, w, C), e.g. the top convolutional layer'
+        f'layer {layer_name!r} outputs shape {out}; backtracking saliency needs a '
+        'spatial feature map (h, w, C), e.g. the top convolutional layer'
     )
   return out
 
@@ -205,11 +205,13 @@ def backtracking_saliency(
       values = jnp.where(inside, values, -jnp.inf)
     top_values, top_channels = lax.top_k(values, k)
     impulses = jax.vmap(
-      lambda p, c: jnp.zeros((h * w, channels), x.dtype).at[p, c].set(impulse)
+        lambda p, c: jnp.zeros((h * w, channels), x.dtype).at[p, c].set(impulse)
     )(positions[top_channels], top_channels).reshape(k, h, w, channels)
     responses = jnp.sum(jnp.abs(g(impulses) - base), axis=-1)  # [k, H, W]
     masks = responses > tau * jnp.mean(responses, axis=(1, 2), keepdims=True)
-    weights = jnp.where(jnp.isfinite(top_values), jnp.maximum(top_values, 0.0), 0.0)
+    weights = jnp.where(
+        jnp.isfinite(top_values), jnp.maximum(top_values, 0.0), 0.0
+    )
     saliency = jnp.einsum('k,khw->hw', weights, masks.astype(x.dtype))
     peak = jnp.max(saliency)
     return jnp.where(peak > 0, saliency / jnp.where(peak > 0, peak, 1.0), 0.0)
@@ -262,7 +264,9 @@ def feature_visualization(
   out = _output_shape(model, x, layer_name)
   channels = out[-1]
   if isinstance(channel, int) and not 0 <= channel < channels:
-    raise ValueError(f'channel {channel} is out of range: layer {layer_name!r} has {channels}')
+    raise ValueError(
+        f'channel {channel} is out of range: layer {layer_name!r} has {channels}'
+    )
   g = _backtracking_map(
       model, layer_name, x.shape[1:], method, scaling, inverse_options
   )
@@ -305,7 +309,11 @@ def vanilla_gradient(model: Any, x: jax.Array, labels: jax.Array) -> jax.Array:
 
 
 def gradient_x_input(
-  model: Any, x: jax.Array, labels: jax.Array, *, baseline: jax.Array | float = 0.0
+    model: Any,
+    x: jax.Array,
+    labels: jax.Array,
+    *,
+    baseline: jax.Array | float = 0.0,
 ) -> jax.Array:
   r"""Gradient times input, :math:`(x - x') \odot \partial f_y/\partial x`.
 
@@ -324,12 +332,12 @@ def gradient_x_input(
 
 
 def integrated_gradients(
-  model: Any,
-  x: jax.Array,
-  labels: jax.Array,
-  *,
-  baseline: jax.Array | float = 0.0,
-  num_steps: int = 32,
+    model: Any,
+    x: jax.Array,
+    labels: jax.Array,
+    *,
+    baseline: jax.Array | float = 0.0,
+    num_steps: int = 32,
 ) -> jax.Array:
   r"""Integrated gradients along the straight path from a baseline.
 
@@ -370,13 +378,18 @@ def integrated_gradients(
 
   def body(total, step):
     alpha, weight = step
-    return total + weight * grad_fn(baseline + alpha * (x - baseline), labels), None
+    return (
+        total + weight * grad_fn(baseline + alpha * (x - baseline), labels),
+        None,
+    )
 
   total, _ = lax.scan(body, jnp.zeros_like(x), (alphas, weights))
   return (x - baseline) * total
 
 
-def attribution_map(attributions: jax.Array, absolute: bool = True) -> jax.Array:
+def attribution_map(
+    attributions: jax.Array, absolute: bool = True
+) -> jax.Array:
   """Reduces ``[N, H, W, C]`` attributions to ``[N, H, W]`` maps.
 
   Sums ``|a|`` (``absolute``) or ``a`` over channels.

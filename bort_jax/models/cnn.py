@@ -58,43 +58,63 @@ class InvertibleCNN(NamedSequential):
   """
 
   def __init__(
-    self,
-    num_classes: int = 10,
-    *,
-    in_channels: int = 1,
-    image_size: int = 28,
-    channels: Sequence[int] = (32, 64),
-    leaky_relu_slope: float = 0.5,
-    dtype: Any = None,
-    param_dtype: Any = jnp.float32,
-    rngs: nnx.Rngs,
+      self,
+      num_classes: int = 10,
+      *,
+      in_channels: int = 1,
+      image_size: int = 28,
+      channels: Sequence[int] = (32, 64),
+      leaky_relu_slope: float = 0.5,
+      dtype: Any = None,
+      param_dtype: Any = jnp.float32,
+      rngs: nnx.Rngs,
   ):
     factor = 2 ** len(channels)
     if image_size % factor:
       raise ValueError(
-        f'image_size {image_size} must be divisible by {factor} '
-        f'(one halving per stage, {len(channels)} stages)'
+          f'image_size {image_size} must be divisible by {factor} '
+          f'(one halving per stage, {len(channels)} stages)'
       )
     conv_kwargs = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     layers: list[tuple[str, nnx.Module]] = []
     width = in_channels
     for stage, out_channels in enumerate(channels, start=1):
       layers += [
-        (f'conv{stage}', nnx.Conv(
-          width, out_channels, (3, 3), strides=(1, 1), padding=SAME_3X3,
-          **conv_kwargs)),
-        (f'conv{stage}_lrelu', LeakyReLU(leaky_relu_slope)),
-        (f'down{stage}', nnx.Conv(
-          out_channels, out_channels, (2, 2), strides=(2, 2), padding=NO_PADDING,
-          **conv_kwargs)),
-        (f'down{stage}_lrelu', LeakyReLU(leaky_relu_slope)),
+          (
+              f'conv{stage}',
+              nnx.Conv(
+                  width,
+                  out_channels,
+                  (3, 3),
+                  strides=(1, 1),
+                  padding=SAME_3X3,
+                  **conv_kwargs,
+              ),
+          ),
+          (f'conv{stage}_lrelu', LeakyReLU(leaky_relu_slope)),
+          (
+              f'down{stage}',
+              nnx.Conv(
+                  out_channels,
+                  out_channels,
+                  (2, 2),
+                  strides=(2, 2),
+                  padding=NO_PADDING,
+                  **conv_kwargs,
+              ),
+          ),
+          (f'down{stage}_lrelu', LeakyReLU(leaky_relu_slope)),
       ]
       width = out_channels
     final_size = image_size // factor
     layers += [
-      ('flatten', Flatten()),
-      ('classifier', nnx.Linear(
-        final_size * final_size * width, num_classes, **conv_kwargs)),
+        ('flatten', Flatten()),
+        (
+            'classifier',
+            nnx.Linear(
+                final_size * final_size * width, num_classes, **conv_kwargs
+            ),
+        ),
     ]
     super().__init__(layers)
     self.num_classes = num_classes
@@ -176,53 +196,64 @@ class BortInvertibleCNN(NamedSequential):
   """
 
   def __init__(
-    self,
-    num_classes: int = 10,
-    *,
-    in_channels: int = 1,
-    image_size: int = 28,
-    stem_channels: int = 16,
-    leaky_relu_slope: float = 0.5,
-    dtype: Any = None,
-    param_dtype: Any = jnp.float32,
-    rngs: nnx.Rngs,
+      self,
+      num_classes: int = 10,
+      *,
+      in_channels: int = 1,
+      image_size: int = 28,
+      stem_channels: int = 16,
+      leaky_relu_slope: float = 0.5,
+      dtype: Any = None,
+      param_dtype: Any = jnp.float32,
+      rngs: nnx.Rngs,
   ):
     stem_fan_in = 9 * in_channels
     if stem_channels < stem_fan_in:
       raise ValueError(
-        f'stem_channels {stem_channels} is below the fan-in of conv1 '
-        f'(3 * 3 * {in_channels} = {stem_fan_in}): the transposed weights '
-        'could not invert it; use stem_channels >= 9 * in_channels'
+          f'stem_channels {stem_channels} is below the fan-in of conv1 '
+          f'(3 * 3 * {in_channels} = {stem_fan_in}): the transposed weights '
+          'could not invert it; use stem_channels >= 9 * in_channels'
       )
     if image_size % 4:
       raise ValueError(
-        f'image_size {image_size} must be divisible by 4 (two stride-2 '
-        'downsamplings)'
+          f'image_size {image_size} must be divisible by 4 (two stride-2 '
+          'downsamplings)'
       )
     if leaky_relu_slope <= 0:
       raise ValueError(
-        f'leaky_relu_slope must be positive for the LeakyReLUs to be '
-        f'invertible, got {leaky_relu_slope}'
+          f'leaky_relu_slope must be positive for the LeakyReLUs to be '
+          f'invertible, got {leaky_relu_slope}'
       )
     kwargs = {'dtype': dtype, 'param_dtype': param_dtype, 'rngs': rngs}
     s = stem_channels
 
     def conv(name, c_in, c_out, size, stride, padding):
       return [
-        (name, nnx.Conv(c_in, c_out, (size, size), strides=(stride, stride),
-                        padding=padding, **kwargs)),
-        (f'{name}_lrelu', LeakyReLU(leaky_relu_slope)),
+          (
+              name,
+              nnx.Conv(
+                  c_in,
+                  c_out,
+                  (size, size),
+                  strides=(stride, stride),
+                  padding=padding,
+                  **kwargs,
+              ),
+          ),
+          (f'{name}_lrelu', LeakyReLU(leaky_relu_slope)),
       ]
 
     final_size = image_size // 4
     layers = [
-      *conv('conv1', in_channels, s, 3, 1, SAME_3X3),
-      *conv('down1', s, 4 * s, 2, 2, NO_PADDING),
-      *conv('conv2', 4 * s, 4 * s, 1, 1, NO_PADDING),
-      *conv('down2', 4 * s, 16 * s, 2, 2, NO_PADDING),
-      ('flatten', Flatten()),
-      ('classifier', nnx.Linear(
-        final_size * final_size * 16 * s, num_classes, **kwargs)),
+        *conv('conv1', in_channels, s, 3, 1, SAME_3X3),
+        *conv('down1', s, 4 * s, 2, 2, NO_PADDING),
+        *conv('conv2', 4 * s, 4 * s, 1, 1, NO_PADDING),
+        *conv('down2', 4 * s, 16 * s, 2, 2, NO_PADDING),
+        ('flatten', Flatten()),
+        (
+            'classifier',
+            nnx.Linear(final_size * final_size * 16 * s, num_classes, **kwargs),
+        ),
     ]
     super().__init__(layers)
     self.num_classes = num_classes

@@ -98,15 +98,17 @@ class _Pool(nnx.Module):
   """Window, strides and padding shared by the pooling layers."""
 
   def __init__(
-    self,
-    window: int | Sequence[int] = 2,
-    strides: int | Sequence[int] | None = None,
-    padding: Padding = 'VALID',
+      self,
+      window: int | Sequence[int] = 2,
+      strides: int | Sequence[int] | None = None,
+      padding: Padding = 'VALID',
   ):
     self.window = _as_pair(window)
     self.strides = self.window if strides is None else _as_pair(strides)
-    self.padding = padding if isinstance(padding, str) else tuple(
-      tuple(p) for p in padding
+    self.padding = (
+        padding
+        if isinstance(padding, str)
+        else tuple(tuple(p) for p in padding)
     )
 
 
@@ -152,14 +154,14 @@ class AvgPool(_Pool):
 
 #: The layer types a :class:`NamedSequential` may hold.
 SEQUENCE_LAYER_TYPES: tuple[type, ...] = (
-  nnx.Linear,
-  nnx.Conv,
-  LeakyReLU,
-  ReLU,
-  Flatten,
-  MaxPool,
-  AvgPool,
-  nnx.Dropout,
+    nnx.Linear,
+    nnx.Conv,
+    LeakyReLU,
+    ReLU,
+    Flatten,
+    MaxPool,
+    AvgPool,
+    nnx.Dropout,
 )
 
 
@@ -200,8 +202,8 @@ class NamedSequential(nnx.Module):
     for name, layer in named_layers:
       if not isinstance(layer, SEQUENCE_LAYER_TYPES):
         raise TypeError(
-          f'layer {name!r} is a {type(layer).__name__}; allowed layer types: '
-          f'{[t.__name__ for t in SEQUENCE_LAYER_TYPES]}'
+            f'layer {name!r} is a {type(layer).__name__}; allowed layer types: '
+            f'{[t.__name__ for t in SEQUENCE_LAYER_TYPES]}'
         )
     self.layer_names: tuple[str, ...] = names
     self.layers = nnx.List([layer for _, layer in named_layers])
@@ -222,8 +224,8 @@ class NamedSequential(nnx.Module):
       return self.layer_names.index(layer_name)
     except ValueError:
       raise ValueError(
-        f'unknown layer {layer_name!r}; valid layer names: '
-        f'{list(self.layer_names)}'
+          f'unknown layer {layer_name!r}; valid layer names: '
+          f'{list(self.layer_names)}'
       ) from None
 
   def get_layer(self, layer_name: str) -> nnx.Module:
@@ -296,7 +298,7 @@ class NamedSequential(nnx.Module):
     return x
 
   def intermediates(
-    self, x: jax.Array, up_to: str | None = None
+      self, x: jax.Array, up_to: str | None = None
   ) -> dict[str, jax.Array]:
     """Returns every layer's output, keyed by layer name, in layer order.
 

@@ -20,7 +20,7 @@ def _make_activation(activation: str, slope: float) -> tuple[str, nnx.Module]:
   if activation == 'leaky_relu':
     return 'lrelu', LeakyReLU(slope)
   raise ValueError(
-    f'unknown activation {activation!r}; valid activations: {list(_ACTIVATIONS)}'
+      f'unknown activation {activation!r}; valid activations: {list(_ACTIVATIONS)}'
   )
 
 
@@ -57,31 +57,43 @@ class MLP(NamedSequential):
   """
 
   def __init__(
-    self,
-    in_features: int = 784,
-    hidden_features: Sequence[int] = (256,),
-    num_classes: int = 10,
-    *,
-    activation: str = 'relu',
-    leaky_relu_slope: float = 0.5,
-    dtype: Any = None,
-    param_dtype: Any = jnp.float32,
-    rngs: nnx.Rngs,
+      self,
+      in_features: int = 784,
+      hidden_features: Sequence[int] = (256,),
+      num_classes: int = 10,
+      *,
+      activation: str = 'relu',
+      leaky_relu_slope: float = 0.5,
+      dtype: Any = None,
+      param_dtype: Any = jnp.float32,
+      rngs: nnx.Rngs,
   ):
     layers: list[tuple[str, nnx.Module]] = [('flatten', Flatten())]
     width = in_features
     for i, hidden in enumerate(hidden_features, start=1):
-      layers.append((
-        f'fc{i}',
-        nnx.Linear(width, hidden, dtype=dtype, param_dtype=param_dtype, rngs=rngs),
-      ))
+      layers.append(
+          (
+              f'fc{i}',
+              nnx.Linear(
+                  width, hidden, dtype=dtype, param_dtype=param_dtype, rngs=rngs
+              ),
+          )
+      )
       act_name, act = _make_activation(activation, leaky_relu_slope)
       layers.append((f'fc{i}_{act_name}', act))
       width = hidden
-    layers.append((
-      'classifier',
-      nnx.Linear(width, num_classes, dtype=dtype, param_dtype=param_dtype, rngs=rngs),
-    ))
+    layers.append(
+        (
+            'classifier',
+            nnx.Linear(
+                width,
+                num_classes,
+                dtype=dtype,
+                param_dtype=param_dtype,
+                rngs=rngs,
+            ),
+        )
+    )
     super().__init__(layers)
     self.in_features = in_features
     self.num_classes = num_classes

@@ -15,15 +15,15 @@ from bort_jax.models.vit import deit_small, vit_tiny_test
 
 #: Model name -> constructor taking ``(num_classes, *, rngs, **kwargs)``.
 MODEL_BUILDERS: dict[str, Callable[..., nnx.Module]] = {
-  'mlp': lambda num_classes, **kw: MLP(num_classes=num_classes, **kw),
-  'invertible_cnn': InvertibleCNN,
-  'bort_invertible_cnn': BortInvertibleCNN,
-  'vgg16': VGG16,
-  'invertible_vgg16': InvertibleVGG16,
-  'resnet18': ResNet18,
-  'resnet50': ResNet50,
-  'deit_s': deit_small,
-  'vit_tiny_test': vit_tiny_test,
+    'mlp': lambda num_classes, **kw: MLP(num_classes=num_classes, **kw),
+    'invertible_cnn': InvertibleCNN,
+    'bort_invertible_cnn': BortInvertibleCNN,
+    'vgg16': VGG16,
+    'invertible_vgg16': InvertibleVGG16,
+    'resnet18': ResNet18,
+    'resnet50': ResNet50,
+    'deit_s': deit_small,
+    'vit_tiny_test': vit_tiny_test,
 }
 
 #: The names :func:`create_model` accepts.
@@ -31,7 +31,7 @@ MODEL_NAMES: tuple[str, ...] = tuple(MODEL_BUILDERS)
 
 
 def create_model(
-  name: str, *, num_classes: int, rngs: nnx.Rngs, **kwargs: Any
+    name: str, *, num_classes: int, rngs: nnx.Rngs, **kwargs: Any
 ) -> nnx.Module:
   """Builds the registered model ``name``.
 
@@ -59,6 +59,6 @@ def create_model(
     builder = MODEL_BUILDERS[name]
   except KeyError:
     raise ValueError(
-      f'unknown model {name!r}; valid model names: {list(MODEL_NAMES)}'
+        f'unknown model {name!r}; valid model names: {list(MODEL_NAMES)}'
     ) from None
   return builder(num_classes, rngs=rngs, **kwargs)

@@ -42,17 +42,34 @@ class _ConvFactory:
     self.param_dtype = param_dtype
     self.rngs = rngs
 
-  def conv(self, in_ch: int, out_ch: int, kernel_size: int, stride: int = 1) -> nnx.Conv:
+  def conv(
+      self, in_ch: int, out_ch: int, kernel_size: int, stride: int = 1
+  ) -> nnx.Conv:
     return nnx.Conv(
-      in_ch, out_ch, (kernel_size, kernel_size), strides=stride,
-      padding=_padding(kernel_size), use_bias=False, kernel_init=CONV_INIT,
-      dtype=self.dtype, param_dtype=self.param_dtype, rngs=self.rngs)
+        in_ch,
+        out_ch,
+        (kernel_size, kernel_size),
+        strides=stride,
+        padding=_padding(kernel_size),
+        use_bias=False,
+        kernel_init=CONV_INIT,
+        dtype=self.dtype,
+        param_dtype=self.param_dtype,
+        rngs=self.rngs,
+    )
 
   def norm(self, channels: int, zero_scale: bool = False) -> nnx.BatchNorm:
     return nnx.BatchNorm(
-      channels, momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
-      scale_init=nnx.initializers.zeros if zero_scale else nnx.initializers.ones,
-      dtype=self.dtype, param_dtype=self.param_dtype, rngs=self.rngs)
+        channels,
+        momentum=BN_MOMENTUM,
+        epsilon=BN_EPSILON,
+        scale_init=nnx.initializers.zeros
+        if zero_scale
+        else nnx.initializers.ones,
+        dtype=self.dtype,
+        param_dtype=self.param_dtype,
+        rngs=self.rngs,
+    )
 
 
 class BasicBlock(nnx.Module):
@@ -79,15 +96,15 @@ class BasicBlock(nnx.Module):
   expansion = 1
 
   def __init__(
-    self,
-    in_channels: int,
-    channels: int,
-    *,
-    stride: int = 1,
-    zero_init_residual: bool = False,
-    dtype: Any = None,
-    param_dtype: Any = jnp.float32,
-    rngs: nnx.Rngs,
+      self,
+      in_channels: int,
+      channels: int,
+      *,
+      stride: int = 1,
+      zero_init_residual: bool = False,
+      dtype: Any = None,
+      param_dtype: Any = jnp.float32,
+      rngs: nnx.Rngs,
   ):
     make = _ConvFactory(dtype, param_dtype, rngs)
     self.conv1 = make.conv(in_channels, channels, 3, stride)
@@ -133,15 +150,15 @@ class BottleneckBlock(nnx.Module):
   expansion = 4
 
   def __init__(
-    self,
-    in_channels: int,
-    channels: int,
-    *,
-    stride: int = 1,
-    zero_init_residual: bool = False,
-    dtype: Any = None,
-    param_dtype: Any = jnp.float32,
-    rngs: nnx.Rngs,
+      self,
+      in_channels: int,
+      channels: int,
+      *,
+      stride: int = 1,
+      zero_init_residual: bool = False,
+      dtype: Any = None,
+      param_dtype: Any = jnp.float32,
+      rngs: nnx.Rngs,
   ):
     make = _ConvFactory(dtype, param_dtype, rngs)
     out_channels = channels * self.expansion
@@ -199,18 +216,18 @@ class ResNet(nnx.Module):
   """
 
   def __init__(
-    self,
-    block_cls: type[BasicBlock] | type[BottleneckBlock],
-    stage_sizes: Sequence[int],
-    num_classes: int,
-    *,
-    stem: str = 'imagenet',
-    in_channels: int = 3,
-    width: int = 64,
-    zero_init_residual: bool = False,
-    dtype: Any = None,
-    param_dtype: Any = jnp.float32,
-    rngs: nnx.Rngs,
+      self,
+      block_cls: type[BasicBlock] | type[BottleneckBlock],
+      stage_sizes: Sequence[int],
+      num_classes: int,
+      *,
+      stem: str = 'imagenet',
+      in_channels: int = 3,
+      width: int = 64,
+      zero_init_residual: bool = False,
+      dtype: Any = None,
+      param_dtype: Any = jnp.float32,
+      rngs: nnx.Rngs,
   ):
     make = _ConvFactory(dtype, param_dtype, rngs)
     if stem == 'cifar':
@@ -220,7 +237,9 @@ class ResNet(nnx.Module):
       self.stem_conv = make.conv(in_channels, width, 7, stride=2)
       self.stem_pool = MaxPool(3, 2, padding=_padding(3))
     else:
-      raise ValueError(f"unknown stem {stem!r}; valid stems: ['cifar', 'imagenet']")
+      raise ValueError(
+          f"unknown stem {stem!r}; valid stems: ['cifar', 'imagenet']"
+      )
     self.stem_bn = make.norm(width)
 
     stages = []
@@ -230,15 +249,23 @@ class ResNet(nnx.Module):
       blocks = []
       for b in range(num_blocks):
         stride = 2 if (stage > 0 and b == 0) else 1
-        blocks.append(block_cls(
-          features, channels, stride=stride,
-          zero_init_residual=zero_init_residual, dtype=dtype,
-          param_dtype=param_dtype, rngs=rngs))
+        blocks.append(
+            block_cls(
+                features,
+                channels,
+                stride=stride,
+                zero_init_residual=zero_init_residual,
+                dtype=dtype,
+                param_dtype=param_dtype,
+                rngs=rngs,
+            )
+        )
         features = channels * block_cls.expansion
       stages.append(nnx.List(blocks))
     self.stages = nnx.List(stages)
     self.classifier = nnx.Linear(
-      features, num_classes, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        features, num_classes, dtype=dtype, param_dtype=param_dtype, rngs=rngs
+    )
     self.num_classes = num_classes
     self.stem = stem
 
@@ -274,7 +301,9 @@ class ResNet18(ResNet):
     (2, 10)
   """
 
-  def __init__(self, num_classes: int = 10, *, stem: str = 'cifar', **kwargs: Any):
+  def __init__(
+      self, num_classes: int = 10, *, stem: str = 'cifar', **kwargs: Any
+  ):
     super().__init__(BasicBlock, (2, 2, 2, 2), num_classes, stem=stem, **kwargs)
 
 
@@ -296,5 +325,9 @@ class ResNet50(ResNet):
     ((2048, 1000), dtype('float32'))
   """
 
-  def __init__(self, num_classes: int = 1000, *, stem: str = 'imagenet', **kwargs: Any):
-    super().__init__(BottleneckBlock, (3, 4, 6, 3), num_classes, stem=stem, **kwargs)
+  def __init__(
+      self, num_classes: int = 1000, *, stem: str = 'imagenet', **kwargs: Any
+  ):
+    super().__init__(
+        BottleneckBlock, (3, 4, 6, 3), num_classes, stem=stem, **kwargs
+    )

@@ -9,22 +9,22 @@ import jax.numpy as jnp
 from flax import nnx
 
 from bort_jax.models.layers import (
-  Flatten,
-  LeakyReLU,
-  MaxPool,
-  NamedSequential,
-  ReLU,
+    Flatten,
+    LeakyReLU,
+    MaxPool,
+    NamedSequential,
+    ReLU,
 )
 
 #: Output channels of the 3x3 convolutions, one inner tuple per stage; each
 #: stage ends with a 2x downsampling (configuration "D" of Simonyan and
 #: Zisserman).
 VGG16_STAGES: tuple[tuple[int, ...], ...] = (
-  (64, 64),
-  (128, 128),
-  (256, 256, 256),
-  (512, 512, 512),
-  (512, 512, 512),
+    (64, 64),
+    (128, 128),
+    (256, 256, 256),
+    (512, 512, 512),
+    (512, 512, 512),
 )
 
 _PAD_1 = ((1, 1), (1, 1))
@@ -81,25 +81,31 @@ class VGG16(NamedSequential):
   """
 
   def __init__(
-    self,
-    num_classes: int = 1000,
-    *,
-    in_channels: int = 3,
-    image_size: int = 224,
-    classifier_widths: Sequence[int] = (4096, 4096),
-    dropout_rate: float = 0.5,
-    invertible: bool = False,
-    leaky_relu_slope: float = 0.5,
-    dtype: Any = None,
-    param_dtype: Any = jnp.float32,
-    rngs: nnx.Rngs,
+      self,
+      num_classes: int = 1000,
+      *,
+      in_channels: int = 3,
+      image_size: int = 224,
+      classifier_widths: Sequence[int] = (4096, 4096),
+      dropout_rate: float = 0.5,
+      invertible: bool = False,
+      leaky_relu_slope: float = 0.5,
+      dtype: Any = None,
+      param_dtype: Any = jnp.float32,
+      rngs: nnx.Rngs,
   ):
     factor = 2 ** len(VGG16_STAGES)
     if image_size % factor:
-      raise ValueError(f'image_size {image_size} must be a multiple of {factor}')
+      raise ValueError(
+          f'image_size {image_size} must be a multiple of {factor}'
+      )
 
     def activation() -> tuple[str, nnx.Module]:
-      return ('lrelu', LeakyReLU(leaky_relu_slope)) if invertible else ('relu', ReLU())
+      return (
+          ('lrelu', LeakyReLU(leaky_relu_slope))
+          if invertible
+          else ('relu', ReLU())
+      )
 
     # torchvision's VGG initialisation: He normal (fan out) for convolutions,
     # N(0, 0.01) for the classifier, zero biases.
@@ -112,16 +118,38 @@ class VGG16(NamedSequential):
     for stage, stage_channels in enumerate(VGG16_STAGES, start=1):
       for i, out_channels in enumerate(stage_channels, start=1):
         name = f'conv{stage}_{i}'
-        layers.append((name, nnx.Conv(
-          width, out_channels, (3, 3), strides=(1, 1), padding=_PAD_1,
-          kernel_init=conv_init, **common)))
+        layers.append(
+            (
+                name,
+                nnx.Conv(
+                    width,
+                    out_channels,
+                    (3, 3),
+                    strides=(1, 1),
+                    padding=_PAD_1,
+                    kernel_init=conv_init,
+                    **common,
+                ),
+            )
+        )
         act_name, act = activation()
         layers.append((f'{name}_{act_name}', act))
         width = out_channels
       if invertible:
-        layers.append((f'down{stage}', nnx.Conv(
-          width, width, (2, 2), strides=(2, 2), padding=_NO_PADDING,
-          kernel_init=conv_init, **common)))
+        layers.append(
+            (
+                f'down{stage}',
+                nnx.Conv(
+                    width,
+                    width,
+                    (2, 2),
+                    strides=(2, 2),
+                    padding=_NO_PADDING,
+                    kernel_init=conv_init,
+                    **common,
+                ),
+            )
+        )
       else:
         layers.append((f'pool{stage}', MaxPool(2, 2)))
 
@@ -130,15 +158,25 @@ class VGG16(NamedSequential):
     features = final_size * final_size * width
     for i, hidden in enumerate(classifier_widths, start=6):
       name = f'fc{i}'
-      layers.append((name, nnx.Linear(
-        features, hidden, kernel_init=linear_init, **common)))
+      layers.append(
+          (
+              name,
+              nnx.Linear(features, hidden, kernel_init=linear_init, **common),
+          )
+      )
       act_name, act = activation()
       layers.append((f'{name}_{act_name}', act))
       if dropout_rate > 0:
         layers.append((f'{name}_dropout', nnx.Dropout(dropout_rate, rngs=rngs)))
       features = hidden
-    layers.append(('classifier', nnx.Linear(
-      features, num_classes, kernel_init=linear_init, **common)))
+    layers.append(
+        (
+            'classifier',
+            nnx.Linear(
+                features, num_classes, kernel_init=linear_init, **common
+            ),
+        )
+    )
     super().__init__(layers)
     self.num_classes = num_classes
     self.in_channels = in_channels

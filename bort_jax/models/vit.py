@@ -50,18 +50,25 @@ class PatchEmbedding(nnx.Module):
   """
 
   def __init__(
-    self,
-    in_channels: int,
-    embed_dim: int,
-    patch_size: int,
-    *,
-    dtype: Any = None,
-    param_dtype: Any = jnp.float32,
-    rngs: nnx.Rngs,
+      self,
+      in_channels: int,
+      embed_dim: int,
+      patch_size: int,
+      *,
+      dtype: Any = None,
+      param_dtype: Any = jnp.float32,
+      rngs: nnx.Rngs,
   ):
     self.proj = nnx.Conv(
-      in_channels, embed_dim, (patch_size, patch_size), strides=patch_size,
-      padding='VALID', dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        in_channels,
+        embed_dim,
+        (patch_size, patch_size),
+        strides=patch_size,
+        padding='VALID',
+        dtype=dtype,
+        param_dtype=param_dtype,
+        rngs=rngs,
+    )
 
   def __call__(self, images: jax.Array) -> jax.Array:
     x = self.proj(images)  # (N, H / p, W / p, D)
@@ -87,17 +94,21 @@ class FeedForward(nnx.Module):
   """
 
   def __init__(
-    self,
-    features: int,
-    hidden_features: int,
-    *,
-    dropout_rate: float = 0.0,
-    dtype: Any = None,
-    param_dtype: Any = jnp.float32,
-    rngs: nnx.Rngs,
+      self,
+      features: int,
+      hidden_features: int,
+      *,
+      dropout_rate: float = 0.0,
+      dtype: Any = None,
+      param_dtype: Any = jnp.float32,
+      rngs: nnx.Rngs,
   ):
-    common = dict(kernel_init=TRUNC_NORMAL_02, dtype=dtype,
-                  param_dtype=param_dtype, rngs=rngs)
+    common = dict(
+        kernel_init=TRUNC_NORMAL_02,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        rngs=rngs,
+    )
     self.fc1 = nnx.Linear(features, hidden_features, **common)
     self.fc2 = nnx.Linear(hidden_features, features, **common)
     self.dropout = nnx.Dropout(dropout_rate, rngs=rngs)
@@ -133,32 +144,51 @@ class EncoderBlock(nnx.Module):
   """
 
   def __init__(
-    self,
-    embed_dim: int,
-    num_heads: int,
-    *,
-    mlp_ratio: float = 4.0,
-    dropout_rate: float = 0.0,
-    attention_dropout_rate: float = 0.0,
-    drop_path_rate: float = 0.0,
-    dtype: Any = None,
-    param_dtype: Any = jnp.float32,
-    rngs: nnx.Rngs,
+      self,
+      embed_dim: int,
+      num_heads: int,
+      *,
+      mlp_ratio: float = 4.0,
+      dropout_rate: float = 0.0,
+      attention_dropout_rate: float = 0.0,
+      drop_path_rate: float = 0.0,
+      dtype: Any = None,
+      param_dtype: Any = jnp.float32,
+      rngs: nnx.Rngs,
   ):
-    norm = dict(epsilon=LAYER_NORM_EPSILON, dtype=dtype, param_dtype=param_dtype,
-                rngs=rngs)
+    norm = dict(
+        epsilon=LAYER_NORM_EPSILON,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        rngs=rngs,
+    )
     self.norm1 = nnx.LayerNorm(embed_dim, **norm)
     self.attention = nnx.MultiHeadAttention(
-      num_heads, embed_dim, qkv_features=embed_dim, out_features=embed_dim,
-      dropout_rate=attention_dropout_rate, kernel_init=TRUNC_NORMAL_02,
-      decode=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        num_heads,
+        embed_dim,
+        qkv_features=embed_dim,
+        out_features=embed_dim,
+        dropout_rate=attention_dropout_rate,
+        kernel_init=TRUNC_NORMAL_02,
+        decode=False,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        rngs=rngs,
+    )
     self.attention_dropout = nnx.Dropout(dropout_rate, rngs=rngs)
     self.norm2 = nnx.LayerNorm(embed_dim, **norm)
     self.mlp = FeedForward(
-      embed_dim, int(embed_dim * mlp_ratio), dropout_rate=dropout_rate,
-      dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        embed_dim,
+        int(embed_dim * mlp_ratio),
+        dropout_rate=dropout_rate,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        rngs=rngs,
+    )
     # Broadcasting the mask over tokens and channels drops whole samples.
-    self.drop_path = nnx.Dropout(drop_path_rate, broadcast_dims=(1, 2), rngs=rngs)
+    self.drop_path = nnx.Dropout(
+        drop_path_rate, broadcast_dims=(1, 2), rngs=rngs
+    )
 
   def __call__(self, x: jax.Array) -> jax.Array:
     y = self.attention(self.norm1(x))
@@ -202,52 +232,80 @@ class VisionTransformer(nnx.Module):
   """
 
   def __init__(
-    self,
-    num_classes: int = 1000,
-    *,
-    image_size: int = 224,
-    patch_size: int = 16,
-    in_channels: int = 3,
-    embed_dim: int = 384,
-    depth: int = 12,
-    num_heads: int = 6,
-    mlp_ratio: float = 4.0,
-    dropout_rate: float = 0.0,
-    attention_dropout_rate: float = 0.0,
-    drop_path_rate: float = 0.0,
-    dtype: Any = None,
-    param_dtype: Any = jnp.float32,
-    rngs: nnx.Rngs,
+      self,
+      num_classes: int = 1000,
+      *,
+      image_size: int = 224,
+      patch_size: int = 16,
+      in_channels: int = 3,
+      embed_dim: int = 384,
+      depth: int = 12,
+      num_heads: int = 6,
+      mlp_ratio: float = 4.0,
+      dropout_rate: float = 0.0,
+      attention_dropout_rate: float = 0.0,
+      drop_path_rate: float = 0.0,
+      dtype: Any = None,
+      param_dtype: Any = jnp.float32,
+      rngs: nnx.Rngs,
   ):
     if image_size % patch_size:
       raise ValueError(
-        f'image_size {image_size} must be a multiple of patch_size {patch_size}')
+          f'image_size {image_size} must be a multiple of patch_size {patch_size}'
+      )
     if embed_dim % num_heads:
       raise ValueError(
-        f'embed_dim {embed_dim} must be divisible by num_heads {num_heads}')
+          f'embed_dim {embed_dim} must be divisible by num_heads {num_heads}'
+      )
     num_patches = (image_size // patch_size) ** 2
     self.patch_embed = PatchEmbedding(
-      in_channels, embed_dim, patch_size, dtype=dtype, param_dtype=param_dtype,
-      rngs=rngs)
+        in_channels,
+        embed_dim,
+        patch_size,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        rngs=rngs,
+    )
     self.cls_token = nnx.Param(
-      TRUNC_NORMAL_02(rngs.params(), (1, 1, embed_dim), param_dtype))
+        TRUNC_NORMAL_02(rngs.params(), (1, 1, embed_dim), param_dtype)
+    )
     self.pos_embed = nnx.Param(
-      TRUNC_NORMAL_02(rngs.params(), (1, 1 + num_patches, embed_dim), param_dtype))
+        TRUNC_NORMAL_02(
+            rngs.params(), (1, 1 + num_patches, embed_dim), param_dtype
+        )
+    )
     self.pos_dropout = nnx.Dropout(dropout_rate, rngs=rngs)
-    self.blocks = nnx.List([
-      EncoderBlock(
-        embed_dim, num_heads, mlp_ratio=mlp_ratio, dropout_rate=dropout_rate,
-        attention_dropout_rate=attention_dropout_rate,
-        drop_path_rate=drop_path_rate * i / max(depth - 1, 1),
-        dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-      for i in range(depth)
-    ])
+    self.blocks = nnx.List(
+        [
+            EncoderBlock(
+                embed_dim,
+                num_heads,
+                mlp_ratio=mlp_ratio,
+                dropout_rate=dropout_rate,
+                attention_dropout_rate=attention_dropout_rate,
+                drop_path_rate=drop_path_rate * i / max(depth - 1, 1),
+                dtype=dtype,
+                param_dtype=param_dtype,
+                rngs=rngs,
+            )
+            for i in range(depth)
+        ]
+    )
     self.norm = nnx.LayerNorm(
-      embed_dim, epsilon=LAYER_NORM_EPSILON, dtype=dtype,
-      param_dtype=param_dtype, rngs=rngs)
+        embed_dim,
+        epsilon=LAYER_NORM_EPSILON,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        rngs=rngs,
+    )
     self.head = nnx.Linear(
-      embed_dim, num_classes, kernel_init=TRUNC_NORMAL_02, dtype=dtype,
-      param_dtype=param_dtype, rngs=rngs)
+        embed_dim,
+        num_classes,
+        kernel_init=TRUNC_NORMAL_02,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        rngs=rngs,
+    )
     self.num_classes = num_classes
     self.image_size = image_size
     self.patch_size = patch_size
@@ -256,7 +314,8 @@ class VisionTransformer(nnx.Module):
     """Returns the normalised token sequence ``(N, 1 + num_patches, D)``."""
     x = self.patch_embed(images)
     cls_token = jnp.broadcast_to(
-      self.cls_token[...].astype(x.dtype), (x.shape[0], 1, x.shape[-1]))
+        self.cls_token[...].astype(x.dtype), (x.shape[0], 1, x.shape[-1])
+    )
     x = jnp.concatenate([cls_token, x], axis=1)
     x = self.pos_dropout(x + self.pos_embed[...].astype(x.dtype))
     for block in self.blocks:
@@ -267,7 +326,9 @@ class VisionTransformer(nnx.Module):
     return self.head(self.features(images)[:, 0])
 
 
-def deit_small(num_classes: int = 1000, *, rngs: nnx.Rngs, **kwargs: Any) -> VisionTransformer:
+def deit_small(
+    num_classes: int = 1000, *, rngs: nnx.Rngs, **kwargs: Any
+) -> VisionTransformer:
   """DeiT-S/16: width 384, 6 heads, 12 blocks, stochastic depth 0.1.
 
   Args:
@@ -281,13 +342,22 @@ def deit_small(num_classes: int = 1000, *, rngs: nnx.Rngs, **kwargs: Any) -> Vis
     >>> model.blocks[0].attention.query.kernel.shape
     (384, 6, 64)
   """
-  config = dict(image_size=224, patch_size=16, embed_dim=384, depth=12,
-                num_heads=6, mlp_ratio=4.0, drop_path_rate=0.1)
+  config = dict(
+      image_size=224,
+      patch_size=16,
+      embed_dim=384,
+      depth=12,
+      num_heads=6,
+      mlp_ratio=4.0,
+      drop_path_rate=0.1,
+  )
   config.update(kwargs)
   return VisionTransformer(num_classes, rngs=rngs, **config)
 
 
-def vit_tiny_test(num_classes: int = 10, *, rngs: nnx.Rngs, **kwargs: Any) -> VisionTransformer:
+def vit_tiny_test(
+    num_classes: int = 10, *, rngs: nnx.Rngs, **kwargs: Any
+) -> VisionTransformer:
   """A tiny ViT for tests: 32x32 inputs, patch 4, width 64, 2 heads, 2 blocks.
 
   Args:
@@ -301,7 +371,13 @@ def vit_tiny_test(num_classes: int = 10, *, rngs: nnx.Rngs, **kwargs: Any) -> Vi
     >>> vit_tiny_test(rngs=nnx.Rngs(0))(jnp.zeros((1, 32, 32, 3))).shape
     (1, 10)
   """
-  config = dict(image_size=32, patch_size=4, embed_dim=64, depth=2,
-                num_heads=2, mlp_ratio=4.0)
+  config = dict(
+      image_size=32,
+      patch_size=4,
+      embed_dim=64,
+      depth=2,
+      num_heads=2,
+      mlp_ratio=4.0,
+  )
   config.update(kwargs)
   return VisionTransformer(num_classes, rngs=rngs, **config)

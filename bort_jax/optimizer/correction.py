@@ -44,17 +44,35 @@ except ImportError:  # pragma: no cover - older/newer JAX layouts
 from bort_jax.optimizer import layout
 from bort_jax.optimizer import placement
 
-MODES = ('l2-full', 'l2-row', 'l2-col', 'l1-fullrow', 'l1-fullcol', 'l1-row', 'l1-col')
+MODES = (
+    'l2-full',
+    'l2-row',
+    'l2-col',
+    'l1-fullrow',
+    'l1-fullcol',
+    'l1-row',
+    'l1-col',
+)
 ADAPTIVE = 'adaptive'
 
-Mode = Literal['l2-full', 'l2-row', 'l2-col', 'l1-fullrow', 'l1-fullcol', 'l1-row', 'l1-col']
+Mode = Literal[
+    'l2-full',
+    'l2-row',
+    'l2-col',
+    'l1-fullrow',
+    'l1-fullcol',
+    'l1-row',
+    'l1-col',
+]
 Amplitude = Union[float, Array, Literal['adaptive']]
 
 
 def check_mode(mode: str) -> None:
   """Raises ``ValueError`` unless ``mode`` is one of :data:`MODES`."""
   if mode not in MODES:
-    raise ValueError(f'Unknown Bort mode {mode!r}; valid modes are {", ".join(MODES)}.')
+    raise ValueError(
+        f'Unknown Bort mode {mode!r}; valid modes are {", ".join(MODES)}.'
+    )
 
 
 def concrete_scalar(value, name: str) -> float | None:
@@ -72,8 +90,14 @@ def concrete_scalar(value, name: str) -> float | None:
   dtype = getattr(value, 'dtype', None)
   if dtype is None:
     dtype = np.asarray(value).dtype
-  if isinstance(value, (bool, np.bool_)) or np.ndim(value) != 0 or not (
-      jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.floating)):
+  if (
+      isinstance(value, (bool, np.bool_))
+      or np.ndim(value) != 0
+      or not (
+          jnp.issubdtype(dtype, jnp.integer)
+          or jnp.issubdtype(dtype, jnp.floating)
+      )
+  ):
     raise ValueError(f'{name} must be a real scalar, got {value!r}.')
   number = float(value)
   if not math.isfinite(number):
@@ -94,10 +118,14 @@ def check_amplitude(amplitude: Amplitude) -> None:
       )
     return
   if amplitude is None:
-    raise ValueError(f'amplitude must be a positive number or {ADAPTIVE!r}, got None.')
+    raise ValueError(
+        f'amplitude must be a positive number or {ADAPTIVE!r}, got None.'
+    )
   value = concrete_scalar(amplitude, 'amplitude')
   if value is not None and not value > 0:
-    raise ValueError(f'amplitude must be positive (or {ADAPTIVE!r}), got {amplitude!r}.')
+    raise ValueError(
+        f'amplitude must be positive (or {ADAPTIVE!r}), got {amplitude!r}.'
+    )
 
 
 def check_complex_mode(mode: str, dtype, name: str = 'kernel') -> None:
@@ -146,7 +174,8 @@ def resolve_amplitude(matrices: Array, amplitude: Amplitude) -> Array:
   if isinstance(amplitude, str):
     unit_norms = jnp.sqrt(jnp.sum(_squared_magnitude(matrices), axis=-2))
     return jnp.square(jnp.mean(unit_norms, axis=-1))[..., None, None].astype(
-        matrices.dtype)
+        matrices.dtype
+    )
   return jnp.asarray(amplitude, matrices.dtype).reshape((1,) * matrices.ndim)
 
 
@@ -194,9 +223,13 @@ def matrix_correction(
 
   if mode == 'l2-full':
     if d <= n:
-      cubic = _matmul(matrices, _matmul(t(matrices), matrices, precision), precision)
+      cubic = _matmul(
+          matrices, _matmul(t(matrices), matrices, precision), precision
+      )
     else:
-      cubic = _matmul(_matmul(matrices, t(matrices), precision), matrices, precision)
+      cubic = _matmul(
+          _matmul(matrices, t(matrices), precision), matrices, precision
+      )
     return cubic - a * matrices
   if mode in ('l2-row', 'l1-row'):
     excess = jnp.sum(_squared_magnitude(matrices), axis=-2, keepdims=True) - a
@@ -206,10 +239,14 @@ def matrix_correction(
     return matrices * (excess if mode == 'l2-col' else jnp.sign(excess))
   if mode == 'l1-fullrow':
     gram = _matmul(t(matrices), matrices, precision)
-    return _matmul(matrices, jnp.sign(gram - a * jnp.eye(d, dtype=gram.dtype)), precision)
+    return _matmul(
+        matrices, jnp.sign(gram - a * jnp.eye(d, dtype=gram.dtype)), precision
+    )
   # l1-fullcol
   gram = _matmul(matrices, t(matrices), precision)
-  return _matmul(jnp.sign(gram - a * jnp.eye(n, dtype=gram.dtype)), matrices, precision)
+  return _matmul(
+      jnp.sign(gram - a * jnp.eye(n, dtype=gram.dtype)), matrices, precision
+  )
 
 
 def compute_dtype(dtype) -> jnp.dtype:
@@ -263,7 +300,13 @@ def bort_correction(
   check_complex_mode(mode, kernel.dtype)
   spec = placement.explicit_spec(kernel)
   matrices = layout.to_matrices(
-      placement.to_replicated(kernel.astype(compute_dtype(kernel.dtype))), dimension_numbers)
-  delta = matrix_correction(matrices, amplitude=amplitude, mode=mode, precision=precision)
-  delta = layout.from_matrices(delta, kernel.shape, dimension_numbers).astype(kernel.dtype)
+      placement.to_replicated(kernel.astype(compute_dtype(kernel.dtype))),
+      dimension_numbers,
+  )
+  delta = matrix_correction(
+      matrices, amplitude=amplitude, mode=mode, precision=precision
+  )
+  delta = layout.from_matrices(delta, kernel.shape, dimension_numbers).astype(
+      kernel.dtype
+  )
   return placement.to_sharding(delta, spec)

@@ -45,7 +45,9 @@ class BortDimensionNumbers(NamedTuple):
 
 
 def _is_integer(axis) -> bool:
-  return isinstance(axis, (int, np.integer)) and not isinstance(axis, (bool, np.bool_))
+  return isinstance(axis, (int, np.integer)) and not isinstance(
+      axis, (bool, np.bool_)
+  )
 
 
 def as_axes(axes: int | Sequence[int]) -> tuple[int, ...]:
@@ -53,9 +55,13 @@ def as_axes(axes: int | Sequence[int]) -> tuple[int, ...]:
   if _is_integer(axes):
     return (int(axes),)
   if isinstance(axes, (str, bytes)) or not isinstance(axes, Sequence):
-    raise ValueError(f'Bort dimension numbers: axes must be integers, got {axes!r}.')
+    raise ValueError(
+        f'Bort dimension numbers: axes must be integers, got {axes!r}.'
+    )
   if not all(_is_integer(axis) for axis in axes):
-    raise ValueError(f'Bort dimension numbers: axes must be integers, got {axes!r}.')
+    raise ValueError(
+        f'Bort dimension numbers: axes must be integers, got {axes!r}.'
+    )
   return tuple(int(axis) for axis in axes)
 
 
@@ -69,14 +75,20 @@ def check_dimension_numbers(dimension_numbers: BortDimensionNumbers) -> None:
   output = as_axes(dimension_numbers.output_axis)
   batch = as_axes(dimension_numbers.batch_axis)
   if not output:
-    raise ValueError(f'{dimension_numbers}: output_axis must name at least one axis.')
+    raise ValueError(
+        f'{dimension_numbers}: output_axis must name at least one axis.'
+    )
   for axis in output + batch:
     if not isinstance(axis, int) or isinstance(axis, bool):
-      raise ValueError(f'{dimension_numbers}: axes must be integers, got {axis!r}.')
+      raise ValueError(
+          f'{dimension_numbers}: axes must be integers, got {axis!r}.'
+      )
 
 
 def normalized_axes(
-    shape: Sequence[int], dimension_numbers: BortDimensionNumbers, name: str = 'kernel'
+    shape: Sequence[int],
+    dimension_numbers: BortDimensionNumbers,
+    name: str = 'kernel',
 ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
   """Returns ``(batch_axes, fan_in_axes, output_axes)`` as non-negative ints.
 
@@ -115,7 +127,9 @@ def normalized_axes(
 
 
 def matrix_shape(
-    shape: Sequence[int], dimension_numbers: BortDimensionNumbers, name: str = 'kernel'
+    shape: Sequence[int],
+    dimension_numbers: BortDimensionNumbers,
+    name: str = 'kernel',
 ) -> tuple[int, int, int]:
   """Returns ``(num_matrices, fan_in, out)`` for a kernel shape."""
   batch, fan_in, output = normalized_axes(shape, dimension_numbers, name)
@@ -123,7 +137,9 @@ def matrix_shape(
   return size(batch), size(fan_in), size(output)
 
 
-def to_matrices(kernel: Array, dimension_numbers: BortDimensionNumbers) -> Array:
+def to_matrices(
+    kernel: Array, dimension_numbers: BortDimensionNumbers
+) -> Array:
   """Reads ``kernel`` as a stack of matrices of shape ``[B, fan_in, out]``."""
   batch, fan_in, output = normalized_axes(kernel.shape, dimension_numbers)
   b, n, d = matrix_shape(kernel.shape, dimension_numbers)
@@ -131,7 +147,9 @@ def to_matrices(kernel: Array, dimension_numbers: BortDimensionNumbers) -> Array
 
 
 def from_matrices(
-    matrices: Array, shape: Sequence[int], dimension_numbers: BortDimensionNumbers
+    matrices: Array,
+    shape: Sequence[int],
+    dimension_numbers: BortDimensionNumbers,
 ) -> Array:
   """Inverse of :func:`to_matrices`: puts ``[B, fan_in, out]`` back in ``shape``."""
   batch, fan_in, output = normalized_axes(shape, dimension_numbers)

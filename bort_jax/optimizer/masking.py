@@ -43,8 +43,11 @@ def path_names(path) -> tuple[str, ...]:
       names.append(str(entry.key))
     else:
       names.append(str(entry))
-  while path and isinstance(path[-1], jax.tree_util.GetAttrKey) and path[-1].name in (
-      'value', 'raw_value'):
+  while (
+      path
+      and isinstance(path[-1], jax.tree_util.GetAttrKey)
+      and path[-1].name in ('value', 'raw_value')
+  ):
     path = path[:-1]
     names.pop()
   return tuple(names)
@@ -132,22 +135,33 @@ def kernels_except(*patterns: str) -> Callable[[PyTree], PyTree]:
   def mask(params: PyTree) -> PyTree:
     _check_called_with_params(params, 'kernels_except')
     kernel_paths = [
-        path_string(path) for path, leaf in jax.tree_util.tree_leaves_with_path(params)
-        if is_kernel(path, leaf)]
-    unmatched = [c.pattern for c in compiled if not any(c.search(p) for p in kernel_paths)]
+        path_string(path)
+        for path, leaf in jax.tree_util.tree_leaves_with_path(params)
+        if is_kernel(path, leaf)
+    ]
+    unmatched = [
+        c.pattern
+        for c in compiled
+        if not any(c.search(p) for p in kernel_paths)
+    ]
     if unmatched:
       raise ValueError(
-          f'kernels_except: {unmatched} match no kernel; the kernels are {kernel_paths}')
+          f'kernels_except: {unmatched} match no kernel; the kernels are {kernel_paths}'
+      )
 
     def selected(path, leaf) -> bool:
-      return is_kernel(path, leaf) and not any(c.search(path_string(path)) for c in compiled)
+      return is_kernel(path, leaf) and not any(
+          c.search(path_string(path)) for c in compiled
+      )
 
     return jax.tree_util.tree_map_with_path(selected, params)
 
   return mask
 
 
-def _compile_patterns(function: str, patterns: tuple[str, ...]) -> list[re.Pattern]:
+def _compile_patterns(
+    function: str, patterns: tuple[str, ...]
+) -> list[re.Pattern]:
   compiled = []
   for pattern in patterns:
     if not isinstance(pattern, str):
@@ -155,7 +169,9 @@ def _compile_patterns(function: str, patterns: tuple[str, ...]) -> list[re.Patte
     try:
       compiled.append(re.compile(pattern))
     except re.error as error:
-      raise ValueError(f'{function}: invalid regular expression {pattern!r}: {error}') from None
+      raise ValueError(
+          f'{function}: invalid regular expression {pattern!r}: {error}'
+      ) from None
   return compiled
 
 
@@ -166,8 +182,9 @@ def _check_called_with_params(params: PyTree, function: str) -> None:
         f'{function} was called with {params!r} instead of a parameter pytree. '
         'optax.inject_hyperparams calls every callable argument with the step '
         'count, as a schedule: name mask and dimension_numbers in its '
-        "static_args, e.g. optax.inject_hyperparams(bort_adamw, "
-        "static_args=('mask', 'dimension_numbers')).")
+        'static_args, e.g. optax.inject_hyperparams(bort_adamw, '
+        "static_args=('mask', 'dimension_numbers'))."
+    )
 
 
 def stacked_dimension_numbers(
@@ -212,23 +229,35 @@ def stacked_dimension_numbers(
   if not patterns:
     raise ValueError(
         'stacked_dimension_numbers needs at least one pattern naming the '
-        "stacked kernels (e.g. '^layers/'; '.' for every kernel).")
+        "stacked kernels (e.g. '^layers/'; '.' for every kernel)."
+    )
   compiled = _compile_patterns('stacked_dimension_numbers', patterns)
-  if (not isinstance(num_stacked_axes, int) or isinstance(num_stacked_axes, bool)
-      or num_stacked_axes < 1):
+  if (
+      not isinstance(num_stacked_axes, int)
+      or isinstance(num_stacked_axes, bool)
+      or num_stacked_axes < 1
+  ):
     raise ValueError(
-        f'num_stacked_axes must be a positive integer, got {num_stacked_axes!r}.')
+        f'num_stacked_axes must be a positive integer, got {num_stacked_axes!r}.'
+    )
 
   def dimension_numbers(params: PyTree) -> PyTree:
     _check_called_with_params(params, 'stacked_dimension_numbers')
     kernel_paths = [
-        path_string(path) for path, leaf in jax.tree_util.tree_leaves_with_path(params)
-        if is_kernel(path, leaf)]
-    unmatched = [c.pattern for c in compiled if not any(c.search(p) for p in kernel_paths)]
+        path_string(path)
+        for path, leaf in jax.tree_util.tree_leaves_with_path(params)
+        if is_kernel(path, leaf)
+    ]
+    unmatched = [
+        c.pattern
+        for c in compiled
+        if not any(c.search(p) for p in kernel_paths)
+    ]
     if unmatched:
       raise ValueError(
           f'stacked_dimension_numbers: {unmatched} match no kernel; the kernels are '
-          f'{kernel_paths}')
+          f'{kernel_paths}'
+      )
 
     def numbers(path, leaf):
       if not is_kernel(path, leaf):
@@ -239,13 +268,18 @@ def stacked_dimension_numbers(
       if leaf.ndim < num_stacked_axes + 2:
         raise ValueError(
             f'stacked_dimension_numbers: {name} of shape {tuple(leaf.shape)} has '
-            f'{num_stacked_axes} stacked axes and fewer than 2 left for a matrix.')
-      single = kernel_dimension_numbers(path, _Unstacked(leaf.ndim - num_stacked_axes))
+            f'{num_stacked_axes} stacked axes and fewer than 2 left for a matrix.'
+        )
+      single = kernel_dimension_numbers(
+          path, _Unstacked(leaf.ndim - num_stacked_axes)
+      )
       output = tuple(
           axis + num_stacked_axes if axis >= 0 else axis
-          for axis in layout.as_axes(single.output_axis))
+          for axis in layout.as_axes(single.output_axis)
+      )
       return layout.BortDimensionNumbers(
-          output_axis=output, batch_axis=tuple(range(num_stacked_axes)))
+          output_axis=output, batch_axis=tuple(range(num_stacked_axes))
+      )
 
     return jax.tree_util.tree_map_with_path(numbers, params)
 
@@ -289,7 +323,9 @@ def default_dimension_numbers(params: PyTree) -> PyTree:
     :class:`BortDimensionNumbers` or ``None``.
   """
   return jax.tree_util.tree_map_with_path(
-      lambda path, leaf: kernel_dimension_numbers(path, leaf) if is_kernel(path, leaf) else None,
+      lambda path, leaf: kernel_dimension_numbers(path, leaf)
+      if is_kernel(path, leaf)
+      else None,
       params,
   )
 
@@ -306,10 +342,14 @@ class SelectedLeaf:
 def check_mask_argument(mask: MaskOrFn | None) -> None:
   """Rejects a scalar or string where a mask pytree or callable belongs."""
   if isinstance(mask, (str, int, float)):
-    raise ValueError(f'mask must be a pytree of bools or a callable, got {mask!r}.')
+    raise ValueError(
+        f'mask must be a pytree of bools or a callable, got {mask!r}.'
+    )
 
 
-def check_dimension_numbers_argument(dimension_numbers: DimensionNumbersOrFn | None) -> None:
+def check_dimension_numbers_argument(
+    dimension_numbers: DimensionNumbersOrFn | None,
+) -> None:
   """Validates what can be validated before the params are known."""
   if isinstance(dimension_numbers, layout.BortDimensionNumbers):
     layout.check_dimension_numbers(dimension_numbers)
@@ -362,19 +402,31 @@ def select_leaves(
   """
   paths_and_leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
   leaves = [leaf for _, leaf in paths_and_leaves]
-  mask_tree = default_mask(params) if mask is None else (mask(params) if callable(mask) else mask)
+  mask_tree = (
+      default_mask(params)
+      if mask is None
+      else (mask(params) if callable(mask) else mask)
+  )
   mask_flat = _flatten_like(treedef, mask_tree, 'mask')
 
   if dimension_numbers is None:
-    dims_flat = [kernel_dimension_numbers(path, leaf) for path, leaf in paths_and_leaves]
+    dims_flat = [
+        kernel_dimension_numbers(path, leaf) for path, leaf in paths_and_leaves
+    ]
   elif isinstance(dimension_numbers, layout.BortDimensionNumbers):
     dims_flat = [dimension_numbers] * len(leaves)
   else:
-    dims_tree = dimension_numbers(params) if callable(dimension_numbers) else dimension_numbers
+    dims_tree = (
+        dimension_numbers(params)
+        if callable(dimension_numbers)
+        else dimension_numbers
+    )
     dims_flat = _flatten_like(treedef, dims_tree, 'dimension_numbers tree')
 
   selected = []
-  for index, ((path, leaf), chosen, dims) in enumerate(zip(paths_and_leaves, mask_flat, dims_flat)):
+  for index, ((path, leaf), chosen, dims) in enumerate(
+      zip(paths_and_leaves, mask_flat, dims_flat)
+  ):
     try:
       chosen = bool(chosen)
     except (jax.errors.ConcretizationTypeError, TypeError, ValueError) as error:
@@ -393,18 +445,26 @@ def select_leaves(
           'constrains weight matrices, which need at least 2 dimensions.'
       )
     if dims is None:
-      raise ValueError(f'The Bort mask selects {name} but its dimension_numbers are None.')
+      raise ValueError(
+          f'The Bort mask selects {name} but its dimension_numbers are None.'
+      )
     layout.check_dimension_numbers(dims)
     layout.normalized_axes(leaf.shape, dims, name)
     selected.append(SelectedLeaf(index, name, dims))
   return leaves, treedef, selected
 
 
-def selected_matrices(leaves: list[Array], selected: list[SelectedLeaf]) -> list[Array]:
+def selected_matrices(
+    leaves: list[Array], selected: list[SelectedLeaf]
+) -> list[Array]:
   """Reads each selected leaf as a ``[B, fan_in, out]`` stack (no dtype change).
 
   A leaf sharded over explicit mesh axes is replicated first, as the
   optimizer does for its correction.
   """
-  return [layout.to_matrices(placement.to_replicated(leaves[s.index]), s.dimension_numbers)
-          for s in selected]
+  return [
+      layout.to_matrices(
+          placement.to_replicated(leaves[s.index]), s.dimension_numbers
+      )
+      for s in selected
+  ]

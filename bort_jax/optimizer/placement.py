@@ -42,7 +42,9 @@ def _sharding(x: Array) -> Any:
 
 
 def _axis_type_names(mesh) -> tuple[str, ...]:
-  return tuple(str(t).rsplit('.', 1)[-1] for t in getattr(mesh, 'axis_types', ()))
+  return tuple(
+      str(t).rsplit('.', 1)[-1] for t in getattr(mesh, 'axis_types', ())
+  )
 
 
 def explicit_spec(x: Array) -> PartitionSpec | None:
@@ -95,10 +97,16 @@ def placement_key(x: Array) -> Hashable | None:
   """
   sharding = _sharding(x)
   mesh = getattr(sharding, 'mesh', None)
-  if mesh is None or getattr(mesh, 'empty', True) or getattr(mesh, 'size', 0) == 1:
+  if (
+      mesh is None
+      or getattr(mesh, 'empty', True)
+      or getattr(mesh, 'size', 0) == 1
+  ):
     return ('single',)
   sizes = dict(getattr(mesh, 'shape', {}))
   types = dict(zip(getattr(mesh, 'axis_names', ()), _axis_type_names(mesh)))
-  if all(types.get(name) == 'Explicit' for name, size in sizes.items() if size > 1):
+  if all(
+      types.get(name) == 'Explicit' for name, size in sizes.items() if size > 1
+  ):
     return ('explicit', tuple(sharding.spec))
   return None

@@ -12,7 +12,9 @@ from bort_jax.optimizer import masking
 FIGURES = ('relative_error', 'mean_abs_cosine', 'norm_spread')
 
 
-def matrix_figures(matrices: Array, amplitude: correction.Amplitude = 1.0) -> dict[str, Array]:
+def matrix_figures(
+    matrices: Array, amplitude: correction.Amplitude = 1.0
+) -> dict[str, Array]:
   r"""Orthogonality figures of a ``[B, fan_in, out]`` stack (columns = units).
 
   * ``relative_error``: :math:`\lVert G - aI\rVert_F / \lVert aI\rVert_F` with
@@ -28,16 +30,24 @@ def matrix_figures(matrices: Array, amplitude: correction.Amplitude = 1.0) -> di
   a = correction.resolve_amplitude(matrices, amplitude)
   small = min(n, d)
   side = matrices if d <= n else jnp.swapaxes(matrices, -1, -2)
-  gram = jnp.einsum('bij,bik->bjk', side, side, precision=jax.lax.Precision.HIGHEST)
+  gram = jnp.einsum(
+      'bij,bik->bjk', side, side, precision=jax.lax.Precision.HIGHEST
+  )
   target = a * jnp.eye(small, dtype=gram.dtype)
   relative = jnp.sqrt(jnp.sum(jnp.square(gram - target), axis=(-2, -1))) / (
-      a[..., 0, 0] * jnp.sqrt(small))
+      a[..., 0, 0] * jnp.sqrt(small)
+  )
 
   unit_norms = jnp.sqrt(jnp.sum(jnp.square(matrices), axis=-2))
-  units = matrices / jnp.maximum(unit_norms[:, None, :], jnp.finfo(matrices.dtype).tiny)
-  cosines = jnp.einsum('bij,bik->bjk', units, units, precision=jax.lax.Precision.HIGHEST)
+  units = matrices / jnp.maximum(
+      unit_norms[:, None, :], jnp.finfo(matrices.dtype).tiny
+  )
+  cosines = jnp.einsum(
+      'bij,bik->bjk', units, units, precision=jax.lax.Precision.HIGHEST
+  )
   off_diagonal = jnp.sum(jnp.abs(cosines), axis=(-2, -1)) - jnp.trace(
-      jnp.abs(cosines), axis1=-2, axis2=-1)
+      jnp.abs(cosines), axis1=-2, axis2=-1
+  )
   mean_abs_cosine = off_diagonal / max(d * (d - 1), 1)
   spread = jnp.std(unit_norms, axis=-1) / jnp.mean(unit_norms, axis=-1)
   return {
@@ -77,7 +87,9 @@ def orthogonality_report(
   correction.check_amplitude(amplitude)
   leaves, _, selected = masking.select_leaves(params, mask, dimension_numbers)
   matrices = masking.selected_matrices(leaves, selected)
-  return {s.path: matrix_figures(m, amplitude) for s, m in zip(selected, matrices)}
+  return {
+      s.path: matrix_figures(m, amplitude) for s, m in zip(selected, matrices)
+  }
 
 
 def summarize_report(report: dict[str, dict[str, Array]]) -> dict[str, Array]:
@@ -89,8 +101,11 @@ def summarize_report(report: dict[str, dict[str, Array]]) -> dict[str, Array]:
   """
   summary = {}
   for figure in FIGURES:
-    values = jnp.stack([kernel[figure] for kernel in report.values()]) if report else (
-        jnp.full((1,), jnp.nan))
+    values = (
+        jnp.stack([kernel[figure] for kernel in report.values()])
+        if report
+        else (jnp.full((1,), jnp.nan))
+    )
     summary[f'{figure}/mean'] = jnp.mean(values)
     summary[f'{figure}/max'] = jnp.max(values)
   return summary

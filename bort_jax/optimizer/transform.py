@@ -36,7 +36,9 @@ def _check_gamma(gamma: ScalarOrSchedule) -> None:
   if callable(gamma):
     return
   if gamma is None:
-    raise ValueError('gamma must be a non-negative number or a schedule, got None.')
+    raise ValueError(
+        'gamma must be a non-negative number or a schedule, got None.'
+    )
   value = correction.concrete_scalar(gamma, 'gamma')
   if value is not None and value < 0:
     raise ValueError(f'gamma must be non-negative, got {gamma!r}.')
@@ -75,7 +77,9 @@ def grouped_corrections(
   specs = [placement.explicit_spec(k) for k in kernels]
   matrices = [
       layout.to_matrices(
-          placement.to_replicated(k.astype(correction.compute_dtype(k.dtype))), dn)
+          placement.to_replicated(k.astype(correction.compute_dtype(k.dtype))),
+          dn,
+      )
       for k, dn in zip(kernels, dimension_numbers)
   ]
   groups = collections.defaultdict(list)
@@ -86,17 +90,25 @@ def grouped_corrections(
 
   deltas: list[Any] = [None] * len(kernels)
   for positions in groups.values():
-    stacked = jnp.concatenate([matrices[p] for p in positions]) if len(positions) > 1 else (
-        matrices[positions[0]])
+    stacked = (
+        jnp.concatenate([matrices[p] for p in positions])
+        if len(positions) > 1
+        else (matrices[positions[0]])
+    )
     delta = correction.matrix_correction(
-        stacked, amplitude=amplitude, mode=mode, precision=precision)
+        stacked, amplitude=amplitude, mode=mode, precision=precision
+    )
     offset = 0
     for p in positions:
       size = matrices[p].shape[0]
       deltas[p] = placement.to_sharding(
           layout.from_matrices(
-              delta[offset:offset + size], kernels[p].shape, dimension_numbers[p]),
-          specs[p])
+              delta[offset : offset + size],
+              kernels[p].shape,
+              dimension_numbers[p],
+          ),
+          specs[p],
+      )
       offset += size
   return deltas
 
@@ -207,7 +219,9 @@ def add_bort_correction(
     return leaves, selected
 
   def init_fn(params):
-    check_selected(params)  # a mask or dimension numbers that do not fit fail here
+    check_selected(
+        params
+    )  # a mask or dimension numbers that do not fit fail here
     if is_schedule:
       return AddBortCorrectionState(count=jnp.zeros([], jnp.int32))
     return optax.EmptyState()
@@ -237,7 +251,9 @@ def add_bort_correction(
     for s, delta in zip(selected, deltas):
       update = update_leaves[s.index]
       delta = placement.to_sharding(delta, placement.explicit_spec(update))
-      update_leaves[s.index] = (update + coefficient * delta).astype(update.dtype)
+      update_leaves[s.index] = (update + coefficient * delta).astype(
+          update.dtype
+      )
     return treedef.unflatten(update_leaves), state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -300,12 +316,24 @@ def bort_sgd(
   """
   return optax.chain(
       add_bort_correction(
-          gamma, amplitude=amplitude, mode=mode, mask=mask,
-          dimension_numbers=dimension_numbers, precision=precision,
-          batch_kernels=batch_kernels),
+          gamma,
+          amplitude=amplitude,
+          mode=mode,
+          mask=mask,
+          dimension_numbers=dimension_numbers,
+          precision=precision,
+          batch_kernels=batch_kernels,
+      ),
       optax.add_decayed_weights(weight_decay, weight_decay_mask),
-      (optax.trace(decay=momentum, nesterov=nesterov, accumulator_dtype=accumulator_dtype)
-       if momentum is not None else optax.identity()),
+      (
+          optax.trace(
+              decay=momentum,
+              nesterov=nesterov,
+              accumulator_dtype=accumulator_dtype,
+          )
+          if momentum is not None
+          else optax.identity()
+      ),
       optax.scale_by_learning_rate(learning_rate),
   )
 
@@ -372,11 +400,18 @@ def bort_adamw(
     >>> state.hyperparams['gamma'] = 0.0  # switch Bort off mid-training
   """
   return optax.chain(
-      optax.scale_by_adam(b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype),
+      optax.scale_by_adam(
+          b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype
+      ),
       optax.add_decayed_weights(weight_decay, weight_decay_mask),
       add_bort_correction(
-          gamma, amplitude=amplitude, mode=mode, mask=mask,
-          dimension_numbers=dimension_numbers, precision=precision,
-          batch_kernels=batch_kernels),
+          gamma,
+          amplitude=amplitude,
+          mode=mode,
+          mask=mask,
+          dimension_numbers=dimension_numbers,
+          precision=precision,
+          batch_kernels=batch_kernels,
+      ),
       optax.scale_by_learning_rate(learning_rate),
   )

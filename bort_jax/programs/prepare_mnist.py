@@ -32,17 +32,23 @@ def build_parser() -> argparse.ArgumentParser:
       description=(
           'Build the tfds "mnist" data set (3.0.1, array_record) from the four '
           'MNIST IDX .gz files, without TensorFlow or a download. Does nothing '
-          'if it is already prepared.'))
+          'if it is already prepared.'
+      ),
+  )
   parser.add_argument(
-      '--idx-dir', default=os.environ.get(IDX_DIR_ENV),
+      '--idx-dir',
+      default=os.environ.get(IDX_DIR_ENV),
       required=not os.environ.get(IDX_DIR_ENV),
       help='folder with train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, '
-           f't10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz (default: '
-           f'${IDX_DIR_ENV})')
+      f't10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz (default: '
+      f'${IDX_DIR_ENV})',
+  )
   parser.add_argument(
-      '--data-dir', default=None,
+      '--data-dir',
+      default=None,
       help='tfds data dir to write to (default: $TFDS_DATA_DIR, else '
-           '~/tensorflow_datasets)')
+      '~/tensorflow_datasets)',
+  )
   return parser
 
 
@@ -62,7 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   print(
       f'mnist ready in {path} ({counts}; {time.perf_counter() - start:.1f} s).\n'
       f"Read it with tfds.data_source('mnist', data_dir={os.fspath(data_dir)!r}, "
-      'download=False).')
+      'download=False).'
+  )
   return 0
 
 

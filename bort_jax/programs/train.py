@@ -89,47 +89,85 @@ _OVERRIDE = re.compile(r'^--?(no)?config\.([^=.]*)')
 def build_parser() -> argparse.ArgumentParser:
   """The command-line parser (``--config.FIELD`` overrides are parsed apart)."""
   parser = argparse.ArgumentParser(
-      prog='bort-train', description=__doc__.split('\n', 1)[0],
+      prog='bort-train',
+      description=__doc__.split('\n', 1)[0],
       formatter_class=argparse.RawDescriptionHelpFormatter,
       epilog=f'configs: {", ".join(configs.CONFIG_NAMES)}\n'
-             f'optimizers: {", ".join(optimizer_factory.OPTIMIZER_NAMES)}\n'
-             'config fields (--config.FIELD=VALUE or --set FIELD=VALUE): '
-             f'{", ".join(configs.field_names())}')
+      f'optimizers: {", ".join(optimizer_factory.OPTIMIZER_NAMES)}\n'
+      'config fields (--config.FIELD=VALUE or --set FIELD=VALUE): '
+      f'{", ".join(configs.field_names())}',
+  )
   parser.add_argument(
-      '--config', help='a packaged config NAME (see below) or path/to/config.py '
-                       '(default with --resume: WORKDIR/config.json)')
-  parser.add_argument('--workdir', required=True,
-                      help='run directory: config.json, checkpoints/, metrics.jsonl')
+      '--config',
+      help='a packaged config NAME (see below) or path/to/config.py '
+      '(default with --resume: WORKDIR/config.json)',
+  )
+  parser.add_argument(
+      '--workdir',
+      required=True,
+      help='run directory: config.json, checkpoints/, metrics.jsonl',
+  )
   parser.add_argument('--optimizer', help='optimizer name (see below)')
   parser.add_argument('--epochs', type=int)
   parser.add_argument('--batch-size', type=int, help='global batch size')
   parser.add_argument('--learning-rate', type=float)
   parser.add_argument('--gamma', type=float, help='Bort coefficient')
   parser.add_argument('--seed', type=int)
-  parser.add_argument('--set', action='append', default=[], metavar='FIELD=VALUE',
-                      help='override a config field: an alias of --config.FIELD=VALUE '
-                           '(repeatable)')
-  parser.add_argument('--compare', metavar='OPT1,OPT2,...',
-                      help='train once per optimizer (in WORKDIR/<optimizer>) and print '
-                           'test accuracy and orthogonality side by side')
-  parser.add_argument('--resume', action='store_true',
-                      help='continue from the latest checkpoint in the work directory '
-                           '(same config; records after that checkpoint are dropped)')
-  parser.add_argument('--overwrite', action='store_true',
-                      help='discard a previous run in the work directory (its config.json, '
-                           'checkpoints and metrics.jsonl) and start again')
-  parser.add_argument('--max-steps', type=int,
-                      help='stop (with a checkpoint) at this global step; --resume continues')
-  parser.add_argument('--data-dir', help='tfds data dir (default: $TFDS_DATA_DIR or '
-                                         '~/tensorflow_datasets)')
-  parser.add_argument('--download', action='store_true',
-                      help='let tfds download and prepare a missing data set (needs internet)')
-  parser.add_argument('--mnist-idx-dir',
-                      help='MNIST IDX files to prepare MNIST from when the data dir lacks it '
-                           f'(default: ${IDX_DIR_ENV})')
-  parser.add_argument('--no-progress', action='store_true', help='no progress bar')
-  distributed = parser.add_argument_group('multi-host (jax.distributed.initialize)')
-  distributed.add_argument('--coordinator-address', help='host:port of process 0')
+  parser.add_argument(
+      '--set',
+      action='append',
+      default=[],
+      metavar='FIELD=VALUE',
+      help='override a config field: an alias of --config.FIELD=VALUE '
+      '(repeatable)',
+  )
+  parser.add_argument(
+      '--compare',
+      metavar='OPT1,OPT2,...',
+      help='train once per optimizer (in WORKDIR/<optimizer>) and print '
+      'test accuracy and orthogonality side by side',
+  )
+  parser.add_argument(
+      '--resume',
+      action='store_true',
+      help='continue from the latest checkpoint in the work directory '
+      '(same config; records after that checkpoint are dropped)',
+  )
+  parser.add_argument(
+      '--overwrite',
+      action='store_true',
+      help='discard a previous run in the work directory (its config.json, '
+      'checkpoints and metrics.jsonl) and start again',
+  )
+  parser.add_argument(
+      '--max-steps',
+      type=int,
+      help='stop (with a checkpoint) at this global step; --resume continues',
+  )
+  parser.add_argument(
+      '--data-dir',
+      help='tfds data dir (default: $TFDS_DATA_DIR or '
+      '~/tensorflow_datasets)',
+  )
+  parser.add_argument(
+      '--download',
+      action='store_true',
+      help='let tfds download and prepare a missing data set (needs internet)',
+  )
+  parser.add_argument(
+      '--mnist-idx-dir',
+      help='MNIST IDX files to prepare MNIST from when the data dir lacks it '
+      f'(default: ${IDX_DIR_ENV})',
+  )
+  parser.add_argument(
+      '--no-progress', action='store_true', help='no progress bar'
+  )
+  distributed = parser.add_argument_group(
+      'multi-host (jax.distributed.initialize)'
+  )
+  distributed.add_argument(
+      '--coordinator-address', help='host:port of process 0'
+  )
   distributed.add_argument('--num-processes', type=int)
   distributed.add_argument('--process-id', type=int)
   return parser
@@ -148,8 +186,10 @@ def config_source(name_or_path: str) -> Path:
     if not path.is_file():
       raise ValueError(f'config file {path} not found')
     return Path(name_or_path)
-  raise ValueError(f'unknown config {name_or_path!r}; valid configs: '
-                   f'{list(configs.CONFIG_NAMES)} or a path/to/config.py')
+  raise ValueError(
+      f'unknown config {name_or_path!r}; valid configs: '
+      f'{list(configs.CONFIG_NAMES)} or a path/to/config.py'
+  )
 
 
 def _format(value: Any) -> str:
@@ -171,16 +211,19 @@ def set_overrides(assignments: Sequence[str]) -> list[str]:
   return overrides
 
 
-def config_overrides(args: argparse.Namespace,
-                     extra: Sequence[str]) -> list[str]:
+def config_overrides(
+    args: argparse.Namespace, extra: Sequence[str]
+) -> list[str]:
   """``--config.FIELD=VALUE`` arguments: named flags, then ``--set``, then ``extra``.
 
   Raises:
     ValueError: a malformed ``--set``, or an argument that is no override.
   """
-  overrides = [f'--config.{field}={_format(getattr(args, flag))}'
-               for flag, field in FLAG_FIELDS.items()
-               if getattr(args, flag) is not None]
+  overrides = [
+      f'--config.{field}={_format(getattr(args, flag))}'
+      for flag, field in FLAG_FIELDS.items()
+      if getattr(args, flag) is not None
+  ]
   overrides += set_overrides(args.set)
   for argument in extra:
     if argument.startswith('-') and not _OVERRIDE.match(argument):
@@ -188,8 +231,9 @@ def config_overrides(args: argparse.Namespace,
   return overrides + list(extra)
 
 
-def parse_config(source: Path | ml_collections.ConfigDict,
-                 overrides: Sequence[str]) -> ml_collections.ConfigDict:
+def parse_config(
+    source: Path | ml_collections.ConfigDict, overrides: Sequence[str]
+) -> ml_collections.ConfigDict:
   """Loads a config file (or takes a ConfigDict) and applies the overrides.
 
   Uses ``ml_collections.config_flags`` on a flag set of its own, so it can
@@ -208,16 +252,31 @@ def parse_config(source: Path | ml_collections.ConfigDict,
       valid ones), one that does not parse, or a config that does not
       validate; the message names the field.
   """
-  unknown = sorted({match.group(2) for match in map(_OVERRIDE.match, overrides)
-                    if match and match.group(2) not in configs.field_names()})
+  unknown = sorted(
+      {
+          match.group(2)
+          for match in map(_OVERRIDE.match, overrides)
+          if match and match.group(2) not in configs.field_names()
+      }
+  )
   if unknown:
-    raise ValueError(f'unknown config field(s) {unknown}; valid fields: '
-                     f'{", ".join(configs.field_names())}')
+    raise ValueError(
+        f'unknown config field(s) {unknown}; valid fields: '
+        f'{", ".join(configs.field_names())}'
+    )
   flag_values = flags.FlagValues()
-  head = [] if isinstance(source, ml_collections.ConfigDict) else [f'--config={source}']
+  head = (
+      []
+      if isinstance(source, ml_collections.ConfigDict)
+      else [f'--config={source}']
+  )
   argv = ['bort-train', *head, *overrides]
-  options = dict(flag_values=flag_values, sys_argv=argv, lock_config=False,
-                 accept_new_attributes=True)
+  options = dict(
+      flag_values=flag_values,
+      sys_argv=argv,
+      lock_config=False,
+      accept_new_attributes=True,
+  )
   try:
     if isinstance(source, ml_collections.ConfigDict):
       config_flags.DEFINE_config_dict('config', source, **options)
@@ -234,8 +293,9 @@ def parse_config(source: Path | ml_collections.ConfigDict,
   return configs.validate(config)
 
 
-def resolve_config(args: argparse.Namespace, workdir: Path,
-                   extra: Sequence[str] = ()) -> ml_collections.ConfigDict:
+def resolve_config(
+    args: argparse.Namespace, workdir: Path, extra: Sequence[str] = ()
+) -> ml_collections.ConfigDict:
   """The config: named, a file, or read back from ``workdir``; then overrides."""
   overrides = config_overrides(args, extra)
   if args.config:
@@ -245,7 +305,8 @@ def resolve_config(args: argparse.Namespace, workdir: Path,
   else:
     raise ValueError(
         f'--config is required; valid configs: {list(configs.CONFIG_NAMES)} '
-        'or a path/to/config.py')
+        'or a path/to/config.py'
+    )
   config = parse_config(source, overrides)
   if args.compare is None:
     optimizer_factory.split_name(config.optimizer)
@@ -262,8 +323,9 @@ def parse_compare(text: str) -> list[str]:
   return names
 
 
-def comparison_row(optimizer: str, record: dict[str, Any],
-                   seconds: float) -> dict[str, Any]:
+def comparison_row(
+    optimizer: str, record: dict[str, Any], seconds: float
+) -> dict[str, Any]:
   """Flattens a final metrics record into :data:`COMPARISON_COLUMNS` keys."""
   row = {'optimizer': optimizer, 'seconds': seconds, **record}
   for figure, value in record.get('orthogonality', {}).items():
@@ -282,13 +344,20 @@ def format_comparison(rows: list[dict[str, Any]]) -> str:
   """
   table = [[title for title, _, _ in COMPARISON_COLUMNS]]
   for row in rows:
-    table.append([fmt.format(row[key]) if row.get(key) is not None else '-'
-                  for _, key, fmt in COMPARISON_COLUMNS])
-  widths = [max(len(line[i]) for line in table)
-            for i in range(len(COMPARISON_COLUMNS))]
+    table.append(
+        [
+            fmt.format(row[key]) if row.get(key) is not None else '-'
+            for _, key, fmt in COMPARISON_COLUMNS
+        ]
+    )
+  widths = [
+      max(len(line[i]) for line in table)
+      for i in range(len(COMPARISON_COLUMNS))
+  ]
   return '\n'.join(
       '  '.join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip()
-      for line in table)
+      for line in table
+  )
 
 
 def ensure_mnist_prepared(data_dir: str | None, idx_dir: str | None) -> None:
@@ -309,7 +378,9 @@ def _report_warnings() -> None:
   """Prints the library's warnings (``bort_jax`` logger: corrupt checkpoints
   skipped, metrics records dropped) on stderr, once per handler."""
   logger = logging.getLogger('bort_jax')
-  for handler in [h for h in logger.handlers if getattr(h, '_bort_train', False)]:
+  for handler in [
+      h for h in logger.handlers if getattr(h, '_bort_train', False)
+  ]:
     logger.removeHandler(handler)
   handler = logging.StreamHandler(sys.stderr)
   handler.setFormatter(_WarningFormatter())
@@ -331,7 +402,8 @@ def check_arguments(args: argparse.Namespace) -> None:
   if args.resume and args.overwrite:
     raise errors.ConfigError(
         '--resume and --overwrite exclude each other: --resume continues the run '
-        'in the work directory, --overwrite discards it')
+        'in the work directory, --overwrite discards it'
+    )
   workdir = Path(args.workdir)
   if workdir.exists() and not workdir.is_dir():
     raise errors.ConfigError(f'--workdir {workdir} is a file, not a directory')
@@ -356,9 +428,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_arguments(args)
   except errors.ConfigError as error:
     parser.error(str(error))
-  if args.coordinator_address or args.num_processes or args.process_id is not None:
-    parallel.initialize_distributed(args.coordinator_address, args.num_processes,
-                                    args.process_id)
+  if (
+      args.coordinator_address
+      or args.num_processes
+      or args.process_id is not None
+  ):
+    parallel.initialize_distributed(
+        args.coordinator_address, args.num_processes, args.process_id
+    )
   workdir = Path(args.workdir)
   try:
     config = resolve_config(args, workdir, extra)
@@ -367,38 +444,59 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.error(str(error))
 
   try:
-    if config.dataset == 'mnist':  # local IDX files first; tfds downloads only if still missing
+    if (
+        config.dataset == 'mnist'
+    ):  # local IDX files first; tfds downloads only if still missing
       ensure_mnist_prepared(args.data_dir, args.mnist_idx_dir)
     if jax.process_index() == 0:
-      print(f'bort-train: {config.dataset} from {data.resolve_data_dir(args.data_dir)}'
-            f'{" (downloaded if missing)" if args.download else ""}; writing to '
-            f'{workdir} (metrics.jsonl, TensorBoard events, checkpoints)',
-            file=sys.stderr, flush=True)
+      print(
+          f'bort-train: {config.dataset} from {data.resolve_data_dir(args.data_dir)}'
+          f'{" (downloaded if missing)" if args.download else ""}; writing to '
+          f'{workdir} (metrics.jsonl, TensorBoard events, checkpoints)',
+          file=sys.stderr,
+          flush=True,
+      )
     rows = []
     for name in names:
       run_config = configs.replace(config, optimizer=name)
       run_dir = workdir / name if args.compare else workdir
       start = time.perf_counter()
       loop.train_and_evaluate(
-          run_config, run_dir, data_dir=args.data_dir, download=args.download,
-          resume=args.resume, overwrite=args.overwrite, max_steps=args.max_steps,
-          progress=not args.no_progress, description=name)
-      rows.append(comparison_row(name, loop.last_evaluation(run_dir),
-                                 time.perf_counter() - start))
+          run_config,
+          run_dir,
+          data_dir=args.data_dir,
+          download=args.download,
+          resume=args.resume,
+          overwrite=args.overwrite,
+          max_steps=args.max_steps,
+          progress=not args.no_progress,
+          description=name,
+      )
+      rows.append(
+          comparison_row(
+              name, loop.last_evaluation(run_dir), time.perf_counter() - start
+          )
+      )
   except errors.Interrupted as error:
     print(f'bort-train: {error}', file=sys.stderr)
     return error.exit_code
   except errors.BortError as error:
     print(f'bort-train: error: {error}', file=sys.stderr)
     return error.exit_code
-  except (data.DatasetNotFoundError, FileExistsError, FileNotFoundError) as error:
+  except (
+      data.DatasetNotFoundError,
+      FileExistsError,
+      FileNotFoundError,
+  ) as error:
     print(f'bort-train: error: {error}', file=sys.stderr)
     return 1
   except ValueError as error:
     print(f'bort-train: error: {error}', file=sys.stderr)
     return 2
-  print(f'\n{config.name}: {config.epochs} epochs, batch {config.batch_size}, '
-        f'gamma {config.gamma} (bort_* only), work directory {workdir}')
+  print(
+      f'\n{config.name}: {config.epochs} epochs, batch {config.batch_size}, '
+      f'gamma {config.gamma} (bort_* only), work directory {workdir}'
+  )
   print(format_comparison(rows))
   return 0
 

@@ -66,13 +66,16 @@ PyTree = Any
 logger = logging.getLogger('bort_jax')
 
 
-def save_config(workdir: str | os.PathLike[str],
-                config: ml_collections.ConfigDict) -> Path:
+def save_config(
+    workdir: str | os.PathLike[str], config: ml_collections.ConfigDict
+) -> Path:
   """Writes ``WORKDIR/config.json`` (on process 0) and returns its path."""
   path = Path(workdir) / CONFIG_FILE
   if jax.process_index() == 0:
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomically(path, json.dumps(configs.to_dict(config), indent=2) + '\n')
+    _write_atomically(
+        path, json.dumps(configs.to_dict(config), indent=2) + '\n'
+    )
   return path
 
 
@@ -98,12 +101,14 @@ def load_config(workdir: str | os.PathLike[str]) -> ml_collections.ConfigDict:
   path = Path(workdir) / CONFIG_FILE
   if not path.is_file():
     raise FileNotFoundError(
-        f'no {CONFIG_FILE} in {workdir}: not a bort-train work directory')
+        f'no {CONFIG_FILE} in {workdir}: not a bort-train work directory'
+    )
   try:
     values = json.loads(path.read_text())
   except (ValueError, UnicodeDecodeError) as error:
     raise ConfigError(
-        f'{path} is not valid JSON (truncated or edited?): {error}') from None
+        f'{path} is not valid JSON (truncated or edited?): {error}'
+    ) from None
   if not isinstance(values, dict):
     raise ConfigError(f'{path} does not hold a JSON object')
   try:
@@ -112,16 +117,22 @@ def load_config(workdir: str | os.PathLike[str]) -> ml_collections.ConfigDict:
     raise ConfigError(f'{path}: {error}') from None
 
 
-def checkpoint_manager(workdir: str | os.PathLike[str], *,
-                       max_to_keep: int | None = 2) -> ocp.CheckpointManager:
+def checkpoint_manager(
+    workdir: str | os.PathLike[str], *, max_to_keep: int | None = 2
+) -> ocp.CheckpointManager:
   """An orbax ``CheckpointManager`` over ``WORKDIR/checkpoints``."""
   directory = (Path(workdir) / CHECKPOINT_DIR).absolute()
   return ocp.CheckpointManager(
-      directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+      directory,
+      options=ocp.CheckpointManagerOptions(
+          max_to_keep=max_to_keep, create=True
+      ),
+  )
 
 
 def _keys_to_data(tree: PyTree) -> PyTree:
   """Typed PRNG keys -> their ``uint32`` data (arrays, or shape structs keeping their sharding)."""
+
   def convert(x):
     if not parallel.is_prng_key(x):
       return x
@@ -129,17 +140,22 @@ def _keys_to_data(tree: PyTree) -> PyTree:
       data = jax.eval_shape(jax.random.key_data, x)
       return jax.ShapeDtypeStruct(data.shape, data.dtype, sharding=x.sharding)
     return jax.random.key_data(x)
+
   return jax.tree.map(convert, tree)
 
 
 def _data_to_keys(tree: PyTree, template: PyTree) -> PyTree:
   """Wraps key data back into keys where ``template`` has keys (of its
   implementation; the default one for abstract templates)."""
+
   def convert(x, t):
     if not parallel.is_prng_key(t):
       return x
-    impl = None if isinstance(t, jax.ShapeDtypeStruct) else jax.random.key_impl(t)
+    impl = (
+        None if isinstance(t, jax.ShapeDtypeStruct) else jax.random.key_impl(t)
+    )
     return jax.random.wrap_key_data(x, impl=impl)
+
   return jax.tree.map(convert, tree, template)
 
 
@@ -153,8 +169,10 @@ def _items(state: TrainState) -> dict[str, PyTree]:
 
 
 def _leaf_name(path) -> str:
-  return '/'.join(str(getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k))))
-                  for k in path)
+  return '/'.join(
+      str(getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k))))
+      for k in path
+  )
 
 
 def _sha256(array: np.ndarray) -> str:
@@ -189,8 +207,9 @@ def _record_path(manager: ocp.CheckpointManager, step: int) -> Path:
   return Path(manager.directory).parent / RECORD_DIR / f'{step}{suffix}.json'
 
 
-def read_record(manager: ocp.CheckpointManager, step: int
-                ) -> dict[str, Any] | None:
+def read_record(
+    manager: ocp.CheckpointManager, step: int
+) -> dict[str, Any] | None:
   """The record saved with checkpoint ``step`` (``None`` if there is none).
 
   Raises:
@@ -214,14 +233,22 @@ def _prune_records(manager: ocp.CheckpointManager) -> None:
   oldest = min(kept, default=None)
   for path in folder.glob('*.json'):
     step = path.name.split('.', 1)[0]
-    if step.isdigit() and int(step) not in kept and (
-        oldest is None or int(step) < oldest):
+    if (
+        step.isdigit()
+        and int(step) not in kept
+        and (oldest is None or int(step) < oldest)
+    ):
       path.unlink(missing_ok=True)
 
 
-def save_state(manager: ocp.CheckpointManager, state: TrainState, *,
-               step: int | None = None, force: bool = False,
-               extra: dict[str, Any] | None = None) -> bool:
+def save_state(
+    manager: ocp.CheckpointManager,
+    state: TrainState,
+    *,
+    step: int | None = None,
+    force: bool = False,
+    extra: dict[str, Any] | None = None,
+) -> bool:
   """Saves ``state`` as checkpoint ``step`` (default: ``state.step``).
 
   Every process must call it (orbax writes the shards each one owns).
@@ -241,12 +268,19 @@ def save_state(manager: ocp.CheckpointManager, state: TrainState, *,
     Whether a checkpoint was saved.
   """
   step = int(jax.device_get(state.step)) if step is None else step
-  items = {name: item for name, item in _items(state).items()
-           if jax.tree.leaves(item)}  # orbax refuses empty items (no BatchNorm...)
+  items = {
+      name: item
+      for name, item in _items(state).items()
+      if jax.tree.leaves(item)
+  }  # orbax refuses empty items (no BatchNorm...)
   record = {'step': step, 'sha256': array_digests(items), 'extra': extra or {}}
-  saved = manager.save(step, args=ocp.args.Composite(
-      **{name: ocp.args.StandardSave(item) for name, item in items.items()}),
-      force=force)
+  saved = manager.save(
+      step,
+      args=ocp.args.Composite(
+          **{name: ocp.args.StandardSave(item) for name, item in items.items()}
+      ),
+      force=force,
+  )
   if saved:
     path = _record_path(manager, step)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -259,8 +293,12 @@ def _abstract(tree: PyTree) -> PyTree:
   return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
 
 
-def restore_state(manager: ocp.CheckpointManager, template: TrainState, *,
-                  step: int | None = None) -> TrainState | None:
+def restore_state(
+    manager: ocp.CheckpointManager,
+    template: TrainState,
+    *,
+    step: int | None = None,
+) -> TrainState | None:
   """Restores a checkpoint into the structure, dtypes and shardings of ``template``.
 
   Not verified: see :func:`restore_verified`.
@@ -279,11 +317,20 @@ def restore_state(manager: ocp.CheckpointManager, template: TrainState, *,
   if step is None:
     return None
   items = _items(template)
-  restored = manager.restore(step, args=ocp.args.Composite(
-      **{name: ocp.args.StandardRestore(_abstract(item)) for name, item in items.items()
-         if jax.tree.leaves(item)}))
-  restored = {name: restored[name] if jax.tree.leaves(item) else item
-              for name, item in items.items()}
+  restored = manager.restore(
+      step,
+      args=ocp.args.Composite(
+          **{
+              name: ocp.args.StandardRestore(_abstract(item))
+              for name, item in items.items()
+              if jax.tree.leaves(item)
+          }
+      ),
+  )
+  restored = {
+      name: restored[name] if jax.tree.leaves(item) else item
+      for name, item in items.items()
+  }
   return TrainState(
       step=restored['progress']['step'],
       params=restored['params'],
@@ -293,8 +340,9 @@ def restore_state(manager: ocp.CheckpointManager, template: TrainState, *,
   )
 
 
-def verify(manager: ocp.CheckpointManager, step: int,
-           items: dict[str, PyTree]) -> dict[str, Any] | None:
+def verify(
+    manager: ocp.CheckpointManager, step: int, items: dict[str, PyTree]
+) -> dict[str, Any] | None:
   """Compares restored ``items`` with the digests recorded at save time.
 
   Args:
@@ -321,8 +369,7 @@ def verify(manager: ocp.CheckpointManager, step: int,
   bad = [key for key in common if expected[key] != actual[key]]
   if bad:
     more = f' and {len(bad) - 3} more' if len(bad) > 3 else ''
-    raise ValueError(
-        f'checksum mismatch in {", ".join(bad[:3])}{more}')
+    raise ValueError(f'checksum mismatch in {", ".join(bad[:3])}{more}')
   return record
 
 
@@ -341,7 +388,9 @@ def _describe(error: BaseException) -> str:
   return f'{type(error).__name__}: {first}' if first else type(error).__name__
 
 
-def _restore_first_good(manager, restore, to_items, *, verb: str = 'resuming from'):
+def _restore_first_good(
+    manager, restore, to_items, *, verb: str = 'resuming from'
+):
   """Tries the checkpoints newest first; returns ``(step, restored, record,
   bad_steps)`` for the first that restores and verifies.
 
@@ -365,15 +414,23 @@ def _restore_first_good(manager, restore, to_items, *, verb: str = 'resuming fro
       problems.append((step, problem))
       continue
     for bad, why in problems:
-      logger.warning('checkpoint %d is corrupt: %s; %s %d', bad, why, verb, step)
+      logger.warning(
+          'checkpoint %d is corrupt: %s; %s %d', bad, why, verb, step
+      )
     if record is None:
-      logger.warning('checkpoint %d has no %s record: restored unverified',
-                     step, RECORD_DIR)
+      logger.warning(
+          'checkpoint %d has no %s record: restored unverified',
+          step,
+          RECORD_DIR,
+      )
     return step, restored, record, [bad for bad, _ in problems]
   raise CheckpointError(
-      f'no usable checkpoint in {manager.directory}: ' + '; '.join(
-          f'checkpoint {bad} is corrupt: {why}' for bad, why in problems)
-      + '. Remove the checkpoints folder and start again with --overwrite.')
+      f'no usable checkpoint in {manager.directory}: '
+      + '; '.join(
+          f'checkpoint {bad} is corrupt: {why}' for bad, why in problems
+      )
+      + '. Remove the checkpoints folder and start again with --overwrite.'
+  )
 
 
 class Restored(NamedTuple):
@@ -393,8 +450,9 @@ class Restored(NamedTuple):
   corrupt: list[int]
 
 
-def restore_verified(manager: ocp.CheckpointManager, template: TrainState
-                     ) -> Restored | None:
+def restore_verified(
+    manager: ocp.CheckpointManager, template: TrainState
+) -> Restored | None:
   """Restores the newest checkpoint that restores and matches its record.
 
   Corrupt newer checkpoints are reported (``checkpoint 120 is corrupt:
@@ -416,7 +474,8 @@ def restore_verified(manager: ocp.CheckpointManager, template: TrainState
   if not manager.all_steps():
     return None
   step, state, record, corrupt = _restore_first_good(
-      manager, lambda step: restore_state(manager, template, step=step), _items)
+      manager, lambda step: restore_state(manager, template, step=step), _items
+  )
   if corrupt:
     if jax.process_index() == 0:
       directory = Path(manager.directory)
@@ -431,12 +490,17 @@ def restore_verified(manager: ocp.CheckpointManager, template: TrainState
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices('bort_jax: corrupt checkpoints moved')
     manager.reload()
-  return Restored(state=state, step=step, extra=(record or {}).get('extra', {}),
-                  corrupt=corrupt)
+  return Restored(
+      state=state,
+      step=step,
+      extra=(record or {}).get('extra', {}),
+      corrupt=corrupt,
+  )
 
 
-def restore_model(workdir: str | os.PathLike[str], *,
-                  step: int | None = None) -> tuple[nnx.Module, dict[str, Any]]:
+def restore_model(
+    workdir: str | os.PathLike[str], *, step: int | None = None
+) -> tuple[nnx.Module, dict[str, Any]]:
   """Rebuilds a trained model from a ``bort-train`` work directory.
 
   The model is built from ``WORKDIR/config.json`` (shapes only, nothing is
@@ -468,25 +532,47 @@ def restore_model(workdir: str | os.PathLike[str], *,
   graphdef, params, model_state = nnx.split(abstract_model, nnx.Param, ...)
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   place = lambda tree: jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), tree)
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), tree
+  )
   manager = checkpoint_manager(workdir, max_to_keep=None)
-  items = {name: item for name, item in
-           {'params': params, 'model_state': _keys_to_data(model_state)}.items()
-           if jax.tree.leaves(item)}
+  items = {
+      name: item
+      for name, item in {
+          'params': params,
+          'model_state': _keys_to_data(model_state),
+      }.items()
+      if jax.tree.leaves(item)
+  }
+
   def restore(at):
-    return manager.restore(at, args=ocp.args.Composite(
-        **{name: ocp.args.StandardRestore(place(item)) for name, item in items.items()}))
+    return manager.restore(
+        at,
+        args=ocp.args.Composite(
+            **{
+                name: ocp.args.StandardRestore(place(item))
+                for name, item in items.items()
+            }
+        ),
+    )
+
   try:
     if step is not None:
       restored = restore(step)
       verify(manager, step, dict(restored))
     elif not manager.all_steps():
-      raise FileNotFoundError(f'no checkpoint in {Path(workdir) / CHECKPOINT_DIR}')
+      raise FileNotFoundError(
+          f'no checkpoint in {Path(workdir) / CHECKPOINT_DIR}'
+      )
     else:
-      _, restored, _, _ = _restore_first_good(manager, restore, dict, verb='using')
+      _, restored, _, _ = _restore_first_good(
+          manager, restore, dict, verb='using'
+      )
   finally:
     manager.close()
-  model = nnx.merge(graphdef, restored['params'],
-                    _data_to_keys(restored.get('model_state', model_state), model_state))
+  model = nnx.merge(
+      graphdef,
+      restored['params'],
+      _data_to_keys(restored.get('model_state', model_state), model_state),
+  )
   model.eval()
   return model, configs.to_dict(config)

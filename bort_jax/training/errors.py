@@ -68,7 +68,8 @@ class Interrupted(BortError):
     name = signal.Signals(signal_number).name
     super().__init__(
         f'interrupted ({name}) at step {step}; checkpoint saved; resume '
-        'with --resume')
+        'with --resume'
+    )
     self.step = step
     self.signal_number = signal_number
     self.exit_code = 128 + signal_number

@@ -29,15 +29,19 @@ def dataset_spec(config: ml_collections.ConfigDict) -> data.DatasetSpec:
   if spec.fixed_size:
     raise ValueError(
         f'image_size={size}: {spec.name} images are {spec.image_shape[0]} '
-        'pixels; only ImageNet is resized')
+        'pixels; only ImageNet is resized'
+    )
   return dataclasses.replace(
       spec,
       image_shape=(size, size, spec.image_shape[2]),
       train_transform=functools.partial(
-          transforms.imagenet_train_transform, size=size),
+          transforms.imagenet_train_transform, size=size
+      ),
       eval_transform=functools.partial(
-          transforms.imagenet_eval_transform, size=size,
-          resize=round(size * 256 / 224)),
+          transforms.imagenet_eval_transform,
+          size=size,
+          resize=round(size * 256 / 224),
+      ),
   )
 
 
@@ -46,7 +50,9 @@ def _split_name(base: str, examples: int) -> str:
 
 
 def open_splits(
-    config: ml_collections.ConfigDict, *, data_dir: str | None = None,
+    config: ml_collections.ConfigDict,
+    *,
+    data_dir: str | None = None,
     download: bool = False,
 ) -> tuple[data.Source, data.Source]:
   """Opens the train and eval splits the config asks for.
@@ -67,33 +73,51 @@ def open_splits(
   spec = dataset_spec(config)
   in_memory = config.in_memory and spec.fixed_size
   splits = []
-  for base, examples in ((spec.train_split, config.train_examples),
-                         (spec.eval_split, config.eval_examples)):
+  for base, examples in (
+      (spec.train_split, config.train_examples),
+      (spec.eval_split, config.eval_examples),
+  ):
     source = data.open_split(
-        config.dataset, _split_name(base, examples), data_dir=data_dir,
-        download=download, in_memory=in_memory)
+        config.dataset,
+        _split_name(base, examples),
+        data_dir=data_dir,
+        download=download,
+        in_memory=in_memory,
+    )
     splits.append(dataclasses.replace(source, spec=spec))
   return splits[0], splits[1]
 
 
-def steps_per_epoch(config: ml_collections.ConfigDict,
-                    train_source: data.Source) -> int:
+def steps_per_epoch(
+    config: ml_collections.ConfigDict, train_source: data.Source
+) -> int:
   """Optimizer steps per epoch (the last partial batch is dropped)."""
   return data.steps_per_epoch(len(train_source), config.batch_size, train=True)
 
 
-def train_batches(config: ml_collections.ConfigDict, source: data.Source, *,
-                  epoch: int, start_step: int = 0) -> Iterator[data.Batch]:
+def train_batches(
+    config: ml_collections.ConfigDict,
+    source: data.Source,
+    *,
+    epoch: int,
+    start_step: int = 0,
+) -> Iterator[data.Batch]:
   """This process' rows of one epoch's training batches, from ``start_step``."""
   return data.make_train_iterator(
-      source, batch_size=config.batch_size, seed=config.seed, epoch=epoch,
-      start_step=start_step, augment=config.augment,
-      num_threads=config.data_threads)
+      source,
+      batch_size=config.batch_size,
+      seed=config.seed,
+      epoch=epoch,
+      start_step=start_step,
+      augment=config.augment,
+      num_threads=config.data_threads,
+  )
 
 
-def eval_batches(config: ml_collections.ConfigDict,
-                 source: data.Source) -> Iterator[data.Batch]:
+def eval_batches(
+    config: ml_collections.ConfigDict, source: data.Source
+) -> Iterator[data.Batch]:
   """This process' rows of the padded, masked eval batches."""
   return data.make_eval_iterator(
-      source, batch_size=config.eval_batch_size,
-      num_threads=config.data_threads)
+      source, batch_size=config.eval_batch_size, num_threads=config.data_threads
+  )

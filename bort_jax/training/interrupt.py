@@ -47,8 +47,9 @@ class InterruptWatcher:
     enabled: install the handlers (``False``: never stop).
   """
 
-  def __init__(self, manager: Any = None, *, agree_every: int = 10,
-               enabled: bool = True):
+  def __init__(
+      self, manager: Any = None, *, agree_every: int = 10, enabled: bool = True
+  ):
     self.manager = manager
     self.agree_every = max(int(agree_every), 1)
     self.signal_number: int | None = None
@@ -65,8 +66,11 @@ class InterruptWatcher:
 
   def __enter__(self) -> Self:
     if self._enabled and threading.current_thread() is threading.main_thread():
-      numbers = [signal.SIGINT] if self._multiprocess else [
-          signal.SIGINT, signal.SIGTERM]
+      numbers = (
+          [signal.SIGINT]
+          if self._multiprocess
+          else [signal.SIGINT, signal.SIGTERM]
+      )
       for number in numbers:
         self._previous[number] = signal.signal(number, self._handle)
     return self
@@ -86,7 +90,8 @@ class InterruptWatcher:
     if step % self.agree_every:
       return False
     flags = multihost_utils.process_allgather(
-        np.array(self.signal_number is not None))
+        np.array(self.signal_number is not None)
+    )
     if np.any(flags):
       self.signal_number = self.signal_number or signal.SIGINT
       return True

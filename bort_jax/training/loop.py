@@ -63,25 +63,25 @@ from jax.experimental import multihost_utils
 import bort_jax
 from bort_jax import configs
 from bort_jax.training import (
-  checkpoint,
-  input_pipeline,
-  interrupt,
-  metric_writers,
-  metrics_log,
-  modeling,
-  numerics,
-  optimizer_factory,
-  parallel,
-  preflight,
+    checkpoint,
+    input_pipeline,
+    interrupt,
+    metric_writers,
+    metrics_log,
+    modeling,
+    numerics,
+    optimizer_factory,
+    parallel,
+    preflight,
 )
 from bort_jax.training import step as train_step_lib
 from bort_jax.training import workdir as workdir_lib
 from bort_jax.training.errors import (
-  ConfigError,
-  Interrupted,
-  NonFiniteError,
-  PreviousRunError,
-  WorkdirError,
+    ConfigError,
+    Interrupted,
+    NonFiniteError,
+    PreviousRunError,
+    WorkdirError,
 )
 
 METRICS_FILE = metrics_log.METRICS_FILE
@@ -131,11 +131,17 @@ class CompiledSteps:
 
 def orthogonality_summary(params, amplitude) -> dict[str, jax.Array]:
   """:func:`bort_jax.summarize_report` of the constrained kernels."""
-  return bort_jax.summarize_report(bort_jax.orthogonality_report(params, amplitude=amplitude))
+  return bort_jax.summarize_report(
+      bort_jax.orthogonality_report(params, amplitude=amplitude)
+  )
 
 
-def compile_steps(config: ml_collections.ConfigDict, definition: train_step_lib.ModelDefinition, tx,
-                  template: train_step_lib.TrainState) -> CompiledSteps:
+def compile_steps(
+    config: ml_collections.ConfigDict,
+    definition: train_step_lib.ModelDefinition,
+    tx,
+    template: train_step_lib.TrainState,
+) -> CompiledSteps:
   """Compiles the steps for ``config.parallel`` (``jit`` over a mesh, or ``pmap``).
 
   Args:
@@ -150,17 +156,29 @@ def compile_steps(config: ml_collections.ConfigDict, definition: train_step_lib.
   multi_device_cpu = jax.default_backend() == 'cpu' and jax.device_count() > 1
   if config.parallel == 'pmap':
     if jax.process_count() > 1:
-      raise ValueError('parallel=pmap runs on one process; use parallel=jit across hosts')
+      raise ValueError(
+          'parallel=pmap runs on one process; use parallel=jit across hosts'
+      )
     train = train_step_lib.make_train_step(
-        definition, tx, label_smoothing=config.label_smoothing, axis_name=parallel.PMAP_AXIS)
-    evaluate = train_step_lib.make_eval_step(definition, axis_name=parallel.PMAP_AXIS)
+        definition,
+        tx,
+        label_smoothing=config.label_smoothing,
+        axis_name=parallel.PMAP_AXIS,
+    )
+    evaluate = train_step_lib.make_eval_step(
+        definition, axis_name=parallel.PMAP_AXIS
+    )
     return CompiledSteps(
-        train_step=jax.pmap(train, axis_name=parallel.PMAP_AXIS, donate_argnums=0),
+        train_step=jax.pmap(
+            train, axis_name=parallel.PMAP_AXIS, donate_argnums=0
+        ),
         eval_step=jax.pmap(evaluate, axis_name=parallel.PMAP_AXIS),
         report=jax.jit(lambda state: report(parallel.unreplicate(state))),
         put_batch=parallel.split_for_pmap,
         state_shardings=jax.tree.map(
-            lambda _: jax.sharding.SingleDeviceSharding(jax.local_devices()[0]), template),
+            lambda _: jax.sharding.SingleDeviceSharding(jax.local_devices()[0]),
+            template,
+        ),
         replicate_state=parallel.replicate,
         get_state=parallel.unreplicate,
         sync_every_step=multi_device_cpu,
@@ -168,17 +186,31 @@ def compile_steps(config: ml_collections.ConfigDict, definition: train_step_lib.
 
   mesh = parallel.create_mesh()
   state_shardings = parallel.state_sharding(
-      template, mesh, fsdp=config.param_sharding == 'fsdp', min_size=config.fsdp_min_size)
+      template,
+      mesh,
+      fsdp=config.param_sharding == 'fsdp',
+      min_size=config.fsdp_min_size,
+  )
   batch_sharding = parallel.batch_sharding(mesh)
   replicated = parallel.replicated(mesh)
   train = train_step_lib.make_train_step(
-      definition, tx, label_smoothing=config.label_smoothing)
+      definition, tx, label_smoothing=config.label_smoothing
+  )
   return CompiledSteps(
-      train_step=jax.jit(train, in_shardings=(state_shardings, batch_sharding),
-                         out_shardings=(state_shardings, replicated), donate_argnums=0),
-      eval_step=jax.jit(train_step_lib.make_eval_step(definition),
-                        in_shardings=(state_shardings, batch_sharding), out_shardings=replicated),
-      report=jax.jit(report, in_shardings=(state_shardings,), out_shardings=replicated),
+      train_step=jax.jit(
+          train,
+          in_shardings=(state_shardings, batch_sharding),
+          out_shardings=(state_shardings, replicated),
+          donate_argnums=0,
+      ),
+      eval_step=jax.jit(
+          train_step_lib.make_eval_step(definition),
+          in_shardings=(state_shardings, batch_sharding),
+          out_shardings=replicated,
+      ),
+      report=jax.jit(
+          report, in_shardings=(state_shardings,), out_shardings=replicated
+      ),
       put_batch=lambda batch: parallel.global_batch(batch, mesh),
       state_shardings=state_shardings,
       replicate_state=lambda state: state,
@@ -193,7 +225,9 @@ def compile_steps(config: ml_collections.ConfigDict, definition: train_step_lib.
 CPU_INIT_COMPILER_OPTIONS = {'xla_backend_optimization_level': 0}
 
 
-def initialize_state(initialize: Callable[[], Any], shardings: Any = None) -> Any:
+def initialize_state(
+    initialize: Callable[[], Any], shardings: Any = None
+) -> Any:
   """Runs ``initialize`` (e.g. model construction and ``tx.init``) as one program.
 
   One compiled program instead of one per initializer, with the result placed
@@ -208,7 +242,9 @@ def initialize_state(initialize: Callable[[], Any], shardings: Any = None) -> An
     ``initialize()``'s arrays.
   """
   lowered = jax.jit(initialize, out_shardings=shardings).lower()
-  options = CPU_INIT_COMPILER_OPTIONS if jax.default_backend() == 'cpu' else None
+  options = (
+      CPU_INIT_COMPILER_OPTIONS if jax.default_backend() == 'cpu' else None
+  )
   return lowered.compile(compiler_options=options)()
 
 
@@ -224,27 +260,36 @@ def evaluate(steps: CompiledSteps, state, batches) -> dict[str, float]:
     if steps.sync_every_step:
       jax.block_until_ready(sums)
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-  totals = jax.tree.map(lambda x: float(np.asarray(x).reshape(-1)[0]), jax.device_get(totals))
+  totals = jax.tree.map(
+      lambda x: float(np.asarray(x).reshape(-1)[0]), jax.device_get(totals)
+  )
   count = max(totals['count'], 1.0)
-  return {'eval_loss': totals['loss_sum'] / count,
-          'eval_accuracy': totals['correct'] / count,
-          'eval_count': int(totals['count'])}
+  return {
+      'eval_loss': totals['loss_sum'] / count,
+      'eval_accuracy': totals['correct'] / count,
+      'eval_count': int(totals['count']),
+  }
 
 
 def _host_scalars(tree) -> dict[str, float]:
   """Device scalars (or pmapped [devices] copies) -> floats."""
-  return {k: float(np.asarray(v).reshape(-1)[0]) for k, v in jax.device_get(tree).items()}
+  return {
+      k: float(np.asarray(v).reshape(-1)[0])
+      for k, v in jax.device_get(tree).items()
+  }
 
 
 @jax.jit
-def _accumulate(sums: dict[str, jax.Array], metrics: dict[str, jax.Array]
-                ) -> dict[str, jax.Array]:
+def _accumulate(
+    sums: dict[str, jax.Array], metrics: dict[str, jax.Array]
+) -> dict[str, jax.Array]:
   """Adds a step's loss and accuracy to the sums; a non-finite loss is
   counted instead of added."""
   finite = jnp.isfinite(metrics['loss'])
   return {
       'loss': sums['loss'] + jnp.where(finite, metrics['loss'], 0.0),
-      'accuracy': sums['accuracy'] + jnp.where(finite, metrics['accuracy'], 0.0),
+      'accuracy': sums['accuracy']
+      + jnp.where(finite, metrics['accuracy'], 0.0),
       'nonfinite': sums['nonfinite'] + (~finite).astype(jnp.int32),
   }
 
@@ -264,9 +309,11 @@ class _MetricsWindow:
 
   def add(self, metrics: dict[str, jax.Array], step: int) -> None:
     if self.sums is None:
-      self.sums = {'loss': jnp.zeros_like(metrics['loss']),
-                   'accuracy': jnp.zeros_like(metrics['accuracy']),
-                   'nonfinite': jnp.zeros(jnp.shape(metrics['loss']), jnp.int32)}
+      self.sums = {
+          'loss': jnp.zeros_like(metrics['loss']),
+          'accuracy': jnp.zeros_like(metrics['accuracy']),
+          'nonfinite': jnp.zeros(jnp.shape(metrics['loss']), jnp.int32),
+      }
       self.first_step = step
     self.sums = _accumulate(self.sums, metrics)
     self.steps += 1
@@ -275,8 +322,11 @@ class _MetricsWindow:
   def host(self) -> dict[str, np.ndarray]:
     """The sums on the host (waits for the device)."""
     if self._host is None:
-      self._host = {} if self.sums is None else {
-          k: np.asarray(v) for k, v in jax.device_get(self.sums).items()}
+      self._host = (
+          {}
+          if self.sums is None
+          else {k: np.asarray(v) for k, v in jax.device_get(self.sums).items()}
+      )
     return self._host
 
   def nonfinite(self) -> int:
@@ -286,16 +336,23 @@ class _MetricsWindow:
 
   def state_dict(self) -> dict[str, Any]:
     """JSON-ready sums (stored with a checkpoint)."""
-    return {'steps': self.steps, 'first_step': self.first_step,
-            'sums': {k: {'dtype': v.dtype.str, 'values': v.tolist()}
-                     for k, v in self.host().items()}}
+    return {
+        'steps': self.steps,
+        'first_step': self.first_step,
+        'sums': {
+            k: {'dtype': v.dtype.str, 'values': v.tolist()}
+            for k, v in self.host().items()
+        },
+    }
 
   def load(self, saved: dict[str, Any] | None) -> None:
     """The inverse of :meth:`state_dict`."""
     if not saved or not saved.get('steps'):
       return
-    self.sums = {k: np.asarray(v['values'], np.dtype(v['dtype']))
-                 for k, v in saved['sums'].items()}
+    self.sums = {
+        k: np.asarray(v['values'], np.dtype(v['dtype']))
+        for k, v in saved['sums'].items()
+    }
     self.steps, self.first_step = int(saved['steps']), saved.get('first_step')
     self._host = None
 
@@ -306,8 +363,10 @@ class _MetricsWindow:
       return {}
     sums = {k: float(v.reshape(-1)[0]) for k, v in self.host().items()}
     finite = self.steps - int(sums['nonfinite'])
-    means = {'train_loss': sums['loss'] / finite if finite else None,
-             'train_accuracy': sums['accuracy'] / finite if finite else None}
+    means = {
+        'train_loss': sums['loss'] / finite if finite else None,
+        'train_accuracy': sums['accuracy'] / finite if finite else None,
+    }
     if sums['nonfinite']:
       means['nonfinite_steps'] = int(sums['nonfinite'])
     self.sums, self.steps, self.first_step, self._host = None, 0, None, None
@@ -321,8 +380,9 @@ def read_metrics(workdir: str | os.PathLike[str]) -> list[dict[str, Any]]:
 
 def last_evaluation(workdir: str | os.PathLike[str]) -> dict[str, Any]:
   """The last record of ``WORKDIR/metrics.jsonl`` with eval figures ({} if none)."""
-  return next((r for r in reversed(read_metrics(workdir))
-               if 'eval_accuracy' in r), {})
+  return next(
+      (r for r in reversed(read_metrics(workdir)) if 'eval_accuracy' in r), {}
+  )
 
 
 #: Appends strict JSON lines to ``metrics.jsonl`` (see :mod:`metrics_log`).
@@ -362,14 +422,23 @@ class _StepTimer:
 def _check_max_steps(max_steps: Any) -> None:
   if max_steps is None:
     return
-  if (isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer))
-      or max_steps < 0):
+  if (
+      isinstance(max_steps, bool)
+      or not isinstance(max_steps, (int, np.integer))
+      or max_steps < 0
+  ):
     raise ConfigError(
-        f'max_steps must be a non-negative integer, got {max_steps!r}')
+        f'max_steps must be a non-negative integer, got {max_steps!r}'
+    )
 
 
-def _claim_workdir(workdir: Path, config: ml_collections.ConfigDict, *,
-                   resume: bool, overwrite: bool) -> None:
+def _claim_workdir(
+    workdir: Path,
+    config: ml_collections.ConfigDict,
+    *,
+    resume: bool,
+    overwrite: bool,
+) -> None:
   """Refuses a work directory holding another run unless resuming the same
   config or overwriting; removes the old run's files for ``overwrite``."""
   found = workdir_lib.previous_run(workdir)
@@ -385,12 +454,14 @@ def _claim_workdir(workdir: Path, config: ml_collections.ConfigDict, *,
     raise PreviousRunError(
         f'{workdir} holds a previous run ({workdir_lib.describe_run(found)}); '
         'pass resume=True (--resume) to continue it, overwrite=True '
-        '(--overwrite) to discard it, or use another work directory')
+        '(--overwrite) to discard it, or use another work directory'
+    )
   if 'config' not in found:
     raise PreviousRunError(
         f'{workdir} holds {workdir_lib.describe_run(found)} but no '
         f'{checkpoint.CONFIG_FILE}, so it cannot be checked to be the same '
-        'run; use --overwrite or another work directory')
+        'run; use --overwrite or another work directory'
+    )
   saved = configs.to_dict(checkpoint.load_config(workdir))
   now = configs.to_dict(config)
   changed = {k: (v, now.get(k)) for k, v in saved.items() if now.get(k) != v}
@@ -398,7 +469,8 @@ def _claim_workdir(workdir: Path, config: ml_collections.ConfigDict, *,
     raise ConfigError(
         f'cannot resume {workdir} with a different config; changed (saved, '
         f'now): {changed}. Resume with the saved config (omit --config), '
-        'or start over with --overwrite')
+        'or start over with --overwrite'
+    )
 
 
 def _owner_lock(workdir: Path):
@@ -467,30 +539,42 @@ def train_and_evaluate(
   optimizer_factory.split_name(config.optimizer)  # an unknown name fails now
   _check_max_steps(max_steps)
   if resume and overwrite:
-    raise ConfigError('resume and overwrite exclude each other: resume '
-                      'continues the run in the work directory, overwrite '
-                      'discards it')
+    raise ConfigError(
+        'resume and overwrite exclude each other: resume '
+        'continues the run in the work directory, overwrite '
+        'discards it'
+    )
   workdir = Path(workdir)
   if workdir.exists() and not workdir.is_dir():
     raise WorkdirError(f'work directory {workdir} is a file, not a directory')
   train_source, eval_source = input_pipeline.open_splits(
-      config, data_dir=data_dir, download=download)
+      config, data_dir=data_dir, download=download
+  )
   preflight.check_batch_sizes(
-      batch_size=config.batch_size, eval_batch_size=config.eval_batch_size,
-      train_examples=len(train_source), devices=jax.device_count(),
-      processes=jax.process_count(), local_devices=jax.local_device_count(),
-      pmap=config.parallel == 'pmap')
+      batch_size=config.batch_size,
+      eval_batch_size=config.eval_batch_size,
+      train_examples=len(train_source),
+      devices=jax.device_count(),
+      processes=jax.process_count(),
+      local_devices=jax.local_device_count(),
+      pmap=config.parallel == 'pmap',
+  )
   preflight.check_model_kwargs(config, modeling.model_kwargs(config))
   steps_per_epoch = input_pipeline.steps_per_epoch(config, train_source)
   total_steps = config.epochs * steps_per_epoch
   stop_step = total_steps if max_steps is None else min(max_steps, total_steps)
 
-  tx, schedule = optimizer_factory.optimizer_from_config(config, steps_per_epoch)
+  tx, schedule = optimizer_factory.optimizer_from_config(
+      config, steps_per_epoch
+  )
   if config.skip_nonfinite_steps:
     tx = optax.apply_if_finite(tx, config.max_consecutive_nonfinite)
+
   def initialize():
     model = modeling.model_from_config(config)
-    return train_step_lib.create_train_state(model, tx, jax.random.key(config.seed))
+    return train_step_lib.create_train_state(
+        model, tx, jax.random.key(config.seed)
+    )
 
   try:
     definition, abstract_state = jax.eval_shape(initialize)
@@ -508,53 +592,103 @@ def train_and_evaluate(
       multihost_utils.sync_global_devices('bort_jax: work directory claimed')
     checkpoint.save_config(workdir, config)
     manager = checkpoint.checkpoint_manager(
-        workdir, max_to_keep=config.keep_checkpoints)
+        workdir, max_to_keep=config.keep_checkpoints
+    )
     try:
-      with interrupt.InterruptWatcher(manager, enabled=handle_signals) as watcher:
-        return _run(config, workdir, steps, manager, watcher, initialize,
-                    abstract_state, schedule, train_source, eval_source,
-                    steps_per_epoch=steps_per_epoch,
-                    stop_step=stop_step, resume=resume, progress=progress,
-                    description=description)
+      with interrupt.InterruptWatcher(
+          manager, enabled=handle_signals
+      ) as watcher:
+        return _run(
+            config,
+            workdir,
+            steps,
+            manager,
+            watcher,
+            initialize,
+            abstract_state,
+            schedule,
+            train_source,
+            eval_source,
+            steps_per_epoch=steps_per_epoch,
+            stop_step=stop_step,
+            resume=resume,
+            progress=progress,
+            description=description,
+        )
     finally:
       manager.wait_until_finished()
       manager.close()
 
 
-def _run(config, workdir, steps, manager, watcher, initialize, abstract_state,
-         schedule, train_source, eval_source, *, steps_per_epoch, stop_step, resume, progress,
-         description) -> TrainResult:
+def _run(
+    config,
+    workdir,
+    steps,
+    manager,
+    watcher,
+    initialize,
+    abstract_state,
+    schedule,
+    train_source,
+    eval_source,
+    *,
+    steps_per_epoch,
+    stop_step,
+    resume,
+    progress,
+    description,
+) -> TrainResult:
   """The loop of :func:`train_and_evaluate`, in a claimed work directory."""
   window = _MetricsWindow()
   restored = None
   if resume:
-    restored = checkpoint.restore_verified(manager, jax.tree.map(
-        lambda x, sharding: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
-        abstract_state, steps.state_shardings))
+    restored = checkpoint.restore_verified(
+        manager,
+        jax.tree.map(
+            lambda x, sharding: jax.ShapeDtypeStruct(
+                x.shape, x.dtype, sharding=sharding
+            ),
+            abstract_state,
+            steps.state_shardings,
+        ),
+    )
   if restored is not None:
     state = restored.state
     window.load(restored.extra.get('window'))
   else:
     state = initialize_state(lambda: initialize()[1], steps.state_shardings)
   state = steps.replicate_state(state)
-  step = int(np.asarray(jax.device_get(state.step)).reshape(-1)[0])  # pmap: one per device
+  step = int(
+      np.asarray(jax.device_get(state.step)).reshape(-1)[0]
+  )  # pmap: one per device
   if jax.process_index() == 0:
     dropped = metrics_log.truncate_after(workdir / METRICS_FILE, step)
     if dropped:
-      logger.warning('%s: dropped %d record(s) after step %d, the checkpoint '
-                     'resumed from', workdir / METRICS_FILE, dropped, step)
+      logger.warning(
+          '%s: dropped %d record(s) after step %d, the checkpoint '
+          'resumed from',
+          workdir / METRICS_FILE,
+          dropped,
+          step,
+      )
 
   writer = metrics_log.MetricsLog(workdir)
   # Event files beside metrics.jsonl; a resumed run hides the stopped run's
   # events after its checkpoint, as metrics.jsonl drops them.
   tensorboard = metric_writers.TensorBoardWriter(
-      workdir, purge_step=step + 1 if step else None)
+      workdir, purge_step=step + 1 if step else None
+  )
   records = []
   saved_step = step
   # disable=None: no bar when stderr is not a terminal (a log file).
-  bar = tqdm.tqdm(total=stop_step, initial=step, unit='step', dynamic_ncols=True,
-                  desc=description or config.optimizer,
-                  disable=None if progress and jax.process_index() == 0 else True)
+  bar = tqdm.tqdm(
+      total=stop_step,
+      initial=step,
+      unit='step',
+      dynamic_ncols=True,
+      desc=description or config.optimizer,
+      disable=None if progress and jax.process_index() == 0 else True,
+  )
   start_time = time.perf_counter()
   timer = _StepTimer()
 
@@ -568,28 +702,42 @@ def _run(config, workdir, steps, manager, watcher, initialize, abstract_state,
           f'steps {window.first_step}..{step}; stopped without saving that '
           f'state: the newest checkpoint, step {saved_step}, is the last '
           'finite one. Lower learning_rate, or set skip_nonfinite_steps=True '
-          'to skip such steps')
-    if params_too and not bool(jax.device_get(
-        numerics.all_finite(steps.get_state(state).params))):
+          'to skip such steps'
+      )
+    if params_too and not bool(
+        jax.device_get(numerics.all_finite(steps.get_state(state).params))
+    ):
       raise NonFiniteError(
           f'non-finite parameters at step {step}'
-          + (f' ({config.max_consecutive_nonfinite} non-finite updates in a '
-             'row were skipped, then applied)' if config.skip_nonfinite_steps
-             else '') +
-          f'; stopped without saving them: the newest checkpoint, step '
-          f'{saved_step}, is the last finite one. Lower learning_rate')
+          + (
+              f' ({config.max_consecutive_nonfinite} non-finite updates in a '
+              'row were skipped, then applied)'
+              if config.skip_nonfinite_steps
+              else ''
+          )
+          + f'; stopped without saving them: the newest checkpoint, step '
+          f'{saved_step}, is the last finite one. Lower learning_rate'
+      )
 
   def save() -> None:
     nonlocal saved_step
     check_finite(params_too=True)
-    checkpoint.save_state(manager, steps.get_state(state),
-                          extra={'window': window.state_dict()})
+    checkpoint.save_state(
+        manager, steps.get_state(state), extra={'window': window.state_dict()}
+    )
     saved_step = step
 
-  def record(epoch: float, extra: dict[str, Any], step_time: float | None) -> dict[str, Any]:
+  def record(
+      epoch: float, extra: dict[str, Any], step_time: float | None
+  ) -> dict[str, Any]:
     check_finite(params_too=False)
-    line = {'step': step, 'epoch': epoch, **window.means(), **extra,
-            'learning_rate': float(schedule(max(step - 1, 0)))}
+    line = {
+        'step': step,
+        'epoch': epoch,
+        **window.means(),
+        **extra,
+        'learning_rate': float(schedule(max(step - 1, 0))),
+    }
     if step_time is not None:
       line['step_time'] = step_time
     line['elapsed'] = time.perf_counter() - start_time
@@ -604,8 +752,8 @@ def _run(config, workdir, steps, manager, watcher, initialize, abstract_state,
       if step >= stop_step:
         break
       for batch in input_pipeline.train_batches(
-          config, train_source, epoch=epoch,
-          start_step=step % steps_per_epoch):
+          config, train_source, epoch=epoch, start_step=step % steps_per_epoch
+      ):
         state, metrics = steps.train_step(state, steps.put_batch(batch))
         step += 1
         window.add(metrics, step)
@@ -613,12 +761,19 @@ def _run(config, workdir, steps, manager, watcher, initialize, abstract_state,
           jax.block_until_ready(state)
         timer.count_step()
         bar.update()
-        if (config.log_every_steps and step % config.log_every_steps == 0
-            and step % steps_per_epoch and step < stop_step):
+        if (
+            config.log_every_steps
+            and step % config.log_every_steps == 0
+            and step % steps_per_epoch
+            and step < stop_step
+        ):
           line = record(step / steps_per_epoch, {}, timer.lap(state))
           bar.set_postfix(loss=_format_loss(line.get('train_loss')))
           timer.restart()
-        if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
+        if (
+            config.checkpoint_every_steps
+            and step % config.checkpoint_every_steps == 0
+        ):
           save()
         if watcher.should_stop(step):
           if saved_step != step:
@@ -630,11 +785,15 @@ def _run(config, workdir, steps, manager, watcher, initialize, abstract_state,
         break
       step_time = timer.lap(state)
       check_finite(params_too=True)
-      extra = evaluate(steps, state, input_pipeline.eval_batches(config, eval_source))
+      extra = evaluate(
+          steps, state, input_pipeline.eval_batches(config, eval_source)
+      )
       extra['orthogonality'] = _host_scalars(steps.report(state))
       line = record(epoch + 1, extra, step_time)
-      bar.set_postfix(loss=_format_loss(line.get('train_loss')),
-                      eval_acc=_format_loss(line.get('eval_accuracy')))
+      bar.set_postfix(
+          loss=_format_loss(line.get('train_loss')),
+          eval_acc=_format_loss(line.get('eval_accuracy')),
+      )
       if saved_step != step:
         save()
       timer.restart()

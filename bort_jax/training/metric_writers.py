@@ -54,13 +54,16 @@ def _tag(key: str) -> str:
     return _TAGS[key]
   for prefix in ('train_', 'eval_'):
     if key.startswith(prefix):
-      return prefix[:-1] + '/' + key[len(prefix):]
+      return prefix[:-1] + '/' + key[len(prefix) :]
   return key
 
 
 def _is_number(value: Any) -> bool:
-  return (isinstance(value, numbers.Real) and not isinstance(value, bool)
-          and math.isfinite(value))
+  return (
+      isinstance(value, numbers.Real)
+      and not isinstance(value, bool)
+      and math.isfinite(value)
+  )
 
 
 def record_scalars(record: Mapping[str, Any]) -> dict[str, float]:
@@ -112,13 +115,21 @@ class TensorBoardWriter:
     ...   writer.write({'step': 10, 'train_loss': 0.3})
   """
 
-  def __init__(self, logdir: str | os.PathLike[str], *,
-               purge_step: int | None = None, enabled: bool | None = None):
-    if purge_step is not None and (isinstance(purge_step, bool)
-                                   or not isinstance(purge_step, int)
-                                   or purge_step < 0):
+  def __init__(
+      self,
+      logdir: str | os.PathLike[str],
+      *,
+      purge_step: int | None = None,
+      enabled: bool | None = None,
+  ):
+    if purge_step is not None and (
+        isinstance(purge_step, bool)
+        or not isinstance(purge_step, int)
+        or purge_step < 0
+    ):
       raise ValueError(
-          f'purge_step must be a non-negative integer, got {purge_step!r}')
+          f'purge_step must be a non-negative integer, got {purge_step!r}'
+      )
     self.logdir = Path(logdir)
     self.enabled = jax.process_index() == 0 if enabled is None else enabled
     self._writer = None
@@ -128,7 +139,8 @@ class TensorBoardWriter:
       import tensorboardX  # pylint: disable=import-outside-toplevel
 
       self._writer = tensorboardX.SummaryWriter(
-          os.fspath(self.logdir), purge_step=purge_step or None)
+          os.fspath(self.logdir), purge_step=purge_step or None
+      )
       self._finalizer = weakref.finalize(self, self._writer.close)
 
   def write(self, record: Mapping[str, Any]) -> dict[str, float]:
@@ -145,7 +157,8 @@ class TensorBoardWriter:
     step = record.get('step')
     if isinstance(step, bool) or not isinstance(step, numbers.Integral):
       raise TypeError(
-          f"a record needs an integer 'step' to be plotted, got {step!r}")
+          f"a record needs an integer 'step' to be plotted, got {step!r}"
+      )
     scalars = record_scalars(record)
     if self._writer is not None:
       for tag, value in scalars.items():

@@ -15,12 +15,19 @@ COMPUTE_DTYPES = {'float32': None, 'bfloat16': jnp.bfloat16}
 
 # Models told their input's size and channels; the MLP is told its fan-in,
 # the ResNets their channels only.
-_SIZED_MODELS = ('invertible_cnn', 'bort_invertible_cnn', 'vgg16',
-                 'invertible_vgg16', 'deit_s', 'vit_tiny_test')
+_SIZED_MODELS = (
+    'invertible_cnn',
+    'bort_invertible_cnn',
+    'vgg16',
+    'invertible_vgg16',
+    'deit_s',
+    'vit_tiny_test',
+)
 
 
-def input_shape_kwargs(model: str, image_shape: tuple[int, int, int]
-                       ) -> dict[str, Any]:
+def input_shape_kwargs(
+    model: str, image_shape: tuple[int, int, int]
+) -> dict[str, Any]:
   """The constructor arguments that tell ``model`` its input shape.
 
   Example:
@@ -52,8 +59,9 @@ def model_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
   return kwargs
 
 
-def model_from_config(config: ml_collections.ConfigDict, *,
-                      rngs: nnx.Rngs | None = None) -> nnx.Module:
+def model_from_config(
+    config: ml_collections.ConfigDict, *, rngs: nnx.Rngs | None = None
+) -> nnx.Module:
   """Builds the config's model (parameters float32, compute in ``config.dtype``).
 
   Args:
@@ -72,5 +80,9 @@ def model_from_config(config: ml_collections.ConfigDict, *,
   """
   spec = input_pipeline.dataset_spec(config)
   rngs = nnx.Rngs(config.seed) if rngs is None else rngs
-  return models.create_model(config.model, num_classes=spec.num_classes,
-                             rngs=rngs, **model_kwargs(config))
+  return models.create_model(
+      config.model,
+      num_classes=spec.num_classes,
+      rngs=rngs,
+      **model_kwargs(config),
+  )

@@ -27,8 +27,11 @@ from bort_jax.training.errors import NonFiniteError
 
 def _inexact_leaves(tree: Any) -> list[tuple[Any, Any]]:
   leaves = jax.tree_util.tree_leaves_with_path(tree)
-  return [(path, leaf) for path, leaf in leaves
-          if hasattr(leaf, 'dtype') and jnp.issubdtype(leaf.dtype, jnp.inexact)]
+  return [
+      (path, leaf)
+      for path, leaf in leaves
+      if hasattr(leaf, 'dtype') and jnp.issubdtype(leaf.dtype, jnp.inexact)
+  ]
 
 
 @jax.jit
@@ -49,12 +52,16 @@ def _path_name(path) -> str:
 
 def nonfinite_leaves(tree: Any) -> list[str]:
   """The ``/``-joined paths of the leaves holding NaN or infinity."""
-  return [_path_name(path) for path, leaf in _inexact_leaves(tree)
-          if not np.all(np.isfinite(np.asarray(jax.device_get(leaf))))]
+  return [
+      _path_name(path)
+      for path, leaf in _inexact_leaves(tree)
+      if not np.all(np.isfinite(np.asarray(jax.device_get(leaf))))
+  ]
 
 
-def check_finite_params(model_or_params: Any, *, what: str = 'the model'
-                        ) -> None:
+def check_finite_params(
+    model_or_params: Any, *, what: str = 'the model'
+) -> None:
   """Raises if any parameter of a model (or a parameter tree) is not finite.
 
   Args:
@@ -79,7 +86,8 @@ def check_finite_params(model_or_params: Any, *, what: str = 'the model'
   more = f' and {len(bad) - 5} more' if len(bad) > 5 else ''
   raise NonFiniteError(
       f'{what} has non-finite parameters (NaN or infinity) in '
-      f'{", ".join(bad[:5])}{more}: the run that produced it diverged')
+      f'{", ".join(bad[:5])}{more}: the run that produced it diverged'
+  )
 
 
 __all__ = ['all_finite', 'check_finite_params', 'nonfinite_leaves']

@@ -45,7 +45,8 @@ FAMILIES: tuple[str, ...] = ('sgd', 'adamw', 'lamb', 'lion')
 
 #: The names :func:`create_optimizer` accepts.
 OPTIMIZER_NAMES: tuple[str, ...] = tuple(
-    name for family in FAMILIES for name in (family, f'bort_{family}'))
+    name for family in FAMILIES for name in (family, f'bort_{family}')
+)
 
 
 def split_name(name: str) -> tuple[str, bool]:
@@ -55,8 +56,10 @@ def split_name(name: str) -> tuple[str, bool]:
     ValueError: unknown name; the message lists the valid ones.
   """
   if name not in OPTIMIZER_NAMES:
-    raise ValueError(f'unknown optimizer {name!r}; valid optimizers: '
-                     f'{list(OPTIMIZER_NAMES)}')
+    raise ValueError(
+        f'unknown optimizer {name!r}; valid optimizers: '
+        f'{list(OPTIMIZER_NAMES)}'
+    )
   return name.removeprefix('bort_'), name.startswith('bort_')
 
 
@@ -108,34 +111,66 @@ def create_optimizer(
   """
   family, with_bort = split_name(name)
   decay_mask = bort_jax.default_mask
-  bort = dict(gamma=gamma, amplitude=amplitude, mode=bort_mode,
-              mask=bort_jax.kernels_except(*bort_exclude) if bort_exclude else None)
+  bort = dict(
+      gamma=gamma,
+      amplitude=amplitude,
+      mode=bort_mode,
+      mask=bort_jax.kernels_except(*bort_exclude) if bort_exclude else None,
+  )
   momentum = momentum or None
   if family == 'sgd':
     if with_bort:
       return bort_jax.bort_sgd(
-          learning_rate, momentum=momentum, nesterov=nesterov,
-          weight_decay=weight_decay, weight_decay_mask=decay_mask, **bort)
+          learning_rate,
+          momentum=momentum,
+          nesterov=nesterov,
+          weight_decay=weight_decay,
+          weight_decay_mask=decay_mask,
+          **bort,
+      )
     return optax.chain(
         optax.add_decayed_weights(weight_decay, decay_mask),
-        optax.sgd(learning_rate, momentum=momentum, nesterov=nesterov))
+        optax.sgd(learning_rate, momentum=momentum, nesterov=nesterov),
+    )
   if family == 'adamw':
     if with_bort:
       return bort_jax.bort_adamw(
-          learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay,
-          weight_decay_mask=decay_mask, **bort)
-    return optax.adamw(learning_rate, b1=b1, b2=b2, eps=eps,
-                       weight_decay=weight_decay, mask=decay_mask)
+          learning_rate,
+          b1=b1,
+          b2=b2,
+          eps=eps,
+          weight_decay=weight_decay,
+          weight_decay_mask=decay_mask,
+          **bort,
+      )
+    return optax.adamw(
+        learning_rate,
+        b1=b1,
+        b2=b2,
+        eps=eps,
+        weight_decay=weight_decay,
+        mask=decay_mask,
+    )
   if not with_bort:
     if family == 'lamb':
-      return optax.lamb(learning_rate, b1=b1, b2=b2, eps=eps,
-                        weight_decay=weight_decay, mask=decay_mask)
-    return optax.lion(learning_rate, b1=b1, b2=b2, weight_decay=weight_decay,
-                      mask=decay_mask)
+      return optax.lamb(
+          learning_rate,
+          b1=b1,
+          b2=b2,
+          eps=eps,
+          weight_decay=weight_decay,
+          mask=decay_mask,
+      )
+    return optax.lion(
+        learning_rate, b1=b1, b2=b2, weight_decay=weight_decay, mask=decay_mask
+    )
   # LAMB and Lion: the Bort term where the optimizer adds its weight decay.
   gamma = bort.pop('gamma')
-  direction = (optax.scale_by_adam(b1=b1, b2=b2, eps=eps) if family == 'lamb'
-               else optax.scale_by_lion(b1=b1, b2=b2))
+  direction = (
+      optax.scale_by_adam(b1=b1, b2=b2, eps=eps)
+      if family == 'lamb'
+      else optax.scale_by_lion(b1=b1, b2=b2)
+  )
   return optax.chain(
       direction,
       optax.add_decayed_weights(weight_decay, decay_mask),
@@ -155,13 +190,17 @@ def peak_learning_rate(config: ml_collections.ConfigDict) -> float:
     0.002
   """
   if config.lr_reference_batch_size:
-    return (config.learning_rate * config.batch_size
-            / config.lr_reference_batch_size)
+    return (
+        config.learning_rate
+        * config.batch_size
+        / config.lr_reference_batch_size
+    )
   return config.learning_rate
 
 
-def create_learning_rate_schedule(config: ml_collections.ConfigDict,
-                                  steps_per_epoch: int) -> optax.Schedule:
+def create_learning_rate_schedule(
+    config: ml_collections.ConfigDict, steps_per_epoch: int
+) -> optax.Schedule:
   """The learning rate of each step: linear warmup, then the config's schedule.
 
   Args:
@@ -187,9 +226,13 @@ def create_learning_rate_schedule(config: ml_collections.ConfigDict,
   if config.schedule == 'cosine':
     main = optax.cosine_decay_schedule(peak, max(total_steps - warmup_steps, 1))
   elif config.schedule == 'step':
-    main = optax.piecewise_constant_schedule(peak, {
-        epoch * steps_per_epoch - warmup_steps: config.lr_decay_factor
-        for epoch in config.lr_decay_epochs})
+    main = optax.piecewise_constant_schedule(
+        peak,
+        {
+            epoch * steps_per_epoch - warmup_steps: config.lr_decay_factor
+            for epoch in config.lr_decay_epochs
+        },
+    )
   else:
     main = optax.constant_schedule(peak)
   if not warmup_steps:

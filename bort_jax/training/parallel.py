@@ -72,15 +72,18 @@ def fsdp_spec(shape: tuple[int, ...], num_shards: int, min_size: int) -> P:
   """
   if num_shards <= 1 or int(np.prod(shape, dtype=np.int64)) < min_size:
     return P()
-  candidates = [(size, axis) for axis, size in enumerate(shape) if size % num_shards == 0]
+  candidates = [
+      (size, axis) for axis, size in enumerate(shape) if size % num_shards == 0
+  ]
   if not candidates:
     return P()
   _, axis = max(candidates)
   return P(*[DATA_AXIS if a == axis else None for a in range(len(shape))])
 
 
-def state_sharding(state: PyTree, mesh: Mesh, *, fsdp: bool = False,
-                   min_size: int = 2**18) -> PyTree:
+def state_sharding(
+    state: PyTree, mesh: Mesh, *, fsdp: bool = False, min_size: int = 2**18
+) -> PyTree:
   """Shardings for every array of ``state``: replicated, or FSDP.
 
   The rule depends on an array's shape only, so optimizer moments get the
@@ -99,10 +102,14 @@ def state_sharding(state: PyTree, mesh: Mesh, *, fsdp: bool = False,
     return jax.tree.map(lambda _: replicated(mesh), state)
   num_shards = mesh.shape[DATA_AXIS]
   return jax.tree.map(
-      lambda x: NamedSharding(mesh, fsdp_spec(x.shape, num_shards, min_size)), state)
+      lambda x: NamedSharding(mesh, fsdp_spec(x.shape, num_shards, min_size)),
+      state,
+  )
 
 
-def global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+def global_batch(
+    local_batch: dict[str, np.ndarray], mesh: Mesh
+) -> dict[str, jax.Array]:
   """Global arrays, sharded over ``data``, from this process' rows of a batch.
 
   Args:
@@ -114,12 +121,18 @@ def global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, ja
     The batch as global ``jax.Array`` of ``batch_size`` rows.
   """
   sharding = batch_sharding(mesh)
-  return {key: jax.make_array_from_process_local_data(sharding, value)
-          for key, value in local_batch.items()}
+  return {
+      key: jax.make_array_from_process_local_data(sharding, value)
+      for key, value in local_batch.items()
+  }
 
 
-def replicate(tree: PyTree, devices: list[jax.Device] | None = None, *,
-              axis_name: str = PMAP_AXIS) -> PyTree:
+def replicate(
+    tree: PyTree,
+    devices: list[jax.Device] | None = None,
+    *,
+    axis_name: str = PMAP_AXIS,
+) -> PyTree:
   """A copy of ``tree`` on each local device, stacked on a new leading axis (for pmap).
 
   Args:
@@ -129,13 +142,19 @@ def replicate(tree: PyTree, devices: list[jax.Device] | None = None, *,
       outputs are, so its first call compiles the same program as the next.
   """
   devices = jax.local_devices() if devices is None else devices
-  sharding = NamedSharding(Mesh(np.asarray(devices), (axis_name,)), P(axis_name))
+  sharding = NamedSharding(
+      Mesh(np.asarray(devices), (axis_name,)), P(axis_name)
+  )
 
   def put(x):
     if is_prng_key(x):
-      return jax.random.wrap_key_data(put(jax.random.key_data(x)), impl=jax.random.key_impl(x))
+      return jax.random.wrap_key_data(
+          put(jax.random.key_data(x)), impl=jax.random.key_impl(x)
+      )
     host = np.asarray(jax.device_get(x))
-    return jax.device_put(np.broadcast_to(host, (len(devices),) + host.shape), sharding)
+    return jax.device_put(
+        np.broadcast_to(host, (len(devices),) + host.shape), sharding
+    )
 
   return jax.tree.map(put, tree)
 
@@ -145,16 +164,20 @@ def unreplicate(tree: PyTree) -> PyTree:
   return jax.tree.map(lambda x: x[0], tree)
 
 
-def split_for_pmap(batch: dict[str, np.ndarray], num_devices: int | None = None) -> dict:
+def split_for_pmap(
+    batch: dict[str, np.ndarray], num_devices: int | None = None
+) -> dict:
   """Reshapes ``[B, ...]`` to ``[num_devices, B / num_devices, ...]``."""
   num_devices = jax.local_device_count() if num_devices is None else num_devices
+
   def split(x):
     if x.shape[0] % num_devices:
       raise ValueError(
-          f'batch of {x.shape[0]} does not split over {num_devices} local devices')
+          f'batch of {x.shape[0]} does not split over {num_devices} local devices'
+      )
     return x.reshape((num_devices, x.shape[0] // num_devices) + x.shape[1:])
-  return jax.tree.map(split, batch)
 
+  return jax.tree.map(split, batch)
 
 
 def put_state(tree: PyTree, shardings: PyTree) -> PyTree:
@@ -164,18 +187,25 @@ def put_state(tree: PyTree, shardings: PyTree) -> PyTree:
   sharding spanning other processes' devices is not allowed: each process
   fills its own shards from its copy.
   """
+
   def put(x, sharding):
     if is_prng_key(x):
-      return jax.random.wrap_key_data(put(jax.random.key_data(x), sharding),
-                                      impl=jax.random.key_impl(x))
+      return jax.random.wrap_key_data(
+          put(jax.random.key_data(x), sharding), impl=jax.random.key_impl(x)
+      )
     host = np.asarray(jax.device_get(x))
-    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+    return jax.make_array_from_callback(
+        host.shape, sharding, lambda index: host[index]
+    )
+
   return jax.tree.map(put, tree, shardings)
 
 
-def initialize_distributed(coordinator_address: str | None = None,
-                           num_processes: int | None = None,
-                           process_id: int | None = None) -> None:
+def initialize_distributed(
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+) -> None:
   """``jax.distributed.initialize``, with CPU collectives (gloo) enabled.
 
   Call before any other JAX call. Without arguments JAX detects the cluster
@@ -187,5 +217,7 @@ def initialize_distributed(coordinator_address: str | None = None,
   """
   jax.config.update('jax_cpu_collectives_implementation', 'gloo')
   jax.distributed.initialize(
-      coordinator_address=coordinator_address, num_processes=num_processes,
-      process_id=process_id)
+      coordinator_address=coordinator_address,
+      num_processes=num_processes,
+      process_id=process_id,
+  )

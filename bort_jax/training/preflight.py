@@ -25,10 +25,16 @@ import ml_collections
 from bort_jax.training.errors import ConfigError
 
 
-def check_batch_sizes(*, batch_size: int, eval_batch_size: int,
-                      train_examples: int, devices: int, processes: int,
-                      local_devices: int | None = None,
-                      pmap: bool = False) -> None:
+def check_batch_sizes(
+    *,
+    batch_size: int,
+    eval_batch_size: int,
+    train_examples: int,
+    devices: int,
+    processes: int,
+    local_devices: int | None = None,
+    pmap: bool = False,
+) -> None:
   """Raises if the batches cannot be formed or spread over the devices.
 
   Args:
@@ -50,54 +56,66 @@ def check_batch_sizes(*, batch_size: int, eval_batch_size: int,
     raise ConfigError(
         f'batch_size {batch_size} is larger than the {train_examples} '
         'training examples; lower --batch-size or use more examples '
-        '(train_examples)')
+        '(train_examples)'
+    )
   local_devices = devices if local_devices is None else local_devices
-  for name, size in (('batch_size', batch_size),
-                     ('eval_batch_size', eval_batch_size)):
+  for name, size in (
+      ('batch_size', batch_size),
+      ('eval_batch_size', eval_batch_size),
+  ):
     if size % processes:
       raise ConfigError(
-          f'{name} {size} is not divisible by the {processes} processes')
+          f'{name} {size} is not divisible by the {processes} processes'
+      )
     per_device = size // processes % local_devices if pmap else size % devices
     if per_device:
       count = local_devices if pmap else devices
       raise ConfigError(
           f'{name} {size} is not divisible by the {count} devices it is '
-          f'split over; use a multiple of {count}')
+          f'split over; use a multiple of {count}'
+      )
 
 
 def _parameters(constructor: Any) -> dict[str, inspect.Parameter] | None:
   """The keyword parameters of a constructor or function, or ``None`` when
   it takes ``**kwargs`` (then anything may be accepted)."""
-  target = (constructor.__init__ if isinstance(constructor, type)
-            else constructor)
+  target = (
+      constructor.__init__ if isinstance(constructor, type) else constructor
+  )
   try:
     parameters = inspect.signature(target).parameters
   except (TypeError, ValueError):
     return None
   if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
     return None
-  return {name: p for name, p in parameters.items()
-          if name != 'self'
-          and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+  return {
+      name: p
+      for name, p in parameters.items()
+      if name != 'self' and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+  }
 
 
 def model_constructor(name: str) -> Any:
   """The class (or function) ``create_model(name, ...)`` ends up calling."""
   from bort_jax.models import (
-    mlp,  # pylint: disable=import-outside-toplevel
-    registry,  # pylint: disable=import-outside-toplevel
+      mlp,  # pylint: disable=import-outside-toplevel
+      registry,  # pylint: disable=import-outside-toplevel
   )
+
   if name == 'mlp':  # registered as a lambda forwarding to MLP
     return mlp.MLP
   try:
     return registry.MODEL_BUILDERS[name]
   except KeyError:
-    raise ConfigError(f'unknown model {name!r}; valid model names: '
-                      f'{list(registry.MODEL_NAMES)}') from None
+    raise ConfigError(
+        f'unknown model {name!r}; valid model names: '
+        f'{list(registry.MODEL_NAMES)}'
+    ) from None
 
 
-def check_model_kwargs(config: ml_collections.ConfigDict,
-                       kwargs: dict[str, Any] | None = None) -> None:
+def check_model_kwargs(
+    config: ml_collections.ConfigDict, kwargs: dict[str, Any] | None = None
+) -> None:
   """Raises if the model's constructor does not take ``model_kwargs``.
 
   Args:
@@ -118,11 +136,13 @@ def check_model_kwargs(config: ml_collections.ConfigDict,
     valid = sorted(set(parameters) - {'num_classes', 'rngs'})
     raise ConfigError(
         f'model_kwargs: {config.model} takes no argument(s) {unknown}; '
-        f'its arguments: {valid}')
+        f'its arguments: {valid}'
+    )
 
 
-def model_build_error(config: ml_collections.ConfigDict,
-                      error: TypeError) -> ConfigError | None:
+def model_build_error(
+    config: ml_collections.ConfigDict, error: TypeError
+) -> ConfigError | None:
   """A :class:`ConfigError` for a ``TypeError`` from building the model
   with the config's arguments (``None`` if the error is not about them)."""
   text = str(error)
@@ -130,7 +150,8 @@ def model_build_error(config: ml_collections.ConfigDict,
     return None
   return ConfigError(
       f'model {config.model!r} cannot be built with model_kwargs '
-      f'{dict(config.model_kwargs)}: {text}')
+      f'{dict(config.model_kwargs)}: {text}'
+  )
 
 
 __all__ = [

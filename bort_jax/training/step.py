@@ -75,11 +75,18 @@ def create_train_state(
   return ModelDefinition(train=train_def, eval=eval_def), state
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array, num_classes: int,
-                  label_smoothing: float = 0.0) -> jax.Array:
+def cross_entropy(
+    logits: jax.Array,
+    labels: jax.Array,
+    num_classes: int,
+    label_smoothing: float = 0.0,
+) -> jax.Array:
   """Per-example softmax cross-entropy with optional label smoothing, in float32."""
-  targets = optax.smooth_labels(jax.nn.one_hot(labels, num_classes), label_smoothing) if (
-      label_smoothing) else jax.nn.one_hot(labels, num_classes)
+  targets = (
+      optax.smooth_labels(jax.nn.one_hot(labels, num_classes), label_smoothing)
+      if (label_smoothing)
+      else jax.nn.one_hot(labels, num_classes)
+  )
   return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
 
 
@@ -91,7 +98,8 @@ def _fold_device_into_keys(model_state, axis_name: str):
   """Each pmapped device draws its own dropout masks from the replicated keys."""
   index = jax.lax.axis_index(axis_name)
   return jax.tree.map(
-      lambda x: jax.random.fold_in(x, index) if _is_key(x) else x, model_state)
+      lambda x: jax.random.fold_in(x, index) if _is_key(x) else x, model_state
+  )
 
 
 def _average_statistics(new_state, old_state, axis_name: str):
@@ -101,12 +109,14 @@ def _average_statistics(new_state, old_state, axis_name: str):
   replicated ones :func:`_fold_device_into_keys` derived the per-device keys
   from.
   """
+
   def combine(new, old):
     if _is_key(old):
       return old
     if jnp.issubdtype(new.dtype, jnp.floating):
       return jax.lax.pmean(new, axis_name)
     return new
+
   return jax.tree.map(combine, new_state, old_state)
 
 
@@ -151,17 +161,27 @@ def make_train_step(
   def step(state: TrainState, batch: Batch):
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     (loss, (model_state, correct, count)), grads = grad_fn(
-        state.params, state.model_state, batch)
+        state.params, state.model_state, batch
+    )
     if axis_name is not None:
       grads = jax.lax.pmean(grads, axis_name)
       loss = jax.lax.pmean(loss, axis_name)
       correct, count = jax.lax.psum((correct, count), axis_name)
-      model_state = _average_statistics(model_state, state.model_state, axis_name)
+      model_state = _average_statistics(
+          model_state, state.model_state, axis_name
+      )
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     new_state = state.replace(
-        step=state.step + 1, params=params, model_state=model_state, opt_state=opt_state)
-    return new_state, {'loss': loss, 'accuracy': correct / jnp.maximum(count, 1.0)}
+        step=state.step + 1,
+        params=params,
+        model_state=model_state,
+        opt_state=opt_state,
+    )
+    return new_state, {
+        'loss': loss,
+        'accuracy': correct / jnp.maximum(count, 1.0),
+    }
 
   return step
 
@@ -176,13 +196,17 @@ def make_eval_step(
   """
 
   def step(state: TrainState, batch: Batch):
-    model = nnx.merge(definition.eval, state.params, state.model_state, copy=True)
+    model = nnx.merge(
+        definition.eval, state.params, state.model_state, copy=True
+    )
     logits = model(batch['image'])
     losses = cross_entropy(logits, batch['label'], logits.shape[-1])
     weights = batch.get('mask', jnp.ones_like(losses)).astype(jnp.float32)
     sums = {
         'loss_sum': jnp.sum(losses * weights),
-        'correct': jnp.sum((jnp.argmax(logits, -1) == batch['label']) * weights),
+        'correct': jnp.sum(
+            (jnp.argmax(logits, -1) == batch['label']) * weights
+        ),
         'count': jnp.sum(weights),
     }
     if axis_name is not None:

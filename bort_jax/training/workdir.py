@@ -43,8 +43,9 @@ def _describe_os_error(error: OSError) -> str:
   return error.strerror or str(error)
 
 
-def check_directory(path: str | os.PathLike[str], *,
-                    what: str = 'work directory') -> Path:
+def check_directory(
+    path: str | os.PathLike[str], *, what: str = 'work directory'
+) -> Path:
   """Creates ``path`` if needed and checks that files can be written in it.
 
   Args:
@@ -77,8 +78,7 @@ def check_directory(path: str | os.PathLike[str], *,
       reason = 'a part of the path is a file'
     else:
       reason = _describe_os_error(error)
-    raise WorkdirError(
-        f'cannot use {path} as the {what}: {reason}') from None
+    raise WorkdirError(f'cannot use {path} as the {what}: {reason}') from None
   return path
 
 
@@ -97,8 +97,9 @@ def read_owner(workdir: str | os.PathLike[str]) -> Owner | None:
   """The owner recorded in ``WORKDIR/.lock`` (``None`` if unreadable)."""
   try:
     record = json.loads((Path(workdir) / LOCK_FILE).read_text())
-    return Owner(record.get('pid'), str(record.get('host')),
-                 str(record.get('since')))
+    return Owner(
+        record.get('pid'), str(record.get('host')), str(record.get('since'))
+    )
   except (OSError, ValueError, AttributeError):
     return None
 
@@ -130,7 +131,8 @@ class WorkdirLock:
     except OSError as error:
       raise WorkdirError(
           f'cannot create the lock file {self.path}: '
-          f'{_describe_os_error(error)}') from None
+          f'{_describe_os_error(error)}'
+      ) from None
     try:
       fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as error:
@@ -140,13 +142,22 @@ class WorkdirLock:
       owner = read_owner(self.path.parent) or 'another process'
       raise WorkdirError(
           f'work directory {self.path.parent} is in use by {owner}; wait for '
-          'that run to end, stop it, or use another --workdir') from None
+          'that run to end, stop it, or use another --workdir'
+      ) from None
     handle.seek(0)
     handle.truncate()
-    handle.write(json.dumps({
-        'pid': os.getpid(), 'host': socket.gethostname(),
-        'since': datetime.datetime.now(datetime.UTC).isoformat(
-            timespec='seconds')}) + '\n')
+    handle.write(
+        json.dumps(
+            {
+                'pid': os.getpid(),
+                'host': socket.gethostname(),
+                'since': datetime.datetime.now(datetime.UTC).isoformat(
+                    timespec='seconds'
+                ),
+            }
+        )
+        + '\n'
+    )
     handle.flush()
     self._file = handle
     return self

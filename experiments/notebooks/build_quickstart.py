@@ -1,6 +1,6 @@
 """Writes quickstart.ipynb from the cells below (run after editing them).
 
-  python experiments/notebooks/build_quickstart.py
+python experiments/notebooks/build_quickstart.py
 """
 
 from pathlib import Path
@@ -8,7 +8,9 @@ from pathlib import Path
 import nbformat
 
 CELLS = [
-    ('markdown', """# bort_jax quickstart
+    (
+        'markdown',
+        """# bort_jax quickstart
 
 Bort keeps each weight matrix bounded and orthogonal (`W Wᵀ → a I`) with one
 extra term in the optimizer update. This notebook chains Bort into an optax
@@ -19,13 +21,19 @@ Bort and the baseline on one colour scale and prints its numbers beside it.
 
 [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/bort-jax/bort_jax/blob/main/experiments/notebooks/quickstart.ipynb)
 Locally, install the package and its extras first: `pip install "bort-jax[all] @ git+https://github.com/bort-jax/bort_jax"`
-(or `pip install ".[all]"` in a clone)."""),
-    ('code', """# On Colab: install bort_jax with everything this notebook uses (about a
+(or `pip install ".[all]"` in a clone).""",
+    ),
+    (
+        'code',
+        """# On Colab: install bort_jax with everything this notebook uses (about a
 # minute). Elsewhere this cell does nothing: install it yourself as above.
 import sys
 if 'google.colab' in sys.modules:
-    %pip install -q "bort-jax[all] @ git+https://github.com/bort-jax/bort_jax\""""),
-    ('code', """import os
+    %pip install -q "bort-jax[all] @ git+https://github.com/bort-jax/bort_jax\"""",
+    ),
+    (
+        'code',
+        """import os
 import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
@@ -43,14 +51,20 @@ DOWNLOAD = not os.environ.get('BORT_OFFLINE')
 TRAIN_STEPS = int(os.environ.get('BORT_QUICKSTART_STEPS', 300))
 
 train_split = data.open_split('mnist', 'train', data_dir=DATA_DIR, download=DOWNLOAD, in_memory=True)
-test_batch = next(data.make_eval_iterator('mnist', batch_size=512, data_dir=DATA_DIR, download=DOWNLOAD))"""),
-    ('markdown', """## Bort in an optax chain
+test_batch = next(data.make_eval_iterator('mnist', batch_size=512, data_dir=DATA_DIR, download=DOWNLOAD))""",
+    ),
+    (
+        'markdown',
+        """## Bort in an optax chain
 
 `add_bort_correction(gamma)` adds `gamma · Δ(θ)` with `Δ(W) = W Wᵀ W − a W` to
 the updates of every Dense/Conv kernel (never biases). Placed before the
 learning-rate scaling, it is decoupled from Adam's normalisation, like AdamW's
-weight decay: this chain is `bort_jax.bort_adamw`."""),
-    ('code', """def make_optimizer(gamma):
+weight decay: this chain is `bort_jax.bort_adamw`.""",
+    ),
+    (
+        'code',
+        """def make_optimizer(gamma):
     return optax.chain(
         optax.scale_by_adam(),
         optax.add_decayed_weights(1e-4, mask=bort_jax.default_mask),
@@ -83,15 +97,21 @@ for name, model in models.items():
     summary = bort_jax.summarize_report(bort_jax.orthogonality_report(nnx.state(model, nnx.Param)))
     print(f"{name:6s} test accuracy {float(accuracy):.3f}   "
           f"orthogonality error {float(summary['relative_error/mean']):.3f}   "
-          f"mean |cos| {float(summary['mean_abs_cosine/mean']):.3f}")"""),
-    ('markdown', """## How far `WᵀW` is from the identity, before and after
+          f"mean |cos| {float(summary['mean_abs_cosine/mean']):.3f}")""",
+    ),
+    (
+        'markdown',
+        """## How far `WᵀW` is from the identity, before and after
 
 Bort pulls the Gram matrix `G = WᵀW` of the hidden layer's 256 weight vectors
 to the identity. `G` itself looks like the identity in all three cases (its
 diagonal dominates), so the panels show what differs: `|G − I|` for the first
 64 units, on one colour scale. The titles give the whole layer's relative
-error `‖G − I‖_F / ‖I‖_F` and its largest `|G − I|` entry."""),
-    ('code', """import numpy as np
+error `‖G − I‖_F / ‖I‖_F` and its largest `|G − I|` entry.""",
+    ),
+    (
+        'code',
+        """import numpy as np
 
 def gram_error(kernel):
     w = np.asarray(kernel)
@@ -109,15 +129,24 @@ for ax, (title, error) in zip(axes, errors):
     ax.axis('off')
     print(f'{title:13s} ‖G − I‖/‖I‖ {relative:.3f}   max |G − I| {error.max():.3f}')
 fig.colorbar(image, ax=axes, shrink=0.8, label='|G − I| (same scale)')
-plt.show()"""),
-    ('markdown', """## Reconstruction from the hidden layer
+plt.show()""",
+    ),
+    (
+        'markdown',
+        """## Reconstruction from the hidden layer
 
 `explain.reconstruct` inverts the layers one by one: LeakyReLU exactly, the
-Dense layer with its transposed (norm-scaled) weights."""),
-    ('markdown', """All images below share the input's grey scale (no per-image
+Dense layer with its transposed (norm-scaled) weights.""",
+    ),
+    (
+        'markdown',
+        """All images below share the input's grey scale (no per-image
 rescaling, which would hide a reconstruction's wrong contrast); the number
-under each image is its mean squared error against the input."""),
-    ('code', """images = test_batch['image'][:6]
+under each image is its mean squared error against the input.""",
+    ),
+    (
+        'code',
+        """images = test_batch['image'][:6]
 low, high = float(images.min()), float(images.max())  # one grey scale for all
 fig, axes = plt.subplots(3, 6, figsize=(9, 5.4), layout='constrained')
 rows = [('input', images, None)]
@@ -135,15 +164,21 @@ for r, (title, row, errors) in enumerate(rows):
         if errors is not None:
             axes[r, c].set_xlabel(f'{float(errors[c]):.3f}')
     axes[r, 0].set_title(title, loc='left')
-plt.show()"""),
-    ('markdown', """## A saliency map
+plt.show()""",
+    ),
+    (
+        'markdown',
+        """## A saliency map
 
 Gradient × input for each model's predicted class (the convolutional models
 also support the paper's backtracking saliency,
 `explain.backtracking_saliency`). Both models' maps of an image share one
 colour scale; the number is the share of the map's mass on the digit's own
-pixels (input above its background value)."""),
-    ('code', """x = test_batch['image'][:4]
+pixels (input above its background value).""",
+    ),
+    (
+        'code',
+        """x = test_batch['image'][:4]
 maps = {}
 for name, model in models.items():
     predicted = jnp.argmax(model(x), -1)
@@ -162,8 +197,11 @@ for i in range(4):
     for ax in axes[:, i]:
         ax.set_xticks([])
         ax.set_yticks([])
-plt.show()"""),
-    ('markdown', """## Explain a model of your own
+plt.show()""",
+    ),
+    (
+        'markdown',
+        """## Explain a model of your own
 
 `explain.reconstruct` and the procedures built on it take any `nnx.Sequential`
 too, not only the models of `bort_jax.models`: layers by index (negative
@@ -178,8 +216,11 @@ backtracks, for each image, only the strongest channel of the 7×7×16 maps
 (`explain.feature_visualization`): the input pattern that channel stands for.
 A layer type
 `reconstruct` does not know fails at once, naming the layer; declare its
-inverse with `explain.register_inverse(LayerType, inverse_fn)`."""),
-    ('code', """import functools
+inverse with `explain.register_inverse(LayerType, inverse_fn)`.""",
+    ),
+    (
+        'code',
+        """import functools
 
 lrelu = functools.partial(nnx.leaky_relu, negative_slope=0.5)
 rngs = nnx.Rngs(1)
@@ -220,17 +261,25 @@ for r, (title, row) in enumerate(rows):
     if 0 < r < 3:
         title = f'{title}: MSE {float(explain.mse(row[..., None], x).mean()):.4f}'
     axes[r, 0].set_title(title, loc='left')
-plt.show()"""),
+plt.show()""",
+    ),
 ]
 
 
 def build() -> nbformat.NotebookNode:
   notebook = nbformat.v4.new_notebook()
-  notebook.metadata['kernelspec'] = {'name': 'python3', 'display_name': 'Python 3',
-                                     'language': 'python'}
+  notebook.metadata['kernelspec'] = {
+      'name': 'python3',
+      'display_name': 'Python 3',
+      'language': 'python',
+  }
   notebook.metadata['colab'] = {'provenance': []}
   for kind, source in CELLS:
-    make = nbformat.v4.new_markdown_cell if kind == 'markdown' else nbformat.v4.new_code_cell
+    make = (
+        nbformat.v4.new_markdown_cell
+        if kind == 'markdown'
+        else nbformat.v4.new_code_cell
+    )
     notebook.cells.append(make(source))
   return notebook
 

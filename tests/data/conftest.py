@@ -16,13 +16,17 @@ def _no_tfds_data_dir_env(monkeypatch):
 @pytest.fixture(scope='session')
 def mnist_train(mnist_data_dir) -> sources.ArraySource:
   """The MNIST train split, decoded into memory (~3 s)."""
-  return sources.open_split('mnist', 'train', data_dir=mnist_data_dir, in_memory=True)
+  return sources.open_split(
+      'mnist', 'train', data_dir=mnist_data_dir, in_memory=True
+  )
 
 
 @pytest.fixture(scope='session')
 def mnist_test(mnist_data_dir) -> sources.ArraySource:
   """The MNIST test split, decoded into memory."""
-  return sources.open_split('mnist', 'eval', data_dir=mnist_data_dir, in_memory=True)
+  return sources.open_split(
+      'mnist', 'eval', data_dir=mnist_data_dir, in_memory=True
+  )
 
 
 @pytest.fixture(scope='session')

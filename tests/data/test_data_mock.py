@@ -24,9 +24,9 @@ from bort_jax import data
 
 NUM_EXAMPLES = 20
 CASES = {
-  'cifar10': ((32, 32, 3), 10),
-  'imagenet2012': ((224, 224, 3), 1000),
-  'mnist': ((28, 28, 1), 10),
+    'cifar10': ((32, 32, 3), 10),
+    'imagenet2012': ((224, 224, 3), 1000),
+    'mnist': ((28, 28, 1), 10),
 }
 
 
@@ -37,11 +37,20 @@ def mocked():
 
 
 def open_mock(name, split='train'):
-  return data.open_split(name, split, data_dir='/nonexistent/tfds', download=True)
+  return data.open_split(
+      name, split, data_dir='/nonexistent/tfds', download=True
+  )
 
 
 def train_batches(source, **kwargs):
-  kwargs = {'batch_size': 8, 'seed': 0, 'epoch': 0, 'process_index': 0, 'process_count': 1, **kwargs}
+  kwargs = {
+      'batch_size': 8,
+      'seed': 0,
+      'epoch': 0,
+      'process_index': 0,
+      'process_count': 1,
+      **kwargs,
+  }
   return list(data.make_train_iterator(source, **kwargs))
 
 
@@ -52,7 +61,9 @@ def eval_batches(source, **kwargs):
 
 def denormalize(name, images):
   info = data.dataset_info(name)
-  return images * np.asarray(info.std, np.float32) + np.asarray(info.mean, np.float32)
+  return images * np.asarray(info.std, np.float32) + np.asarray(
+      info.mean, np.float32
+  )
 
 
 @pytest.mark.parametrize('name', sorted(CASES))
@@ -61,7 +72,10 @@ def test_mock_batches_shapes_and_dtypes(mocked, name):
   source = open_mock(name)
   assert len(source) == NUM_EXAMPLES
   for batch in train_batches(source) + eval_batches(open_mock(name, 'eval')):
-    assert batch['image'].shape == (8, *shape) and batch['image'].dtype == np.float32
+    assert (
+        batch['image'].shape == (8, *shape)
+        and batch['image'].dtype == np.float32
+    )
     assert batch['label'].dtype == np.int32 and batch['mask'].dtype == bool
     assert ((0 <= batch['label']) & (batch['label'] < num_classes)).all()
     assert np.isfinite(batch['image']).all()
@@ -70,11 +84,15 @@ def test_mock_batches_shapes_and_dtypes(mocked, name):
 @pytest.mark.parametrize('name', sorted(CASES))
 def test_mock_normalisation(mocked, name):
   """Mock pixels are uniform in 0..254: de-normalised they lie in [0, 1], mean ~0.5."""
-  batches = train_batches(open_mock(name), batch_size=16) + eval_batches(open_mock(name, 'eval'))
+  batches = train_batches(open_mock(name), batch_size=16) + eval_batches(
+      open_mock(name, 'eval')
+  )
   for batch in batches:
     pixels = denormalize(name, batch['image'][batch['mask']])
     assert pixels.min() >= -1e-5 and pixels.max() <= 1 + 1e-5
-  eval_pixels = np.concatenate([denormalize(name, b['image'][b['mask']]) for b in batches[1:]])
+  eval_pixels = np.concatenate(
+      [denormalize(name, b['image'][b['mask']]) for b in batches[1:]]
+  )
   assert eval_pixels.mean() == pytest.approx(127 / 255, abs=0.03)
 
 
@@ -94,11 +112,16 @@ def test_mock_augmentation_is_deterministic_and_sharded(mocked, name):
   other = train_batches(source, seed=6)
   np.testing.assert_array_equal(single[0]['image'], again[0]['image'])
   assert not np.array_equal(single[0]['image'], other[0]['image'])
-  shards = [train_batches(source, seed=5, process_index=p, process_count=2) for p in range(2)]
+  shards = [
+      train_batches(source, seed=5, process_index=p, process_count=2)
+      for p in range(2)
+  ]
   for step, batch in enumerate(single):
     for key in batch:
       np.testing.assert_array_equal(
-        np.concatenate([shards[0][step][key], shards[1][step][key]]), batch[key])
+          np.concatenate([shards[0][step][key], shards[1][step][key]]),
+          batch[key],
+      )
 
 
 def test_mock_cifar_augmentation_changes_images(mocked):
@@ -106,18 +129,27 @@ def test_mock_cifar_augmentation_changes_images(mocked):
   source = open_mock('cifar10')
   order = data.epoch_permutation(len(source), seed=0, epoch=0)[:8]
   augmented = train_batches(source)[0]['image']
-  plain = data.make_eval_iterator(source, batch_size=NUM_EXAMPLES, process_index=0, process_count=1)
+  plain = data.make_eval_iterator(
+      source, batch_size=NUM_EXAMPLES, process_index=0, process_count=1
+  )
   plain = next(plain)['image'][order]
   np.testing.assert_array_equal(
-    train_batches(source, augment=False)[0]['image'], plain)
+      train_batches(source, augment=False)[0]['image'], plain
+  )
   assert not np.array_equal(augmented, plain)
   # Each augmented image is a shifted (and maybe mirrored) crop of its original.
-  zero = -np.asarray(data.dataset_info('cifar10').mean) / np.asarray(data.dataset_info('cifar10').std)
+  zero = -np.asarray(data.dataset_info('cifar10').mean) / np.asarray(
+      data.dataset_info('cifar10').std
+  )
   for aug, orig in zip(augmented, plain):
     padded = np.broadcast_to(zero, (40, 40, 3)).astype(np.float32).copy()
     padded[4:36, 4:36] = orig
-    candidates = [padded[y : y + 32, x : x + 32] for y in range(9) for x in range(9)]
-    assert any(np.allclose(aug, c) or np.allclose(aug, c[:, ::-1]) for c in candidates)
+    candidates = [
+        padded[y : y + 32, x : x + 32] for y in range(9) for x in range(9)
+    ]
+    assert any(
+        np.allclose(aug, c) or np.allclose(aug, c[:, ::-1]) for c in candidates
+    )
 
 
 def test_mock_imagenet_threads_match_inline(mocked):
@@ -134,4 +166,7 @@ def test_mock_data_patches_tfds_data_source(mocked):
   ds = tfds.data_source('cifar10', split='train', data_dir='/nonexistent/tfds')
   assert len(ds) == NUM_EXAMPLES
   example = ds[3]
-  assert example['image'].shape == (32, 32, 3) and example['image'].dtype == np.uint8
+  assert (
+      example['image'].shape == (32, 32, 3)
+      and example['image'].dtype == np.uint8
+  )

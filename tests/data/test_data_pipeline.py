@@ -5,7 +5,6 @@ whose label is the example's index, so every example can be traced; the rest
 runs on the real MNIST.
 """
 
-
 import numpy as np
 import pytest
 
@@ -19,16 +18,26 @@ NUM_SYNTHETIC = 1000
 def indexed() -> sources.ArraySource:
   """1000 MNIST-shaped examples; example ``i`` has label ``i`` and pixels ``i % 256``."""
   images = np.broadcast_to(
-    (np.arange(NUM_SYNTHETIC) % 256).astype(np.uint8)[:, None, None, None],
-    (NUM_SYNTHETIC, 28, 28, 1),
+      (np.arange(NUM_SYNTHETIC) % 256).astype(np.uint8)[:, None, None, None],
+      (NUM_SYNTHETIC, 28, 28, 1),
   ).copy()
   return sources.ArraySource(
-    data.dataset_info('mnist'), 'train', images, np.arange(NUM_SYNTHETIC, dtype=np.int32)
+      data.dataset_info('mnist'),
+      'train',
+      images,
+      np.arange(NUM_SYNTHETIC, dtype=np.int32),
   )
 
 
 def train_batches(source, **kwargs):
-  kwargs = {'batch_size': 96, 'seed': 0, 'epoch': 0, 'process_index': 0, 'process_count': 1, **kwargs}
+  kwargs = {
+      'batch_size': 96,
+      'seed': 0,
+      'epoch': 0,
+      'process_index': 0,
+      'process_count': 1,
+      **kwargs,
+  }
   return list(data.make_train_iterator(source, **kwargs))
 
 
@@ -49,17 +58,29 @@ def assert_batches_equal(a, b):
 
 
 def test_train_batch_format(mnist_train):
-  batch = next(data.make_train_iterator(
-    mnist_train, batch_size=128, seed=0, process_index=0, process_count=1))
-  assert batch['image'].shape == (128, 28, 28, 1) and batch['image'].dtype == np.float32
+  batch = next(
+      data.make_train_iterator(
+          mnist_train, batch_size=128, seed=0, process_index=0, process_count=1
+      )
+  )
+  assert (
+      batch['image'].shape == (128, 28, 28, 1)
+      and batch['image'].dtype == np.float32
+  )
   assert batch['label'].shape == (128,) and batch['label'].dtype == np.int32
-  assert batch['mask'].shape == (128,) and batch['mask'].dtype == bool and batch['mask'].all()
+  assert (
+      batch['mask'].shape == (128,)
+      and batch['mask'].dtype == bool
+      and batch['mask'].all()
+  )
   assert set(batch['label'].tolist()) <= set(range(10))
 
 
 def test_normalisation_of_mnist(mnist_test):
   """Standardised with MNIST's mean/std: about zero mean, unit variance."""
-  images = np.concatenate([b['image'] for b in eval_batches(mnist_test, batch_size=2000)])
+  images = np.concatenate(
+      [b['image'] for b in eval_batches(mnist_test, batch_size=2000)]
+  )
   assert images.mean() == pytest.approx(0.0, abs=0.01)
   assert images.std() == pytest.approx(1.0, abs=0.01)
   np.testing.assert_allclose(images.min(), -0.1307 / 0.3081, rtol=1e-5)
@@ -77,14 +98,25 @@ def test_disk_and_memory_sources_agree(mnist_data_dir, mnist_test):
 def test_num_examples(mnist_data_dir):
   assert data.num_examples('mnist', 'train', data_dir=mnist_data_dir) == 60000
   assert data.num_examples('mnist', 'eval', data_dir=mnist_data_dir) == 10000
-  assert data.num_examples('mnist', 'test[:10%]', data_dir=mnist_data_dir) == 1000
+  assert (
+      data.num_examples('mnist', 'test[:10%]', data_dir=mnist_data_dir) == 1000
+  )
 
 
 def test_streaming_epoch_reads_the_train_split(mnist_data_dir):
   """The data set's name opens its train split: 468 full batches of 128, read
   from disk (timings belong in benchmarks/, not here)."""
-  steps = sum(1 for _ in data.make_train_iterator(
-    'mnist', batch_size=128, seed=0, data_dir=mnist_data_dir, process_index=0, process_count=1))
+  steps = sum(
+      1
+      for _ in data.make_train_iterator(
+          'mnist',
+          batch_size=128,
+          seed=0,
+          data_dir=mnist_data_dir,
+          process_index=0,
+          process_count=1,
+      )
+  )
   assert steps == 60000 // 128
 
 
@@ -102,7 +134,9 @@ def test_same_seed_same_batches(mnist_train):
   assert_batches_equal(a, b)
 
 
-@pytest.mark.parametrize('change', [{'seed': 8}, {'epoch': 3}], ids=['seed', 'epoch'])
+@pytest.mark.parametrize(
+    'change', [{'seed': 8}, {'epoch': 3}], ids=['seed', 'epoch']
+)
 def test_different_seed_or_epoch_differ(mnist_train, change):
   kwargs = {'batch_size': 128, 'seed': 7, 'epoch': 2}
   a = train_batches(mnist_train, **kwargs)[0]
@@ -120,7 +154,11 @@ def test_epoch_permutation_is_a_function_of_seed_and_epoch():
 
 def test_train_drops_remainder_and_never_repeats(indexed):
   batches = train_batches(indexed, batch_size=96)
-  assert len(batches) == NUM_SYNTHETIC // 96 == data.steps_per_epoch(NUM_SYNTHETIC, 96, train=True)
+  assert (
+      len(batches)
+      == NUM_SYNTHETIC // 96
+      == data.steps_per_epoch(NUM_SYNTHETIC, 96, train=True)
+  )
   seen = np.concatenate([b['label'] for b in batches])
   assert len(seen) == len(set(seen.tolist())) == 960
 
@@ -134,19 +172,25 @@ def test_start_step_resumes(indexed):
 
 
 @pytest.mark.parametrize('process_count', [2, 3, 4])
-@pytest.mark.parametrize('make', [train_batches, eval_batches], ids=['train', 'eval'])
-def test_process_shards_partition_the_global_batch(indexed, make, process_count):
+@pytest.mark.parametrize(
+    'make', [train_batches, eval_batches], ids=['train', 'eval']
+)
+def test_process_shards_partition_the_global_batch(
+    indexed, make, process_count
+):
   single = make(indexed, batch_size=96)
   shards = [
-    make(indexed, batch_size=96, process_index=p, process_count=process_count)
-    for p in range(process_count)
+      make(indexed, batch_size=96, process_index=p, process_count=process_count)
+      for p in range(process_count)
   ]
   assert all(len(s) == len(single) for s in shards)
   for step, global_batch in enumerate(single):
     parts = [s[step] for s in shards]
     assert all(part['label'].shape == (96 // process_count,) for part in parts)
     for key in global_batch:
-      np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), global_batch[key])
+      np.testing.assert_array_equal(
+          np.concatenate([p[key] for p in parts]), global_batch[key]
+      )
     real = [set(p['label'][p['mask']].tolist()) for p in parts]
     assert sum(len(r) for r in real) == len(set().union(*real))  # Disjoint.
 
@@ -163,12 +207,18 @@ def test_default_process_is_jax_process(indexed):
 
 
 @pytest.mark.parametrize(
-  'batch_size, process_count', [(96, 1), (96, 4), (1000, 2), (999, 3), (2048, 2), (1, 1)]
+    'batch_size, process_count',
+    [(96, 1), (96, 4), (1000, 2), (999, 3), (2048, 2), (1, 1)],
 )
 def test_eval_counts_every_example_once(indexed, batch_size, process_count):
   shards = [
-    eval_batches(indexed, batch_size=batch_size, process_index=p, process_count=process_count)
-    for p in range(process_count)
+      eval_batches(
+          indexed,
+          batch_size=batch_size,
+          process_index=p,
+          process_count=process_count,
+      )
+      for p in range(process_count)
   ]
   steps = data.steps_per_epoch(NUM_SYNTHETIC, batch_size, train=False)
   assert all(len(s) == steps for s in shards)
@@ -182,28 +232,36 @@ def test_eval_counts_every_example_once(indexed, batch_size, process_count):
 
 def test_eval_real_mnist_test_split(mnist_data_dir, mnist_test_idx):
   shards = [
-    eval_batches('mnist', batch_size=384, data_dir=mnist_data_dir, process_index=p, process_count=2)
-    for p in range(2)
+      eval_batches(
+          'mnist',
+          batch_size=384,
+          data_dir=mnist_data_dir,
+          process_index=p,
+          process_count=2,
+      )
+      for p in range(2)
   ]
   masks = np.concatenate([b['mask'] for s in shards for b in s])
   assert masks.sum() == 10000 and len(masks) == 27 * 384
   labels = np.concatenate([b['label'][b['mask']] for s in shards for b in s])
-  np.testing.assert_array_equal(np.bincount(labels, minlength=10),
-                                np.bincount(mnist_test_idx.labels, minlength=10))
+  np.testing.assert_array_equal(
+      np.bincount(labels, minlength=10),
+      np.bincount(mnist_test_idx.labels, minlength=10),
+  )
 
 
 # ---------------------------------------------------------------- errors
 
 
 @pytest.mark.parametrize(
-  'kwargs, message',
-  [
-    ({'batch_size': 96, 'process_count': 5}, 'multiple of process_count'),
-    ({'batch_size': 0}, 'positive multiple'),
-    ({'process_index': 2, 'process_count': 2}, 'process_index 2'),
-    ({'seed': -1}, 'seed must be non-negative'),
-    ({'batch_size': 2000}, 'fewer than one batch'),
-  ],
+    'kwargs, message',
+    [
+        ({'batch_size': 96, 'process_count': 5}, 'multiple of process_count'),
+        ({'batch_size': 0}, 'positive multiple'),
+        ({'process_index': 2, 'process_count': 2}, 'process_index 2'),
+        ({'seed': -1}, 'seed must be non-negative'),
+        ({'batch_size': 2000}, 'fewer than one batch'),
+    ],
 )
 def test_train_argument_errors(indexed, kwargs, message):
   with pytest.raises(ValueError, match=message):
@@ -211,16 +269,24 @@ def test_train_argument_errors(indexed, kwargs, message):
 
 
 def test_unknown_dataset():
-  with pytest.raises(ValueError, match="supported: \\['cifar10', 'imagenet2012', 'mnist'\\]"):
+  with pytest.raises(
+      ValueError, match="supported: \\['cifar10', 'imagenet2012', 'mnist'\\]"
+  ):
     data.dataset_info('fashion_mnist')
 
 
 @pytest.mark.parametrize(
-  'name, shape, classes',
-  [('mnist', (28, 28, 1), 10), ('cifar10', (32, 32, 3), 10), ('imagenet2012', (224, 224, 3), 1000)],
+    'name, shape, classes',
+    [
+        ('mnist', (28, 28, 1), 10),
+        ('cifar10', (32, 32, 3), 10),
+        ('imagenet2012', (224, 224, 3), 1000),
+    ],
 )
 def test_dataset_info(name, shape, classes):
   info = data.dataset_info(name)
   assert (info.image_shape, info.num_classes) == (shape, classes)
   assert len(info.mean) == len(info.std) == shape[-1]
-  assert info.tfds_split('train') == 'train' and info.tfds_split('test') == 'test'
+  assert (
+      info.tfds_split('train') == 'train' and info.tfds_split('test') == 'test'
+  )

@@ -5,8 +5,6 @@ LeakyReLU, loses nothing, so :func:`bort_jax.explain.reconstruct` must give
 the input back up to float error.
 """
 
-
-
 import pytest
 
 from explain_testing import make_lossless_cnn, normal

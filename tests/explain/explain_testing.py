@@ -24,7 +24,9 @@ def orthonormal(seed, rows, cols):
 
 def normal(seed, shape):
   """float32 standard normal samples, drawn with numpy."""
-  return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), jnp.float32)
+  return jnp.asarray(
+      np.random.default_rng(seed).standard_normal(shape), jnp.float32
+  )
 
 
 def uniform(seed, shape):
@@ -38,11 +40,17 @@ def linear(fan_in, units, seed=0, use_bias=True):
   Zero-initialised, then filled: JAX's truncated-normal initialiser takes
   seconds to compile on CPU for every new shape.
   """
-  layer = nnx.Linear(fan_in, units, use_bias=use_bias, kernel_init=nnx.initializers.zeros,
-                     rngs=nnx.Rngs(0))
+  layer = nnx.Linear(
+      fan_in,
+      units,
+      use_bias=use_bias,
+      kernel_init=nnx.initializers.zeros,
+      rngs=nnx.Rngs(0),
+  )
   rng = np.random.default_rng(seed)
   layer.kernel[...] = jnp.asarray(
-    rng.standard_normal((fan_in, units)) * np.sqrt(2.0 / fan_in), jnp.float32)
+      rng.standard_normal((fan_in, units)) * np.sqrt(2.0 / fan_in), jnp.float32
+  )
   if use_bias:
     layer.bias[...] = jnp.asarray(0.1 * rng.standard_normal(units), jnp.float32)
   return layer
@@ -50,12 +58,21 @@ def linear(fan_in, units, seed=0, use_bias=True):
 
 def conv(in_features, out_features, kernel_size, seed=0, **kwargs):
   """An ``nnx.Conv`` with He-normal weights drawn by numpy (see :func:`linear`)."""
-  layer = nnx.Conv(in_features, out_features, kernel_size,
-                   kernel_init=nnx.initializers.zeros, rngs=nnx.Rngs(0), **kwargs)
+  layer = nnx.Conv(
+      in_features,
+      out_features,
+      kernel_size,
+      kernel_init=nnx.initializers.zeros,
+      rngs=nnx.Rngs(0),
+      **kwargs,
+  )
   shape = layer.kernel[...].shape
   fan_in = int(np.prod(shape[:-1]))
   layer.kernel[...] = jnp.asarray(
-    np.random.default_rng(seed).standard_normal(shape) * np.sqrt(2.0 / fan_in), jnp.float32)
+      np.random.default_rng(seed).standard_normal(shape)
+      * np.sqrt(2.0 / fan_in),
+      jnp.float32,
+  )
   return layer
 
 
@@ -63,7 +80,10 @@ def mlp(sizes, seed=0, activation=ReLU):
   """``flatten, fc1, fc1_act, ..., classifier`` with widths ``sizes``."""
   layers = [('flatten', Flatten())]
   for i, (fan_in, units) in enumerate(zip(sizes[:-2], sizes[1:-1]), start=1):
-    layers += [(f'fc{i}', linear(fan_in, units, seed + i)), (f'fc{i}_act', activation())]
+    layers += [
+        (f'fc{i}', linear(fan_in, units, seed + i)),
+        (f'fc{i}_act', activation()),
+    ]
   layers.append(('classifier', linear(sizes[-2], sizes[-1], seed)))
   return NamedSequential(layers)
 
@@ -74,7 +94,9 @@ def set_orthogonal(layer, seed, bias_scale=0.1):
   fan_in, units = kernel.reshape(-1, kernel.shape[-1]).shape
   layer.kernel[...] = orthonormal(seed, fan_in, units).reshape(kernel.shape)
   if layer.bias is not None:
-    bias = np.random.default_rng(seed + 1).standard_normal(layer.bias[...].shape)
+    bias = np.random.default_rng(seed + 1).standard_normal(
+        layer.bias[...].shape
+    )
     layer.bias[...] = jnp.asarray(bias_scale * bias, jnp.float32)
 
 
@@ -88,7 +110,13 @@ def make_lossless_cnn(seed=0, num_classes=10):
   classifier = linear(576, num_classes)
   for i, layer in enumerate((conv1, down, classifier)):
     set_orthogonal(layer, 10 * seed + 2 * i)
-  return NamedSequential([
-    ('conv1', conv1), ('conv1_lrelu', LeakyReLU(0.5)),
-    ('down1', down), ('down1_lrelu', LeakyReLU(0.5)),
-    ('flatten', Flatten()), ('classifier', classifier)])
+  return NamedSequential(
+      [
+          ('conv1', conv1),
+          ('conv1_lrelu', LeakyReLU(0.5)),
+          ('down1', down),
+          ('down1_lrelu', LeakyReLU(0.5)),
+          ('flatten', Flatten()),
+          ('classifier', classifier),
+      ]
+  )

@@ -10,13 +10,42 @@ from bort_jax.programs.explain import main as explain_program
 from bort_jax.programs.explain import protocol
 from bort_jax.training import loop
 
-TINY = ['--models', 'bort_invertible_cnn', '--seeds', '0', '--epochs', '1',
-        '--train-examples', '128', '--set', 'eval_examples=100',
-        '--set', 'batch_size=32', '--set', 'model_kwargs.stem_channels=9',
-        '--reconstruction-examples', '4', '--inversion-examples', '2',
-        '--inversion-steps', '2', '--saliency-examples', '2', '--sat-k', '4',
-        '--adversarial-examples', '4', '--pgd-steps', '2', '--ig-steps', '2',
-        '--deletion-steps', '2', '--figure-examples', '2']
+TINY = [
+    '--models',
+    'bort_invertible_cnn',
+    '--seeds',
+    '0',
+    '--epochs',
+    '1',
+    '--train-examples',
+    '128',
+    '--set',
+    'eval_examples=100',
+    '--set',
+    'batch_size=32',
+    '--set',
+    'model_kwargs.stem_channels=9',
+    '--reconstruction-examples',
+    '4',
+    '--inversion-examples',
+    '2',
+    '--inversion-steps',
+    '2',
+    '--saliency-examples',
+    '2',
+    '--sat-k',
+    '4',
+    '--adversarial-examples',
+    '4',
+    '--pgd-steps',
+    '2',
+    '--ig-steps',
+    '2',
+    '--deletion-steps',
+    '2',
+    '--figure-examples',
+    '2',
+]
 
 
 def test_cli_smoke(tmp_path, mnist_data_dir, monkeypatch):
@@ -24,16 +53,25 @@ def test_cli_smoke(tmp_path, mnist_data_dir, monkeypatch):
   out = tmp_path / 'report'
   argv = ['--out', str(out), '--data-dir', mnist_data_dir, *TINY]
   assert explain_program.main(argv) == 0
-  for name in ('report.json', 'report.md', 'reconstruction_pearson.png',
-               'adversarial_success_vs_l2.png', 'saliency_sanity.png',
-               'bort_invertible_cnn_reconstruction_layers.png',
-               'bort_invertible_cnn_saliency.png'):
+  for name in (
+      'report.json',
+      'report.md',
+      'reconstruction_pearson.png',
+      'adversarial_success_vs_l2.png',
+      'saliency_sanity.png',
+      'bort_invertible_cnn_reconstruction_layers.png',
+      'bort_invertible_cnn_saliency.png',
+  ):
     assert (out / name).is_file(), name
   report = json.loads((out / 'report.json').read_text())
   arch = report['architectures']['bort_invertible_cnn']
   assert set(arch['summary']) == {'baseline', 'bort'}
   assert arch['summary']['bort']['reconstruction']['layers'] == [
-      'conv1_lrelu', 'down1_lrelu', 'conv2_lrelu', 'down2_lrelu']
+      'conv1_lrelu',
+      'down1_lrelu',
+      'conv2_lrelu',
+      'down2_lrelu',
+  ]
   assert report['acceptance']['evaluated']
   assert len(report['acceptance']['criteria']) == 4
   markdown = (out / 'report.md').read_text()
@@ -47,22 +85,31 @@ def test_cli_smoke(tmp_path, mnist_data_dir, monkeypatch):
   assert arch['runs']['0']['baseline']['gamma'] == 0.0
   assert arch['runs']['0']['bort']['gamma'] == 2.0
   # Finished runs are read back, not trained again.
-  metrics = {p: p.stat().st_mtime_ns
-             for p in (out / 'runs').rglob('metrics.jsonl')}
+  metrics = {
+      p: p.stat().st_mtime_ns for p in (out / 'runs').rglob('metrics.jsonl')
+  }
   args = explain_program.build_parser().parse_args(
-      ['--data-dir', mnist_data_dir, *TINY])
+      ['--data-dir', mnist_data_dir, *TINY]
+  )
 
-  protocol.train_runs(explain_program.training_configs(args), out / 'runs',
-                      data_dir=mnist_data_dir, log=lambda _: None)
+  protocol.train_runs(
+      explain_program.training_configs(args),
+      out / 'runs',
+      data_dir=mnist_data_dir,
+      log=lambda _: None,
+  )
   assert {p: p.stat().st_mtime_ns for p in metrics} == metrics
 
 
-@pytest.mark.parametrize('argv,match', [
-    (['--baseline-workdir', '/nonexistent'], 'give both'),
-    (['--models', 'resnet'], None),
-    (['--seeds', '0,0'], None),
-    (['--epochs', 'mlp=x'], None),
-])
+@pytest.mark.parametrize(
+    'argv,match',
+    [
+        (['--baseline-workdir', '/nonexistent'], 'give both'),
+        (['--models', 'resnet'], None),
+        (['--seeds', '0,0'], None),
+        (['--epochs', 'mlp=x'], None),
+    ],
+)
 def test_cli_bad_arguments(argv, match, capsys):
   if match is None:
     with pytest.raises(SystemExit):
@@ -74,11 +121,16 @@ def test_cli_bad_arguments(argv, match, capsys):
 
 def test_per_model_option():
   args = explain_program.build_parser().parse_args(
-      ['--epochs', '3', '--train-examples', 'mlp=100,invertible_cnn=5'])
+      ['--epochs', '3', '--train-examples', 'mlp=100,invertible_cnn=5']
+  )
   assert args.epochs == {
-      'bort_invertible_cnn': 3, 'invertible_cnn': 3, 'mlp': 3}
+      'bort_invertible_cnn': 3,
+      'invertible_cnn': 3,
+      'mlp': 3,
+  }
   assert args.train_examples == {'mlp': 100, 'invertible_cnn': 5}
   runs = explain_program.training_configs(args)
   assert runs['mlp'][0]['bort'].train_examples == 100
   assert runs['bort_invertible_cnn'][1]['bort'].train_examples == (
-      explain_program.DEFAULT_TRAIN_EXAMPLES['bort_invertible_cnn'])
+      explain_program.DEFAULT_TRAIN_EXAMPLES['bort_invertible_cnn']
+  )

@@ -16,8 +16,11 @@ from bort_jax.programs.explain import experiment, measure, protocol, report
 
 def test_protocol_configs_pairs_and_layout():
   runs = protocol.protocol_configs(
-      ['bort_invertible_cnn', 'mlp'], [0, 2], epochs={'mlp': 3},
-      train_examples={'bort_invertible_cnn': 100})
+      ['bort_invertible_cnn', 'mlp'],
+      [0, 2],
+      epochs={'mlp': 3},
+      train_examples={'bort_invertible_cnn': 100},
+  )
   assert set(runs) == {'bort_invertible_cnn', 'mlp'}
   assert set(runs['mlp']) == {0, 2}
   pair = runs['bort_invertible_cnn'][2]
@@ -32,13 +35,17 @@ def test_protocol_configs_pairs_and_layout():
   assert runs['mlp'][0]['bort'].epochs == 3
   assert runs['mlp'][0]['bort'].learning_rate == 2e-3
   assert str(protocol.run_directory('w', pair['bort'])) == (
-      'w/mnist_invertible_cnn/seed2/bort_adamw')
+      'w/mnist_invertible_cnn/seed2/bort_adamw'
+  )
 
 
-@pytest.mark.parametrize('architectures,seeds,match', [
-    (['resnet'], [0], 'unknown architecture'),
-    (['mlp'], [], 'at least one seed'),
-])
+@pytest.mark.parametrize(
+    'architectures,seeds,match',
+    [
+        (['resnet'], [0], 'unknown architecture'),
+        (['mlp'], [], 'at least one seed'),
+    ],
+)
 def test_protocol_configs_bad_input(architectures, seeds, match):
   with pytest.raises(ValueError, match=match):
     protocol.protocol_configs(architectures, seeds)
@@ -56,10 +63,16 @@ def test_confidence_over_seeds():
 
 
 def test_aggregate_keeps_structure_and_strings():
-  per_seed = [{'layer': 'top', 'r': 0.5, 'by_l2': {'1': 0.2}, 'hit': None,
-               'miss': None},
-              {'layer': 'top', 'r': 0.7, 'by_l2': {'1': 0.4}, 'hit': 2.0,
-               'miss': None}]
+  per_seed = [
+      {
+          'layer': 'top',
+          'r': 0.5,
+          'by_l2': {'1': 0.2},
+          'hit': None,
+          'miss': None,
+      },
+      {'layer': 'top', 'r': 0.7, 'by_l2': {'1': 0.4}, 'hit': 2.0, 'miss': None},
+  ]
   out = protocol.aggregate(per_seed)
   assert out['layer'] == 'top'
   assert out['r']['mean'] == pytest.approx(0.6)
@@ -80,19 +93,26 @@ def test_check_finite_names_the_nan():
 def test_sanity_correlation_of_trained_vs_untrained():
   x = uniform(0, (4, 4, 4, 1))
   labels = jnp.array([0, 1, 2, 0])
-  first, same, other = mlp([16, 8, 3], seed=0), mlp([16, 8, 3], seed=0), mlp(
-      [16, 8, 3], seed=5)
-  maps = {name: explain.attribution_map(explain.vanilla_gradient(m, x, labels))
-          for name, m in (('first', first), ('same', same), ('other', other))}
+  first, same, other = (
+      mlp([16, 8, 3], seed=0),
+      mlp([16, 8, 3], seed=0),
+      mlp([16, 8, 3], seed=5),
+  )
+  maps = {
+      name: explain.attribution_map(explain.vanilla_gradient(m, x, labels))
+      for name, m in (('first', first), ('same', same), ('other', other))
+  }
   assert measure.sanity_correlation(maps['first'], maps['same']) == (
-      pytest.approx(1.0, abs=1e-6))
+      pytest.approx(1.0, abs=1e-6)
+  )
   assert measure.sanity_correlation(maps['first'], maps['other']) < 0.9
 
 
 def test_adversarial_budgets():
   assert measure.adversarial_budgets({1.0: 0.5, 2.0: 1.0}) == pytest.approx(1.8)
   assert measure.adversarial_budgets({1.0: 0.95, 2.0: 1.0}) == (
-      pytest.approx(0.9 / 0.95))
+      pytest.approx(0.9 / 0.95)
+  )
   assert measure.adversarial_budgets({1.0: 0.2, 2.0: 0.5}) is None
 
 
@@ -103,10 +123,20 @@ def test_representation_layers():
 
 
 TINY = measure.MeasureConfig(
-    num_reconstruction=4, num_inversion=2, inversion_steps=2, num_saliency=2,
-    ig_steps=2, deletion_steps=2, num_adversarial=4, l2_budgets=(0.5, 8.0),
-    transfer_budget=8.0, pgd_steps=2, num_figure_examples=2, sat_k=4,
-    ssim_window=7)
+    num_reconstruction=4,
+    num_inversion=2,
+    inversion_steps=2,
+    num_saliency=2,
+    ig_steps=2,
+    deletion_steps=2,
+    num_adversarial=4,
+    l2_budgets=(0.5, 8.0),
+    transfer_budget=8.0,
+    pgd_steps=2,
+    num_figure_examples=2,
+    sat_k=4,
+    ssim_window=7,
+)
 NORM = experiment.Normalization((0.5,), (0.25,))
 
 
@@ -123,8 +153,15 @@ def measured():
     per_seed[seed] = {}
     for role, model in models.items():
       results, arrays[role] = measure.measure_model(
-          model, untrained, images, labels, means, NORM, TINY,
-          log=lambda _: None)
+          model,
+          untrained,
+          images,
+          labels,
+          means,
+          NORM,
+          TINY,
+          log=lambda _: None,
+      )
       bonus = 0.005 if role == 'bort' else 0.0
       results['test_accuracy'] = 0.9 + 0.01 * seed + bonus
       results['adversarial']['transfer'] = {'to': 'other', 'success_rate': 0.5}
@@ -143,7 +180,8 @@ def test_measure_model_on_orthogonal_cnn(measured):
   for method in ('transpose', 'pinv'):
     for layer in rec['layers']:
       assert rec['chain'][method][layer]['pearson_r'] == pytest.approx(
-          1.0, abs=1e-4)
+          1.0, abs=1e-4
+      )
       assert rec['chain'][method][layer]['affine_mse'] < 1e-6
     for layer in ('conv1', 'down1'):
       assert rec['per_layer'][method][layer]['relative_mse'] < 1e-6
@@ -159,26 +197,47 @@ def test_measure_model_on_orthogonal_cnn(measured):
 def test_report_from_measurements(measured, tmp_path):
   per_seed, arrays = measured
   entry = {
-      'runs': {s: {r: {'optimizer': r, 'gamma': 0.0, 'epochs': 1,
-                       'train_examples': 0, 'train_seconds': 1.0}
-                   for r in ('baseline', 'bort')} for s in per_seed},
+      'runs': {
+          s: {
+              r: {
+                  'optimizer': r,
+                  'gamma': 0.0,
+                  'epochs': 1,
+                  'train_examples': 0,
+                  'train_seconds': 1.0,
+              }
+              for r in ('baseline', 'bort')
+          }
+          for s in per_seed
+      },
       'per_seed': per_seed,
-      'summary': {r: protocol.aggregate([per_seed[s][r] for s in per_seed])
-                  for r in ('baseline', 'bort')},
-      'comparisons': report.comparisons(per_seed)}
+      'summary': {
+          r: protocol.aggregate([per_seed[s][r] for s in per_seed])
+          for r in ('baseline', 'bort')
+      },
+      'comparisons': report.comparisons(per_seed),
+  }
   gap = entry['comparisons']['accuracy_gap_points']
   assert gap['mean'] == pytest.approx(-0.5)
   assert gap['n'] == 2
   architectures = {'toy': entry}
   assert report.acceptance(architectures)['evaluated'] is False
-  full = {'settings': {'models': ['toy'], 'seeds': [0, 1]},
-          'runtime_seconds': {'total': 1.0}, 'notes': ['a note'],
-          'architectures': architectures,
-          'acceptance': report.acceptance(architectures)}
+  full = {
+      'settings': {'models': ['toy'], 'seeds': [0, 1]},
+      'runtime_seconds': {'total': 1.0},
+      'notes': ['a note'],
+      'architectures': architectures,
+      'acceptance': report.acceptance(architectures),
+  }
   written = report.write_report(full, {'toy': arrays}, str(tmp_path / 'r'))
-  for key in ('json', 'markdown', 'toy/reconstruction_layers',
-              'reconstruction_pearson', 'adversarial_success',
-              'saliency_sanity'):
+  for key in (
+      'json',
+      'markdown',
+      'toy/reconstruction_layers',
+      'reconstruction_pearson',
+      'adversarial_success',
+      'saliency_sanity',
+  ):
     with open(written[key], 'rb') as f:
       assert f.read(1), key
   markdown = (tmp_path / 'r' / 'report.md').read_text()
@@ -186,30 +245,65 @@ def test_report_from_measurements(measured, tmp_path):
   assert 'k = 4 of 36 channels' in markdown
   loaded = json.loads((tmp_path / 'r' / 'report.json').read_text())
   assert loaded['architectures']['toy']['summary']['bort']['test_accuracy'][
-      'mean'] == pytest.approx(0.91)
+      'mean'
+  ] == pytest.approx(0.91)
   # A NaN anywhere: an error, and nothing written.
   per_seed[1]['bort']['reconstruction']['chain']['pinv']['conv1_lrelu'][
-      'ssim'] = float('nan')
+      'ssim'
+  ] = float('nan')
   with pytest.raises(ValueError, match='NaN'):
-    report.write_report(full | {'architectures': {'toy': {
-        **entry, 'per_seed': per_seed}}}, {'toy': arrays}, str(tmp_path / 'n'))
+    report.write_report(
+        full | {'architectures': {'toy': {**entry, 'per_seed': per_seed}}},
+        {'toy': arrays},
+        str(tmp_path / 'n'),
+    )
   assert not (tmp_path / 'n').exists()
 
 
 def test_acceptance_criteria_from_summaries():
   def chain(r_base, r_bort):
-    return {role: {'reconstruction': {'chain': {'transpose': {
-        'down2_lrelu': {'pearson_r': {'mean': r, 'ci95': 0.01}}}}}}
-            for role, r in (('baseline', r_base), ('bort', r_bort))}
+    return {
+        role: {
+            'reconstruction': {
+                'chain': {
+                    'transpose': {
+                        'down2_lrelu': {'pearson_r': {'mean': r, 'ci95': 0.01}}
+                    }
+                }
+            }
+        }
+        for role, r in (('baseline', r_base), ('bort', r_bort))
+    }
+
   def comp(gap, ratio):
-    return {'accuracy_gap_points': {'mean': gap, 'ci95': 0.1},
-            'reconstruction': {'transpose': {'down2_lrelu': {
-                'pearson_r_difference': {'mean': 0.5, 'ci95': 0.1},
-                'affine_mse_ratio': {'mean': ratio, 'ci95': 0.01}}}}}
-  met = report.acceptance({'bort_invertible_cnn': {
-      'summary': chain(0.5, 0.95), 'comparisons': comp(0.2, 0.1)}})
+    return {
+        'accuracy_gap_points': {'mean': gap, 'ci95': 0.1},
+        'reconstruction': {
+            'transpose': {
+                'down2_lrelu': {
+                    'pearson_r_difference': {'mean': 0.5, 'ci95': 0.1},
+                    'affine_mse_ratio': {'mean': ratio, 'ci95': 0.01},
+                }
+            }
+        },
+    }
+
+  met = report.acceptance(
+      {
+          'bort_invertible_cnn': {
+              'summary': chain(0.5, 0.95),
+              'comparisons': comp(0.2, 0.1),
+          }
+      }
+  )
   assert met['all_met'] and all(c['met'] for c in met['criteria'])
-  missed = report.acceptance({'bort_invertible_cnn': {
-      'summary': chain(0.7, 0.95), 'comparisons': comp(0.6, 0.4)}})
+  missed = report.acceptance(
+      {
+          'bort_invertible_cnn': {
+              'summary': chain(0.7, 0.95),
+              'comparisons': comp(0.6, 0.4),
+          }
+      }
+  )
   assert [c['met'] for c in missed['criteria']] == [False, True, False, False]
   assert not missed['all_met']

@@ -13,14 +13,16 @@ from explain_testing import conv, linear, mlp, normal, orthonormal
 
 def _identity_conv_model(channels=2):
   """One 1x1 convolution with the identity kernel and no bias: Z = x, g = id."""
-  layer = conv(channels, channels, (1, 1), padding=((0, 0), (0, 0)), use_bias=False)
+  layer = conv(
+      channels, channels, (1, 1), padding=((0, 0), (0, 0)), use_bias=False
+  )
   layer.kernel[...] = jnp.eye(channels).reshape(1, 1, channels, channels)
   return NamedSequential([('conv', layer), ('flatten', Flatten())])
 
 
 def _hand_built_input():
   x = jnp.zeros((1, 6, 6, 2))
-  x = x.at[0, 2, 3, 0].set(5.0)   # Channel 0: maximum 5 inside.
+  x = x.at[0, 2, 3, 0].set(5.0)  # Channel 0: maximum 5 inside.
   return x.at[0, 0, 0, 1].set(9.0)  # Channel 1: maximum 9 on the border.
 
 
@@ -28,7 +30,9 @@ def test_sat_on_a_hand_built_example():
   model, x = _identity_conv_model(), _hand_built_input()
   expected = jnp.zeros((1, 6, 6)).at[0, 2, 3].set(1.0)
   for k in (1, 2, None):  # Channel 1 is dropped (border): k does not matter.
-    np.testing.assert_allclose(explain.backtracking_saliency(model, x, 'conv', k=k), expected)
+    np.testing.assert_allclose(
+        explain.backtracking_saliency(model, x, 'conv', k=k), expected
+    )
   # Keeping border maxima: A = (5 m_0 + 9 m_1) / 9.
   got = explain.backtracking_saliency(model, x, 'conv', k=2, drop_border=False)
   expected = jnp.zeros((1, 6, 6)).at[0, 2, 3].set(5 / 9).at[0, 0, 0].set(1.0)
@@ -46,7 +50,11 @@ def test_sat_maps_lie_in_the_receptive_field_of_the_kept_positions():
   model = NamedSequential([('conv', layer), ('lrelu', LeakyReLU(0.5))])
   # The patch at output position (1, 2) is twice filter 0: channel 0 peaks
   # there (2.0); every other channel is 0 everywhere (maximum on the border).
-  x = jnp.zeros((1, 8, 8, 1)).at[0, 2:4, 4:6, 0].set(2.0 * filters[:, 0].reshape(2, 2))
+  x = (
+      jnp.zeros((1, 8, 8, 1))
+      .at[0, 2:4, 4:6, 0]
+      .set(2.0 * filters[:, 0].reshape(2, 2))
+  )
   sal = explain.backtracking_saliency(model, x, 'lrelu', tau=0.5)
   assert float(sal.max()) == 1.0
   outside = sal.at[0, 2:4, 4:6].set(0.0)
@@ -54,12 +62,17 @@ def test_sat_maps_lie_in_the_receptive_field_of_the_kept_positions():
 
 
 def test_sat_batches_jits_and_is_in_unit_range(lossless_cnn, images):
-  sat = jax.jit(explain.backtracking_saliency, static_argnums=2,
-                static_argnames=('k', 'batch_size'))
+  sat = jax.jit(
+      explain.backtracking_saliency,
+      static_argnums=2,
+      static_argnames=('k', 'batch_size'),
+  )
   maps = sat(lossless_cnn, images, 'down1_lrelu', k=5, batch_size=2)
   assert maps.shape == (3, 8, 8)
   assert float(maps.min()) >= 0.0 and float(maps.max()) <= 1.0
-  single = explain.backtracking_saliency(lossless_cnn, images[1:2], 'down1_lrelu', k=5)
+  single = explain.backtracking_saliency(
+      lossless_cnn, images[1:2], 'down1_lrelu', k=5
+  )
   np.testing.assert_allclose(maps[1:2], single, atol=1e-6)
 
 
@@ -85,16 +98,26 @@ def test_sat_errors():
 
 
 def test_feature_visualization_channels_add_up_for_a_linear_backtracking_map():
-  model = NamedSequential([('conv', conv(1, 4, (2, 2), strides=2, padding=((0, 0), (0, 0))))])
+  model = NamedSequential(
+      [('conv', conv(1, 4, (2, 2), strides=2, padding=((0, 0), (0, 0))))]
+  )
   x = normal(2, (2, 6, 6, 1))
-  parts = sum(explain.feature_visualization(model, x, 'conv', c) for c in range(4))
+  parts = sum(
+      explain.feature_visualization(model, x, 'conv', c) for c in range(4)
+  )
   z = model.forward_to(x, 'conv')
-  whole = (explain.reconstruct(model, z, 'conv', (6, 6, 1))
-           - explain.reconstruct(model, jnp.zeros_like(z[:1]), 'conv', (6, 6, 1)))
+  whole = explain.reconstruct(
+      model, z, 'conv', (6, 6, 1)
+  ) - explain.reconstruct(model, jnp.zeros_like(z[:1]), 'conv', (6, 6, 1))
   np.testing.assert_allclose(parts, whole, atol=1e-5)
-  per_example = explain.feature_visualization(model, x, 'conv', jnp.array([1, 3]))
-  np.testing.assert_allclose(per_example[1], explain.feature_visualization(
-    model, x, 'conv', 3)[1], atol=1e-6)
+  per_example = explain.feature_visualization(
+      model, x, 'conv', jnp.array([1, 3])
+  )
+  np.testing.assert_allclose(
+      per_example[1],
+      explain.feature_visualization(model, x, 'conv', 3)[1],
+      atol=1e-6,
+  )
   with pytest.raises(ValueError, match='channel 4 is out of range'):
     explain.feature_visualization(model, x, 'conv', 4)
 
@@ -109,10 +132,13 @@ def test_integrated_gradients_completeness(small_mlp):
   labels = jnp.array([0, 1, 2, 4])
   baseline = -0.5
   ig = jax.jit(explain.integrated_gradients, static_argnames='num_steps')(
-    small_mlp, x, labels, baseline=baseline, num_steps=256)
+      small_mlp, x, labels, baseline=baseline, num_steps=256
+  )
   logits, base_logits = small_mlp(x), small_mlp(jnp.full_like(x, baseline))
-  expected = (jnp.take_along_axis(logits, labels[:, None], 1)
-              - jnp.take_along_axis(base_logits, labels[:, None], 1))[:, 0]
+  expected = (
+      jnp.take_along_axis(logits, labels[:, None], 1)
+      - jnp.take_along_axis(base_logits, labels[:, None], 1)
+  )[:, 0]
   np.testing.assert_allclose(ig.sum(axis=1), expected, rtol=1e-2, atol=1e-3)
 
 
@@ -123,12 +149,19 @@ def test_gradient_baselines_on_a_linear_model():
   kernel = model.kernel[...]
   grads = explain.vanilla_gradient(model, x, labels)
   np.testing.assert_allclose(grads, kernel[:, labels].T, rtol=1e-6)
-  np.testing.assert_allclose(explain.gradient_x_input(model, x, labels, baseline=1.0),
-                             (x - 1.0) * kernel[:, labels].T, rtol=1e-5)
+  np.testing.assert_allclose(
+      explain.gradient_x_input(model, x, labels, baseline=1.0),
+      (x - 1.0) * kernel[:, labels].T,
+      rtol=1e-5,
+  )
   # For a linear model integrated gradients equal gradient x input exactly.
-  np.testing.assert_allclose(explain.integrated_gradients(model, x, labels, num_steps=2),
-                             explain.gradient_x_input(model, x, labels), rtol=1e-5)
+  np.testing.assert_allclose(
+      explain.integrated_gradients(model, x, labels, num_steps=2),
+      explain.gradient_x_input(model, x, labels),
+      rtol=1e-5,
+  )
   with pytest.raises(ValueError, match='num_steps must be positive'):
     explain.integrated_gradients(model, x, labels, num_steps=0)
   np.testing.assert_allclose(
-    explain.attribution_map(jnp.array([[[[-1.0, 2.0]]]])), [[[3.0]]])
+      explain.attribution_map(jnp.array([[[[-1.0, 2.0]]]])), [[[3.0]]]
+  )

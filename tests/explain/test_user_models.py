@@ -384,8 +384,10 @@ def test_bad_input_errors_name_the_problem():
       ),
       (
           {'representation': jnp.zeros((2, 2, 2, 8))},
-          (r'representation has shape \(2, 2, 2, 8\).*'
-           r'expected \(.N., 2, 2, 16\)'),
+          (
+              r'representation has shape \(2, 2, 2, 8\).*'
+              r'expected \(.N., 2, 2, 16\)'
+          ),
       ),
       (
           {'method': 'svd'},

@@ -40,8 +40,15 @@ import re
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-HEAVY_MODULES = ('flax', 'tensorflow_datasets', 'orbax', 'matplotlib',
-                 'tqdm', 'tensorboardX', 'ml_collections')
+HEAVY_MODULES = (
+    'flax',
+    'tensorflow_datasets',
+    'orbax',
+    'matplotlib',
+    'tqdm',
+    'tensorboardX',
+    'ml_collections',
+)
 
 
 def python_blocks(path):
@@ -90,7 +97,8 @@ def check_models():
   for name in models.MODEL_NAMES:
     print(f'  model {name}', flush=True)
     build = lambda name=name: models.create_model(
-        name, num_classes=10, rngs=nnx.Rngs(0))
+        name, num_classes=10, rngs=nnx.Rngs(0)
+    )
     abstract = nnx.eval_shape(build)
     leaves = jax.tree.leaves(nnx.state(abstract, nnx.Param))
     assert leaves, f'{name} has no parameters'

@@ -16,10 +16,14 @@ from flax import nnx
 
 from bort_jax.models import create_model
 
+
 @functools.lru_cache(maxsize=None)
 def _abstract_model(name, num_classes, **kwargs):
   return nnx.eval_shape(
-    lambda: create_model(name, num_classes=num_classes, rngs=nnx.Rngs(0), **kwargs))
+      lambda: create_model(
+          name, num_classes=num_classes, rngs=nnx.Rngs(0), **kwargs
+      )
+  )
 
 
 @pytest.fixture(scope='session')
@@ -72,7 +76,9 @@ def fast_rngs():
 
 
 def _random_images(shape, seed: int = 0):
-  return jnp.asarray(np.random.default_rng(seed).normal(size=shape), jnp.float32)
+  return jnp.asarray(
+      np.random.default_rng(seed).normal(size=shape), jnp.float32
+  )
 
 
 @pytest.fixture(scope='session')

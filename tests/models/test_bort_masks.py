@@ -18,14 +18,14 @@ from bort_jax import BortDimensionNumbers
 
 # name -> (num_classes, number of kernels Bort constrains by default)
 EXPECTED_KERNEL_COUNTS = {
-  'mlp': (10, 2),                  # fc1, classifier
-  'invertible_cnn': (10, 5),       # 2 x (conv, down), classifier
-  'vgg16': (1000, 16),             # 13 conv, fc6, fc7, classifier
-  'invertible_vgg16': (1000, 21),  # + 5 stride-2 downsampling convs
-  'resnet18': (10, 21),            # stem, 16 block convs, 3 shortcuts, classifier
-  'resnet50': (1000, 54),          # stem, 48 block convs, 4 shortcuts, classifier
-  'deit_s': (1000, 74),            # patch embed, 12 x (q, k, v, out, fc1, fc2), head
-  'vit_tiny_test': (10, 14),       # patch embed, 2 x 6, head
+    'mlp': (10, 2),  # fc1, classifier
+    'invertible_cnn': (10, 5),  # 2 x (conv, down), classifier
+    'vgg16': (1000, 16),  # 13 conv, fc6, fc7, classifier
+    'invertible_vgg16': (1000, 21),  # + 5 stride-2 downsampling convs
+    'resnet18': (10, 21),  # stem, 16 block convs, 3 shortcuts, classifier
+    'resnet50': (1000, 54),  # stem, 48 block convs, 4 shortcuts, classifier
+    'deit_s': (1000, 74),  # patch embed, 12 x (q, k, v, out, fc1, fc2), head
+    'vit_tiny_test': (10, 14),  # patch embed, 2 x 6, head
 }
 
 AFFINE_TYPES = (nnx.Linear, nnx.Conv, nnx.LinearGeneral)
@@ -45,11 +45,14 @@ def flat_leaves(tree):
   ``None`` and ``BortDimensionNumbers`` count as leaves; a trailing
   ``.value`` in the path (pure nnx states) is dropped.
   """
+
   def is_leaf(x):
     return x is None or isinstance(x, (BortDimensionNumbers, nnx.Variable))
 
   flat = {}
-  for path, leaf in jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_leaf)[0]:
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_leaf)[
+      0
+  ]:
     names = [_key_name(entry) for entry in path]
     while names and names[-1] in ('value', 'raw_value'):
       names.pop()
@@ -78,7 +81,9 @@ def test_default_mask_selects_exactly_the_kernels(name, abstract_model):
   assert set(mask) == set(param_leaves)
 
   selected = {path for path, chosen in mask.items() if chosen}
-  assert all(isinstance(chosen, bool) or chosen in (0, 1) for chosen in mask.values())
+  assert all(
+      isinstance(chosen, bool) or chosen in (0, 1) for chosen in mask.values()
+  )
   assert selected == expected_kernel_paths(model)
   assert len(selected) == count
   for path in selected:
@@ -106,8 +111,10 @@ def test_default_dimension_numbers(name, abstract_model):
     output_axes = tuple(a % ndim for a in _axes(dn.output_axis))
     assert _axes(dn.batch_axis) == (), path
     if path[-2] in ATTENTION_INPUTS:
-      assert param_leaves[path].shape[1:] == (model.blocks[0].attention.num_heads,
-                                             model.blocks[0].attention.head_dim)
+      assert param_leaves[path].shape[1:] == (
+          model.blocks[0].attention.num_heads,
+          model.blocks[0].attention.head_dim,
+      )
       assert output_axes == (1, 2), path
       attention_inputs += 1
     else:

@@ -13,15 +13,24 @@ from flax import nnx
 import bort_jax
 from bort_jax import explain
 from bort_jax.models import (
-  BORT_INVERTIBLE_CNN_CLASSIFIER_PATTERN,
-  BortInvertibleCNN,
-  InvertibleCNN,
+    BORT_INVERTIBLE_CNN_CLASSIFIER_PATTERN,
+    BortInvertibleCNN,
+    InvertibleCNN,
 )
 from bort_jax.optimizer.masking import path_string
 
 LAYER_NAMES = (
-  'conv1', 'conv1_lrelu', 'down1', 'down1_lrelu',
-  'conv2', 'conv2_lrelu', 'down2', 'down2_lrelu', 'flatten', 'classifier')
+    'conv1',
+    'conv1_lrelu',
+    'down1',
+    'down1_lrelu',
+    'conv2',
+    'conv2_lrelu',
+    'down2',
+    'down2_lrelu',
+    'flatten',
+    'classifier',
+)
 CONVS = ('conv1', 'down1', 'conv2', 'down2')
 
 
@@ -49,7 +58,8 @@ def small_preset():
   Tests that change its parameters work on an ``nnx.clone``.
   """
   return _numpy_initialised(
-    lambda: BortInvertibleCNN(image_size=8, stem_channels=9, rngs=nnx.Rngs(0)))
+      lambda: BortInvertibleCNN(image_size=8, stem_channels=9, rngs=nnx.Rngs(0))
+  )
 
 
 def test_default_mnist_shapes(abstract_model, abstract_apply):
@@ -57,11 +67,20 @@ def test_default_mnist_shapes(abstract_model, abstract_apply):
   assert isinstance(model, BortInvertibleCNN)
   assert model.layer_names == LAYER_NAMES
   assert model.patch_matrix_shapes() == {
-    'conv1': (9, 16), 'down1': (64, 64), 'conv2': (64, 64),
-    'down2': (256, 256), 'classifier': (7 * 7 * 256, 10)}
+      'conv1': (9, 16),
+      'down1': (64, 64),
+      'conv2': (64, 64),
+      'down2': (256, 256),
+      'classifier': (7 * 7 * 256, 10),
+  }
   expected = {
-    'conv1': (28, 28, 16), 'down1': (14, 14, 64), 'conv2': (14, 14, 64),
-    'down2': (7, 7, 256), 'flatten': (7 * 7 * 256,), 'classifier': (10,)}
+      'conv1': (28, 28, 16),
+      'down1': (14, 14, 64),
+      'conv2': (14, 14, 64),
+      'down2': (7, 7, 256),
+      'flatten': (7 * 7 * 256,),
+      'classifier': (10,),
+  }
   shapes = explain.layer_input_shapes(model, (28, 28, 1))
   for name, (_, out_shape) in zip(LAYER_NAMES, shapes):
     assert out_shape == expected[name.removesuffix('_lrelu')], name
@@ -69,12 +88,19 @@ def test_default_mnist_shapes(abstract_model, abstract_apply):
   assert all(model.get_layer(f'{c}_lrelu').slope == 0.5 for c in CONVS)
 
 
-@pytest.mark.parametrize('in_channels,stem,image_size',
-                         [(1, 9, 8), (3, 27, 12), (3, 32, 32)])
+@pytest.mark.parametrize(
+    'in_channels,stem,image_size', [(1, 9, 8), (3, 27, 12), (3, 32, 32)]
+)
 def test_every_conv_has_at_least_as_many_units_as_fan_in(
-    in_channels, stem, image_size, abstract_model, abstract_apply):
-  model = abstract_model('bort_invertible_cnn', 5, in_channels=in_channels,
-                         stem_channels=stem, image_size=image_size)
+    in_channels, stem, image_size, abstract_model, abstract_apply
+):
+  model = abstract_model(
+      'bort_invertible_cnn',
+      5,
+      in_channels=in_channels,
+      stem_channels=stem,
+      image_size=image_size,
+  )
   shapes = model.patch_matrix_shapes()
   assert tuple(shapes) == (*CONVS, 'classifier')
   for name in CONVS:
@@ -93,8 +119,9 @@ def test_forward_to_every_layer(small_preset):
   outputs = model.intermediates(x)
   assert tuple(outputs) == LAYER_NAMES
   for name in LAYER_NAMES:
-    np.testing.assert_allclose(model.forward_to(x, name), outputs[name],
-                               rtol=1e-6, err_msg=name)
+    np.testing.assert_allclose(
+        model.forward_to(x, name), outputs[name], rtol=1e-6, err_msg=name
+    )
   assert outputs['down2_lrelu'].shape == (2, 2, 2, 144)
   np.testing.assert_allclose(model(x), outputs['classifier'], rtol=1e-6)
 
@@ -105,12 +132,14 @@ def test_classifier_pattern_selects_only_the_classifier(abstract_model):
   assert model.kernel_pattern('classifier') == pattern
   mask = bort_jax.kernels_except(pattern)(nnx.state(model, nnx.Param))
   kernels = {
-    path_string(path): selected
-    for path, selected in jax.tree_util.tree_leaves_with_path(mask)
-    if path_string(path).endswith('kernel')}
+      path_string(path): selected
+      for path, selected in jax.tree_util.tree_leaves_with_path(mask)
+      if path_string(path).endswith('kernel')
+  }
   assert kernels == {
-    f'layers/{model.layer_index(name)}/kernel': name != 'classifier'
-    for name in (*CONVS, 'classifier')}
+      f'layers/{model.layer_index(name)}/kernel': name != 'classifier'
+      for name in (*CONVS, 'classifier')
+  }
 
 
 def test_bad_configurations_raise(fast_rngs, small_preset):
@@ -146,7 +175,8 @@ def test_transposed_inverse_is_exact_at_bort_fixed_point(small_preset):
   # Such kernels are a fixed point of Bort (its correction vanishes).
   for name, amplitude in zip(CONVS, (0.5, 2.0, 1.0, 3.0)):
     correction = bort_jax.bort_correction(
-      model.get_layer(name).kernel[...], amplitude=amplitude)
+        model.get_layer(name).kernel[...], amplitude=amplitude
+    )
     np.testing.assert_allclose(correction, 0.0, atol=1e-5, err_msg=name)
   x = jnp.asarray(rng.random((2, 8, 8, 1)), jnp.float32)
   # From the top conv representation: the whole chain of inverses.
@@ -178,12 +208,14 @@ def _bort_steps(model, names, num_steps=40):
 
 
 def test_bort_steps_make_the_preset_invertible_but_not_the_wide_cnn(
-    small_preset):
+    small_preset,
+):
   """Same Bort steps and inverse: exact for the preset, not with wide layers."""
   x = jnp.asarray(np.random.default_rng(1).random((2, 8, 8, 1)), jnp.float32)
   preset = nnx.clone(small_preset)
   wide = _numpy_initialised(
-    lambda: InvertibleCNN(image_size=8, channels=(4, 8), rngs=nnx.Rngs(0)), 1)
+      lambda: InvertibleCNN(image_size=8, channels=(4, 8), rngs=nnx.Rngs(0)), 1
+  )
   errors = {}
   for label, model in (('preset', preset), ('wide', wide)):
     _bort_steps(model, CONVS)

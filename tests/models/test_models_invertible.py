@@ -7,30 +7,48 @@ import pytest
 from flax import nnx
 
 from bort_jax.models import (
-  SEQUENCE_LAYER_TYPES,
-  LeakyReLU,
-  MaxPool,
-  NamedSequential,
-  ReLU,
-  create_model,
+    SEQUENCE_LAYER_TYPES,
+    LeakyReLU,
+    MaxPool,
+    NamedSequential,
+    ReLU,
+    create_model,
 )
 
 # label -> (registry name, kwargs, input shape). VGGs at CIFAR size.
 SEQUENTIAL_CASES = {
-  'mlp': ('mlp', {}, (2, 28, 28, 1)),
-  'mlp_leaky_deep': ('mlp', dict(hidden_features=(64, 32), activation='leaky_relu'),
-                     (2, 28, 28, 1)),
-  'invertible_cnn': ('invertible_cnn', {}, (2, 28, 28, 1)),
-  'invertible_cnn_cifar': ('invertible_cnn', dict(in_channels=3, image_size=32),
-                           (2, 32, 32, 3)),
-  'invertible_vgg16_cifar': ('invertible_vgg16', dict(image_size=32, classifier_widths=(32,)),
-                             (2, 32, 32, 3)),
-  'vgg16_cifar': ('vgg16', dict(image_size=32, classifier_widths=(32,)), (2, 32, 32, 3)),
+    'mlp': ('mlp', {}, (2, 28, 28, 1)),
+    'mlp_leaky_deep': (
+        'mlp',
+        dict(hidden_features=(64, 32), activation='leaky_relu'),
+        (2, 28, 28, 1),
+    ),
+    'invertible_cnn': ('invertible_cnn', {}, (2, 28, 28, 1)),
+    'invertible_cnn_cifar': (
+        'invertible_cnn',
+        dict(in_channels=3, image_size=32),
+        (2, 32, 32, 3),
+    ),
+    'invertible_vgg16_cifar': (
+        'invertible_vgg16',
+        dict(image_size=32, classifier_widths=(32,)),
+        (2, 32, 32, 3),
+    ),
+    'vgg16_cifar': (
+        'vgg16',
+        dict(image_size=32, classifier_widths=(32,)),
+        (2, 32, 32, 3),
+    ),
 }
 
 # Fully invertible: LeakyReLU and strided convolutions only.
-INVERTIBLE = {'mlp_leaky_deep', 'invertible_cnn', 'invertible_cnn_cifar',
-              'invertible_vgg16_cifar'}
+INVERTIBLE = {
+    'mlp_leaky_deep',
+    'invertible_cnn',
+    'invertible_cnn_cifar',
+    'invertible_vgg16_cifar',
+}
+
 
 @pytest.fixture(scope='module')
 def build(fast_rngs):
@@ -40,7 +58,9 @@ def build(fast_rngs):
   def get(label):
     if label not in models:
       name, kwargs, _ = SEQUENTIAL_CASES[label]
-      models[label] = create_model(name, num_classes=10, rngs=fast_rngs(), **kwargs)
+      models[label] = create_model(
+          name, num_classes=10, rngs=fast_rngs(), **kwargs
+      )
     models[label].eval()
     return models[label]
 
@@ -53,24 +73,68 @@ def example_input(label):
 
 
 def test_default_layer_names(build):
-  assert build('mlp').layer_names == ('flatten', 'fc1', 'fc1_relu', 'classifier')
+  assert build('mlp').layer_names == (
+      'flatten',
+      'fc1',
+      'fc1_relu',
+      'classifier',
+  )
   assert build('mlp_leaky_deep').layer_names == (
-    'flatten', 'fc1', 'fc1_lrelu', 'fc2', 'fc2_lrelu', 'classifier')
+      'flatten',
+      'fc1',
+      'fc1_lrelu',
+      'fc2',
+      'fc2_lrelu',
+      'classifier',
+  )
   assert build('invertible_cnn').layer_names == (
-    'conv1', 'conv1_lrelu', 'down1', 'down1_lrelu',
-    'conv2', 'conv2_lrelu', 'down2', 'down2_lrelu', 'flatten', 'classifier')
+      'conv1',
+      'conv1_lrelu',
+      'down1',
+      'down1_lrelu',
+      'conv2',
+      'conv2_lrelu',
+      'down2',
+      'down2_lrelu',
+      'flatten',
+      'classifier',
+  )
 
 
 def test_vgg_layer_names(abstract_model):
   vgg = abstract_model('vgg16', 1000)
   inv = abstract_model('invertible_vgg16', 1000)
-  assert vgg.layer_names[:5] == ('conv1_1', 'conv1_1_relu', 'conv1_2', 'conv1_2_relu', 'pool1')
-  assert vgg.layer_names[-8:] == ('flatten', 'fc6', 'fc6_relu', 'fc6_dropout',
-                                  'fc7', 'fc7_relu', 'fc7_dropout', 'classifier')
-  assert inv.layer_names[:5] == ('conv1_1', 'conv1_1_lrelu', 'conv1_2', 'conv1_2_lrelu', 'down1')
-  convs = [n for n in vgg.layer_names if n.startswith('conv') and '_relu' not in n]
+  assert vgg.layer_names[:5] == (
+      'conv1_1',
+      'conv1_1_relu',
+      'conv1_2',
+      'conv1_2_relu',
+      'pool1',
+  )
+  assert vgg.layer_names[-8:] == (
+      'flatten',
+      'fc6',
+      'fc6_relu',
+      'fc6_dropout',
+      'fc7',
+      'fc7_relu',
+      'fc7_dropout',
+      'classifier',
+  )
+  assert inv.layer_names[:5] == (
+      'conv1_1',
+      'conv1_1_lrelu',
+      'conv1_2',
+      'conv1_2_lrelu',
+      'down1',
+  )
+  convs = [
+      n for n in vgg.layer_names if n.startswith('conv') and '_relu' not in n
+  ]
   assert len(convs) == 13
-  assert [n for n in inv.layer_names if n.startswith('down')] == [f'down{i}' for i in range(1, 6)]
+  assert [n for n in inv.layer_names if n.startswith('down')] == [
+      f'down{i}' for i in range(1, 6)
+  ]
   assert len(inv.layer_names) == len(vgg.layer_names)
 
 
@@ -78,11 +142,15 @@ def test_vgg_layer_names(abstract_model):
 def test_structure(label, build):
   model = build(label)
   assert isinstance(model, NamedSequential)
-  assert len(set(model.layer_names)) == len(model.layer_names) == len(model.layers)
+  assert (
+      len(set(model.layer_names)) == len(model.layer_names) == len(model.layers)
+  )
   for layer in model.layers:
     assert isinstance(layer, SEQUENCE_LAYER_TYPES)
   # No BatchNorm anywhere, hence no batch statistics.
-  assert not any(isinstance(m, nnx.BatchNorm) for _, m in nnx.iter_modules(model))
+  assert not any(
+      isinstance(m, nnx.BatchNorm) for _, m in nnx.iter_modules(model)
+  )
   assert jax.tree.leaves(nnx.state(model, nnx.BatchStat)) == []
   assert model.layer_names[-1] == 'classifier'
   for layer in model.layers:
@@ -92,15 +160,20 @@ def test_structure(label, build):
       assert isinstance(layer.padding, tuple) and len(layer.padding) == 2
   if label in INVERTIBLE:
     assert not any(isinstance(layer, (ReLU, MaxPool)) for layer in model.layers)
-    slopes = {layer.slope for layer in model.layers if isinstance(layer, LeakyReLU)}
+    slopes = {
+        layer.slope for layer in model.layers if isinstance(layer, LeakyReLU)
+    }
     assert slopes == {0.5}
 
 
 @pytest.mark.parametrize('label', ['invertible_cnn', 'invertible_vgg16_cifar'])
 def test_downsampling_is_strided_2x2_conv(label, build):
   model = build(label)
-  downs = [model.get_layer(n) for n in model.layer_names
-           if n.startswith('down') and '_' not in n]
+  downs = [
+      model.get_layer(n)
+      for n in model.layer_names
+      if n.startswith('down') and '_' not in n
+  ]
   assert downs
   for conv in downs:
     assert isinstance(conv, nnx.Conv)
@@ -117,12 +190,16 @@ def test_forward_to_matches_prefix_of_call(label, build):
   assert logits.shape == (2, 10)
   outputs = model.intermediates(x)
   assert tuple(outputs) == model.layer_names
-  np.testing.assert_allclose(outputs['classifier'], logits, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+      outputs['classifier'], logits, rtol=1e-5, atol=1e-5
+  )
   h = x
   for name, layer in zip(model.layer_names, model.layers):
     h = layer(h)
     np.testing.assert_allclose(outputs[name], h, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(model.forward_to(x, name), h, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        model.forward_to(x, name), h, rtol=1e-5, atol=1e-5
+    )
 
 
 def test_invertible_cnn_shapes(build):
@@ -146,10 +223,14 @@ def test_forward_to_unknown_layer_names_valid_layers(build):
 def test_vgg_dropout_follows_train_and_eval(build):
   model = build('vgg16_cifar')
   x = example_input('vgg16_cifar')
-  assert all(isinstance(model.get_layer(n), nnx.Dropout) for n in ('fc6_dropout',))
+  assert all(
+      isinstance(model.get_layer(n), nnx.Dropout) for n in ('fc6_dropout',)
+  )
   np.testing.assert_allclose(model(x), model(x))  # eval mode: deterministic
   model.train()
   try:
-    assert not np.allclose(model.forward_to(x, 'fc6_dropout'), model.forward_to(x, 'fc6_dropout'))
+    assert not np.allclose(
+        model.forward_to(x, 'fc6_dropout'), model.forward_to(x, 'fc6_dropout')
+    )
   finally:
     model.eval()

@@ -6,13 +6,13 @@ import pytest
 from flax import nnx
 
 from bort_jax.models import (
-  SEQUENCE_LAYER_TYPES,
-  AvgPool,
-  Flatten,
-  LeakyReLU,
-  MaxPool,
-  NamedSequential,
-  ReLU,
+    SEQUENCE_LAYER_TYPES,
+    AvgPool,
+    Flatten,
+    LeakyReLU,
+    MaxPool,
+    NamedSequential,
+    ReLU,
 )
 
 
@@ -33,7 +33,9 @@ def test_relu_flatten():
 def test_pools():
   x = jnp.arange(16.0).reshape(1, 4, 4, 1)
   np.testing.assert_allclose(MaxPool(2)(x)[0, :, :, 0], [[5, 7], [13, 15]])
-  np.testing.assert_allclose(AvgPool(2)(x)[0, :, :, 0], [[2.5, 4.5], [10.5, 12.5]])
+  np.testing.assert_allclose(
+      AvgPool(2)(x)[0, :, :, 0], [[2.5, 4.5], [10.5, 12.5]]
+  )
   pool = MaxPool(3, 2, padding=((1, 1), (1, 1)))
   assert pool.window == (3, 3) and pool.strides == (2, 2)
   assert pool(jnp.zeros((1, 8, 8, 2))).shape == (1, 4, 4, 2)
@@ -41,12 +43,14 @@ def test_pools():
 
 def _tiny_sequence():
   rngs = nnx.Rngs(0)
-  return NamedSequential([
-    ('flatten', Flatten()),
-    ('fc1', nnx.Linear(12, 5, rngs=rngs)),
-    ('fc1_lrelu', LeakyReLU(0.5)),
-    ('classifier', nnx.Linear(5, 3, rngs=rngs)),
-  ])
+  return NamedSequential(
+      [
+          ('flatten', Flatten()),
+          ('fc1', nnx.Linear(12, 5, rngs=rngs)),
+          ('fc1_lrelu', LeakyReLU(0.5)),
+          ('classifier', nnx.Linear(5, 3, rngs=rngs)),
+      ]
+  )
 
 
 def test_named_sequential_api():

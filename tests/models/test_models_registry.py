@@ -5,36 +5,68 @@ import pytest
 from flax import nnx
 
 from bort_jax.models import (
-  MLP,
-  MODEL_NAMES,
-  VGG16,
-  BortInvertibleCNN,
-  InvertibleCNN,
-  InvertibleVGG16,
-  ResNet18,
-  ResNet50,
-  VisionTransformer,
-  create_model,
+    MLP,
+    MODEL_NAMES,
+    VGG16,
+    BortInvertibleCNN,
+    InvertibleCNN,
+    InvertibleVGG16,
+    ResNet18,
+    ResNet50,
+    VisionTransformer,
+    create_model,
 )
 
 # name -> (num_classes, input shape NHWC, class, parameter count).
 # Known figures: torchvision ResNet-50 25,557,032 and VGG-16 138,357,544;
 # timm DeiT-S/16 22,050,664; the usual CIFAR ResNet-18 11,173,962.
 CASES = {
-  'mlp': (10, (2, 28, 28, 1), MLP, 784 * 256 + 256 + 256 * 10 + 10),
-  'invertible_cnn': (10, (2, 28, 28, 1), InvertibleCNN, (
-    3 * 3 * 1 * 32 + 32 + 2 * 2 * 32 * 32 + 32
-    + 3 * 3 * 32 * 64 + 64 + 2 * 2 * 64 * 64 + 64 + 7 * 7 * 64 * 10 + 10)),
-  'bort_invertible_cnn': (10, (2, 28, 28, 1), BortInvertibleCNN, (
-    3 * 3 * 1 * 16 + 16 + 2 * 2 * 16 * 64 + 64 + 64 * 64 + 64
-    + 2 * 2 * 64 * 256 + 256 + 7 * 7 * 256 * 10 + 10)),
-  'vgg16': (1000, (2, 224, 224, 3), VGG16, 138_357_544),
-  'invertible_vgg16': (1000, (2, 224, 224, 3), InvertibleVGG16, (
-    138_357_544 + sum(4 * c * c + c for c in (64, 128, 256, 512, 512)))),
-  'resnet18': (10, (2, 32, 32, 3), ResNet18, 11_173_962),
-  'resnet50': (1000, (2, 224, 224, 3), ResNet50, 25_557_032),
-  'deit_s': (1000, (2, 224, 224, 3), VisionTransformer, 22_050_664),
-  'vit_tiny_test': (10, (2, 32, 32, 3), VisionTransformer, None),
+    'mlp': (10, (2, 28, 28, 1), MLP, 784 * 256 + 256 + 256 * 10 + 10),
+    'invertible_cnn': (
+        10,
+        (2, 28, 28, 1),
+        InvertibleCNN,
+        (
+            3 * 3 * 1 * 32
+            + 32
+            + 2 * 2 * 32 * 32
+            + 32
+            + 3 * 3 * 32 * 64
+            + 64
+            + 2 * 2 * 64 * 64
+            + 64
+            + 7 * 7 * 64 * 10
+            + 10
+        ),
+    ),
+    'bort_invertible_cnn': (
+        10,
+        (2, 28, 28, 1),
+        BortInvertibleCNN,
+        (
+            3 * 3 * 1 * 16
+            + 16
+            + 2 * 2 * 16 * 64
+            + 64
+            + 64 * 64
+            + 64
+            + 2 * 2 * 64 * 256
+            + 256
+            + 7 * 7 * 256 * 10
+            + 10
+        ),
+    ),
+    'vgg16': (1000, (2, 224, 224, 3), VGG16, 138_357_544),
+    'invertible_vgg16': (
+        1000,
+        (2, 224, 224, 3),
+        InvertibleVGG16,
+        (138_357_544 + sum(4 * c * c + c for c in (64, 128, 256, 512, 512))),
+    ),
+    'resnet18': (10, (2, 32, 32, 3), ResNet18, 11_173_962),
+    'resnet50': (1000, (2, 224, 224, 3), ResNet50, 25_557_032),
+    'deit_s': (1000, (2, 224, 224, 3), VisionTransformer, 22_050_664),
+    'vit_tiny_test': (10, (2, 32, 32, 3), VisionTransformer, None),
 }
 
 
@@ -50,7 +82,9 @@ def test_unknown_name_lists_valid_names():
 
 
 @pytest.mark.parametrize('name', sorted(CASES))
-def test_output_shape_and_param_count(name, abstract_model, abstract_apply, count_params):
+def test_output_shape_and_param_count(
+    name, abstract_model, abstract_apply, count_params
+):
   num_classes, input_shape, cls, expected_params = CASES[name]
   model = abstract_model(name, num_classes)
   assert isinstance(model, cls)
@@ -62,8 +96,9 @@ def test_output_shape_and_param_count(name, abstract_model, abstract_apply, coun
 
 
 def test_num_classes_and_kwargs_are_forwarded(abstract_model, abstract_apply):
-  model = abstract_model('invertible_cnn', 7, in_channels=3, image_size=32,
-                         channels=(8, 16, 32))
+  model = abstract_model(
+      'invertible_cnn', 7, in_channels=3, image_size=32, channels=(8, 16, 32)
+  )
   assert abstract_apply(model, (2, 32, 32, 3)).shape == (2, 7)
   assert model.get_layer('classifier').in_features == 4 * 4 * 32
 

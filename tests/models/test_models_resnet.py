@@ -9,8 +9,6 @@ from flax import nnx
 from bort_jax.models import BasicBlock, BottleneckBlock, ResNet, ResNet18
 
 
-
-
 def batch_stats(model):
   return jax.tree.map(np.asarray, nnx.state(model, nnx.BatchStat))
 
@@ -24,36 +22,53 @@ def test_resnet18_forward(resnet18, random_images):
   resnet18.eval()
   logits = resnet18(random_images((2, 32, 32, 3)))
   assert logits.shape == (2, 10) and logits.dtype == jnp.float32
-  assert resnet18.features(random_images((2, 32, 32, 3))).shape == (2, 4, 4, 512)
+  assert resnet18.features(random_images((2, 32, 32, 3))).shape == (
+      2,
+      4,
+      4,
+      512,
+  )
 
 
 def test_batchnorm_train_vs_eval(resnet18, random_images):
   x = random_images((4, 32, 32, 3), seed=1)
 
   resnet18.train()
-  assert all(bn.use_running_average is False
-             for _, bn in nnx.iter_modules(resnet18) if isinstance(bn, nnx.BatchNorm))
+  assert all(
+      bn.use_running_average is False
+      for _, bn in nnx.iter_modules(resnet18)
+      if isinstance(bn, nnx.BatchNorm)
+  )
   before = batch_stats(resnet18)
   train_logits = resnet18(x)
   after_train = batch_stats(resnet18)
-  changed = jax.tree.leaves(jax.tree.map(lambda a, b: not np.allclose(a, b), before, after_train))
+  changed = jax.tree.leaves(
+      jax.tree.map(lambda a, b: not np.allclose(a, b), before, after_train)
+  )
   assert all(changed), 'every running mean/var moves in train mode'
   # Train mode normalises with the batch's statistics: a sample's output
   # depends on the rest of the batch.
   assert not np.allclose(resnet18(x[:2])[:2], train_logits[:2], atol=1e-4)
 
   resnet18.eval()
-  assert all(bn.use_running_average is True
-             for _, bn in nnx.iter_modules(resnet18) if isinstance(bn, nnx.BatchNorm))
+  assert all(
+      bn.use_running_average is True
+      for _, bn in nnx.iter_modules(resnet18)
+      if isinstance(bn, nnx.BatchNorm)
+  )
   stats = batch_stats(resnet18)
   eval_logits = resnet18(x)
   jax.tree.map(np.testing.assert_array_equal, stats, batch_stats(resnet18))
   # Eval mode uses the running averages: samples are independent.
-  np.testing.assert_allclose(resnet18(x[:2]), eval_logits[:2], rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(
+      resnet18(x[:2]), eval_logits[:2], rtol=1e-4, atol=1e-4
+  )
 
 
 def test_momentum_matches_pytorch(resnet18):
-  norms = [m for _, m in nnx.iter_modules(resnet18) if isinstance(m, nnx.BatchNorm)]
+  norms = [
+      m for _, m in nnx.iter_modules(resnet18) if isinstance(m, nnx.BatchNorm)
+  ]
   assert len(norms) == 1 + 8 * 2 + 3
   assert {bn.momentum for bn in norms} == {0.9}
   assert {bn.epsilon for bn in norms} == {1e-5}
@@ -65,10 +80,14 @@ def test_block_layout(abstract_model):
   assert [len(stage) for stage in r18.stages] == [2, 2, 2, 2]
   assert [len(stage) for stage in r50.stages] == [3, 4, 6, 3]
   assert all(isinstance(b, BasicBlock) for stage in r18.stages for b in stage)
-  assert all(isinstance(b, BottleneckBlock) for stage in r50.stages for b in stage)
+  assert all(
+      isinstance(b, BottleneckBlock) for stage in r50.stages for b in stage
+  )
   # CIFAR stem: 3x3 stride 1, no max-pool. ImageNet stem: 7x7/2 and max-pool.
   assert r18.stem_conv.kernel.shape == (3, 3, 3, 64) and r18.stem_pool is None
-  assert r50.stem_conv.kernel.shape == (7, 7, 3, 64) and r50.stem_conv.strides == 2
+  assert (
+      r50.stem_conv.kernel.shape == (7, 7, 3, 64) and r50.stem_conv.strides == 2
+  )
   assert r50.stem_pool is not None
   # v1.5: the stride of a bottleneck sits on its 3x3 convolution.
   first = r50.stages[1][0]
@@ -80,7 +99,12 @@ def test_block_layout(abstract_model):
 def test_stem_override(abstract_model, abstract_apply):
   model = abstract_model('resnet18', 10, stem='imagenet')
   assert abstract_apply(model, (2, 64, 64, 3)).shape == (2, 10)
-  assert abstract_apply(model, (2, 64, 64, 3), method='features').shape == (2, 2, 2, 512)
+  assert abstract_apply(model, (2, 64, 64, 3), method='features').shape == (
+      2,
+      2,
+      2,
+      512,
+  )
 
 
 def test_bf16_compute_f32_params_resnet50(abstract_model, abstract_apply):
@@ -94,8 +118,15 @@ def test_bf16_compute_f32_params_resnet50(abstract_model, abstract_apply):
 
 
 def test_bf16_real_forward_small_resnet(fast_rngs, random_images):
-  model = ResNet(BasicBlock, (1, 1), num_classes=10, stem='cifar', width=8,
-                 dtype=jnp.bfloat16, rngs=fast_rngs())
+  model = ResNet(
+      BasicBlock,
+      (1, 1),
+      num_classes=10,
+      stem='cifar',
+      width=8,
+      dtype=jnp.bfloat16,
+      rngs=fast_rngs(),
+  )
   x = random_images((2, 8, 8, 3))
   model.train()
   before = batch_stats(model)
@@ -107,4 +138,5 @@ def test_bf16_real_forward_small_resnet(fast_rngs, random_images):
   assert {x.dtype for x in jax.tree.leaves(after)} == {jnp.dtype(jnp.float32)}
   assert not np.allclose(before['stem_bn']['mean'], after['stem_bn']['mean'])
   assert {p.dtype for p in jax.tree.leaves(nnx.state(model, nnx.Param))} == {
-    jnp.dtype(jnp.float32)}
+      jnp.dtype(jnp.float32)
+  }

@@ -8,8 +8,6 @@ from flax import nnx
 from bort_jax.models import VisionTransformer, vit_tiny_test
 
 
-
-
 def test_deit_s_layout(abstract_model):
   model = abstract_model('deit_s', 1000)
   assert isinstance(model, VisionTransformer)
@@ -31,8 +29,9 @@ def test_deit_s_layout(abstract_model):
 
 
 def test_tiny_vit_forward_and_dropout_modes(fast_rngs, random_images):
-  model = vit_tiny_test(num_classes=10, drop_path_rate=0.5, dropout_rate=0.1,
-                        rngs=fast_rngs())
+  model = vit_tiny_test(
+      num_classes=10, drop_path_rate=0.5, dropout_rate=0.1, rngs=fast_rngs()
+  )
   x = random_images((2, 32, 32, 3))
   assert model.features(x).shape == (2, 1 + 8 * 8, 64)
   model.train()
@@ -52,11 +51,13 @@ def test_bf16_compute_f32_params(fast_rngs, random_images):
   logits = model(x)
   assert logits.shape == (2, 10) and logits.dtype == jnp.bfloat16
   assert {p.dtype for p in jax.tree.leaves(nnx.state(model, nnx.Param))} == {
-    jnp.dtype(jnp.float32)}
+      jnp.dtype(jnp.float32)
+  }
 
 
 def test_deit_s_bf16_abstract(abstract_model, abstract_apply):
   model = abstract_model('deit_s', 1000, dtype=jnp.bfloat16)
   assert abstract_apply(model, (2, 224, 224, 3)).dtype == jnp.bfloat16
   assert {p.dtype for p in jax.tree.leaves(nnx.state(model, nnx.Param))} == {
-    jnp.dtype(jnp.float32)}
+      jnp.dtype(jnp.float32)
+  }

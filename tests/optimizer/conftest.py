@@ -21,37 +21,57 @@ LINEN_KERNELS = frozenset({'Conv_0/kernel', 'Dense_0/kernel'})
 
 def path_str(path) -> str:
   """``'dense/kernel'`` for a key path, independent of the library's own naming."""
-  names = [p for p in jax.tree_util.keystr(path, simple=True, separator='/').split('/') if p]
+  names = [
+      p
+      for p in jax.tree_util.keystr(path, simple=True, separator='/').split('/')
+      if p
+  ]
   if names and names[-1] in ('value', 'raw_value'):
     names = names[:-1]
   return '/'.join(names)
 
 
 def leaves_by_path(tree) -> dict:
-  return {path_str(p): leaf for p, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+  return {
+      path_str(p): leaf
+      for p, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+  }
 
 
 def selected_paths(mask) -> frozenset:
   """Paths of the ``True`` leaves of a mask tree (plain, linen or nnx)."""
-  return frozenset(p for p, leaf in leaves_by_path(mask).items() if leaf is True)
+  return frozenset(
+      p for p, leaf in leaves_by_path(mask).items() if leaf is True
+  )
 
 
 def assert_trees_close(actual, expected, *, rtol=1e-6, atol=1e-6, err_msg=''):
-  actual_leaves, expected_leaves = leaves_by_path(actual), leaves_by_path(expected)
+  actual_leaves, expected_leaves = leaves_by_path(actual), leaves_by_path(
+      expected
+  )
   assert actual_leaves.keys() == expected_leaves.keys(), err_msg
   for path, leaf in actual_leaves.items():
     np.testing.assert_allclose(
-        np.asarray(leaf, np.float64), np.asarray(expected_leaves[path], np.float64),
-        rtol=rtol, atol=atol, err_msg=f'{err_msg} leaf {path}')
+        np.asarray(leaf, np.float64),
+        np.asarray(expected_leaves[path], np.float64),
+        rtol=rtol,
+        atol=atol,
+        err_msg=f'{err_msg} leaf {path}',
+    )
 
 
 def random_like(tree, seed: int, scale: float = 1.0):
   """A tree of normal draws with the structure, shapes and dtypes of ``tree``."""
   leaves, treedef = jax.tree_util.tree_flatten(tree)
   keys = jax.random.split(jax.random.key(seed), len(leaves))
-  return treedef.unflatten([
-      (scale * jax.random.normal(k, jnp.shape(x), jnp.float32)).astype(jnp.result_type(x))
-      for k, x in zip(keys, leaves)])
+  return treedef.unflatten(
+      [
+          (scale * jax.random.normal(k, jnp.shape(x), jnp.float32)).astype(
+              jnp.result_type(x)
+          )
+          for k, x in zip(keys, leaves)
+      ]
+  )
 
 
 def make_dict_params(dtype=jnp.float32, seed: int = 0):
@@ -59,18 +79,28 @@ def make_dict_params(dtype=jnp.float32, seed: int = 0):
   shapes = {
       'dense': {'kernel': (6, 4), 'bias': (4,)},
       'conv': {'kernel': (3, 3, 2, 4)},
-      'head': {'kernel': (6, 4)},  # same matrix shape as dense: corrected in one batch
+      'head': {
+          'kernel': (6, 4)
+      },  # same matrix shape as dense: corrected in one batch
       'norm': {'scale': (4,)},
   }
-  leaves, treedef = jax.tree_util.tree_flatten(shapes, is_leaf=lambda x: isinstance(x, tuple))
+  leaves, treedef = jax.tree_util.tree_flatten(
+      shapes, is_leaf=lambda x: isinstance(x, tuple)
+  )
   keys = jax.random.split(jax.random.key(seed), len(leaves))
-  return treedef.unflatten([
-      (0.4 * jax.random.normal(k, s)).astype(dtype) for k, s in zip(keys, leaves)])
+  return treedef.unflatten(
+      [
+          (0.4 * jax.random.normal(k, s)).astype(dtype)
+          for k, s in zip(keys, leaves)
+      ]
+  )
 
 
 def grads_sequence(params, num_steps: int = 3, seed: int = 100):
   """Distinct random gradients (scale 0.5) for ``num_steps`` steps."""
-  return [random_like(params, seed + step, scale=0.5) for step in range(num_steps)]
+  return [
+      random_like(params, seed + step, scale=0.5) for step in range(num_steps)
+  ]
 
 
 def run_steps(tx, params, grads_list, *, jit=True, apply=True):
@@ -83,7 +113,9 @@ def run_steps(tx, params, grads_list, *, jit=True, apply=True):
     updates = jax.block_until_ready(updates)
     all_updates.append(updates)
     if apply:
-      params = jax.tree.map(lambda p, u: (p + u).astype(p.dtype), params, updates)
+      params = jax.tree.map(
+          lambda p, u: (p + u).astype(p.dtype), params, updates
+      )
   return all_updates, params, state
 
 
@@ -114,7 +146,13 @@ class AttentionNet(nnx.Module):
 
   def __init__(self, rngs: nnx.Rngs):
     self.attention = nnx.MultiHeadAttention(
-        num_heads=2, in_features=8, qkv_features=8, out_features=4, decode=False, rngs=rngs)
+        num_heads=2,
+        in_features=8,
+        qkv_features=8,
+        out_features=4,
+        decode=False,
+        rngs=rngs,
+    )
     self.linear = nnx.Linear(4, 3, rngs=rngs)
 
 

@@ -41,13 +41,18 @@ AXES = ('data', 'model')
 
 # leaf -> (shape, partition spec over ('data': 2, 'model': 4)).
 LAYOUT = {
-    'dense_out': {'kernel': ((16, 8), P(None, 'model')), 'bias': ((8,), P('model'))},
+    'dense_out': {
+        'kernel': ((16, 8), P(None, 'model')),
+        'bias': ((8,), P('model')),
+    },
     # Same matrix shape and spec as dense_out: batched with it by default.
     'dense_out_twin': {'kernel': ((16, 8), P(None, 'model'))},
     'dense_fan_in': {'kernel': ((16, 8), P('data', None))},
     'dense_both': {'kernel': ((16, 8), P('data', 'model'))},
     'dense_replicated': {'kernel': ((16, 8), P())},
-    'wide_out': {'kernel': ((4, 16), P(None, 'model'))},  # Gram on the fan-in side
+    'wide_out': {
+        'kernel': ((4, 16), P(None, 'model'))
+    },  # Gram on the fan-in side
     'conv_out': {'kernel': ((3, 3, 4, 8), P(None, None, None, 'model'))},
     'conv_fan_in': {'kernel': ((3, 3, 4, 8), P(None, None, 'model', None))},
     'conv_both': {'kernel': ((3, 3, 4, 8), P(None, None, 'data', 'model'))},
@@ -55,14 +60,21 @@ LAYOUT = {
 
 OPTIMIZERS = {
     'bort_sgd': lambda batch: bort_jax.bort_sgd(
-        1e-2, gamma=0.05, momentum=0.9, weight_decay=1e-3, amplitude='adaptive',
-        batch_kernels=batch),
+        1e-2,
+        gamma=0.05,
+        momentum=0.9,
+        weight_decay=1e-3,
+        amplitude='adaptive',
+        batch_kernels=batch,
+    ),
     'bort_adamw': lambda batch: bort_jax.bort_adamw(
-        1e-2, gamma=0.1, weight_decay=1e-2, batch_kernels=batch),
+        1e-2, gamma=0.1, weight_decay=1e-2, batch_kernels=batch
+    ),
     'lion_chain': lambda batch: optax.chain(
         optax.scale_by_lion(),
         bort_jax.add_bort_correction(0.1, batch_kernels=batch),
-        optax.scale_by_learning_rate(1e-2)),
+        optax.scale_by_learning_rate(1e-2),
+    ),
 }
 
 # variant -> (placement, batch_kernels)
@@ -84,8 +96,11 @@ def path_str(path):
 
 def make_tree(seed, scale):
   rng = np.random.default_rng(seed)
-  return jax.tree.map(lambda leaf: (scale * rng.standard_normal(leaf[0])).astype(np.float32),
-                      LAYOUT, is_leaf=is_spec)
+  return jax.tree.map(
+      lambda leaf: (scale * rng.standard_normal(leaf[0])).astype(np.float32),
+      LAYOUT,
+      is_leaf=is_spec,
+  )
 
 
 def specs_tree():
@@ -128,7 +143,9 @@ def record(optimizer, variant, step, kind, leaf_name, expected, leaf, ref_leaf):
       'equivalent': equivalent,
   }
   if ref_leaf is not None:
-    value, ref_value = np.asarray(leaf, np.float64), np.asarray(ref_leaf, np.float64)
+    value, ref_value = np.asarray(leaf, np.float64), np.asarray(
+        ref_leaf, np.float64
+    )
     entry['max_abs_diff'] = float(np.max(np.abs(value - ref_value)))
     entry['max_abs_value'] = float(np.max(np.abs(ref_value)))
   return entry
@@ -137,16 +154,24 @@ def record(optimizer, variant, step, kind, leaf_name, expected, leaf, ref_leaf):
 def main():
   devices = jax.devices()
   if len(devices) != NUM_DEVICES:
-    raise SystemExit(f'expected {NUM_DEVICES} devices, got {len(devices)}: set XLA_FLAGS='
-                     f'--xla_force_host_platform_device_count={NUM_DEVICES}')
-  explicit_mesh = jax.make_mesh(MESH_SHAPE, AXES, axis_types=(AxisType.Explicit,) * 2)
+    raise SystemExit(
+        f'expected {NUM_DEVICES} devices, got {len(devices)}: set XLA_FLAGS='
+        f'--xla_force_host_platform_device_count={NUM_DEVICES}'
+    )
+  explicit_mesh = jax.make_mesh(
+      MESH_SHAPE, AXES, axis_types=(AxisType.Explicit,) * 2
+  )
   auto_mesh = jax.make_mesh(MESH_SHAPE, AXES, axis_types=(AxisType.Auto,) * 2)
   specs = specs_tree()
   single = jax.sharding.SingleDeviceSharding(devices[0])
   params = make_tree(0, 0.3)
   grads = [make_tree(step + 1, 0.5) for step in range(NUM_STEPS)]
-  leaf_specs = {path_str(path): s for path, s in jax.tree_util.tree_flatten_with_path(
-      specs, is_leaf=lambda x: isinstance(x, P))[0]}
+  leaf_specs = {
+      path_str(path): s
+      for path, s in jax.tree_util.tree_flatten_with_path(
+          specs, is_leaf=lambda x: isinstance(x, P)
+      )[0]
+  }
 
   records, concatenates = [], {}
   for name, factory in OPTIMIZERS.items():
@@ -154,54 +179,130 @@ def main():
     for variant, (where, batch) in VARIANTS.items():
       if where == 'explicit':
         with jax.set_mesh(explicit_mesh):
-          shardings = jax.tree.map(lambda s: NamedSharding(explicit_mesh, s), specs,
-                                   is_leaf=lambda x: isinstance(x, P))
-          history, count = run(factory, batch, lambda t, s=shardings: jax.device_put(t, s),
-                               params, grads, explicit_mesh)
+          shardings = jax.tree.map(
+              lambda s: NamedSharding(explicit_mesh, s),
+              specs,
+              is_leaf=lambda x: isinstance(x, P),
+          )
+          history, count = run(
+              factory,
+              batch,
+              lambda t, s=shardings: jax.device_put(t, s),
+              params,
+              grads,
+              explicit_mesh,
+          )
         concatenates[f'{name}/{variant}'] = count
       elif where == 'auto':
-        shardings = jax.tree.map(lambda s: NamedSharding(auto_mesh, s), specs,
-                                 is_leaf=lambda x: isinstance(x, P))
-        history, _ = run(factory, batch, lambda t, s=shardings: jax.device_put(t, s),
-                         params, grads, None)
+        shardings = jax.tree.map(
+            lambda s: NamedSharding(auto_mesh, s),
+            specs,
+            is_leaf=lambda x: isinstance(x, P),
+        )
+        history, _ = run(
+            factory,
+            batch,
+            lambda t, s=shardings: jax.device_put(t, s),
+            params,
+            grads,
+            None,
+        )
       else:
-        history, _ = run(factory, batch, lambda t: jax.device_put(t, single),
-                         params, grads, None)
+        history, _ = run(
+            factory,
+            batch,
+            lambda t: jax.device_put(t, single),
+            params,
+            grads,
+            None,
+        )
       results[variant] = (history, shardings if where != 'single' else None)
 
     reference = results['single'][0]
     for variant, (history, shardings) in results.items():
       if variant == 'single':
         continue
-      flat_shardings = {path_str(p): s for p, s in jax.tree_util.tree_flatten_with_path(
-          shardings, is_leaf=lambda x: isinstance(x, NamedSharding))[0]}
+      flat_shardings = {
+          path_str(p): s
+          for p, s in jax.tree_util.tree_flatten_with_path(
+              shardings, is_leaf=lambda x: isinstance(x, NamedSharding)
+          )[0]
+      }
       for step in range(NUM_STEPS):
         (ref_updates, ref_params, _), (updates, new_params, state) = (
-            reference[step], history[step])
-        for kind, tree, ref in (('param', new_params, ref_params),
-                                ('update', updates, ref_updates)):
-          for (path, leaf), ref_leaf in zip(jax.tree_util.tree_flatten_with_path(tree)[0],
-                                            jax.tree.leaves(ref)):
+            reference[step],
+            history[step],
+        )
+        for kind, tree, ref in (
+            ('param', new_params, ref_params),
+            ('update', updates, ref_updates),
+        ):
+          for (path, leaf), ref_leaf in zip(
+              jax.tree_util.tree_flatten_with_path(tree)[0],
+              jax.tree.leaves(ref),
+          ):
             leaf_name = path_str(path)
-            records.append(record(name, variant, step, kind, leaf_name,
-                                  flat_shardings[leaf_name], leaf, ref_leaf))
+            records.append(
+                record(
+                    name,
+                    variant,
+                    step,
+                    kind,
+                    leaf_name,
+                    flat_shardings[leaf_name],
+                    leaf,
+                    ref_leaf,
+                )
+            )
         for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
           names = path_str(path)
           matches = [k for k in leaf_specs if names.endswith('/' + k)]
           if matches and leaf.ndim:
-            records.append(record(name, variant, step, 'state', names,
-                                  flat_shardings[matches[0]], leaf, None))
+            records.append(
+                record(
+                    name,
+                    variant,
+                    step,
+                    'state',
+                    names,
+                    flat_shardings[matches[0]],
+                    leaf,
+                    None,
+                )
+            )
   # The orthogonality report of the sharded params, jitted, vs one device.
   report = jax.jit(bort_jax.summarize_report)(
-      bort_jax.orthogonality_report(jax.device_put(params, single)))
+      bort_jax.orthogonality_report(jax.device_put(params, single))
+  )
   with jax.set_mesh(explicit_mesh):
-    sharded = jax.device_put(params, jax.tree.map(
-        lambda s: NamedSharding(explicit_mesh, s), specs, is_leaf=lambda x: isinstance(x, P)))
-    sharded_report = jax.block_until_ready(jax.jit(
-        lambda p: bort_jax.summarize_report(bort_jax.orthogonality_report(p)))(sharded))
-  report_diff = max(abs(float(sharded_report[k]) - float(report[k])) for k in report)
-  print(json.dumps({'device_count': len(devices), 'records': records,
-                    'concatenates': concatenates, 'report_max_abs_diff': report_diff}))
+    sharded = jax.device_put(
+        params,
+        jax.tree.map(
+            lambda s: NamedSharding(explicit_mesh, s),
+            specs,
+            is_leaf=lambda x: isinstance(x, P),
+        ),
+    )
+    sharded_report = jax.block_until_ready(
+        jax.jit(
+            lambda p: bort_jax.summarize_report(
+                bort_jax.orthogonality_report(p)
+            )
+        )(sharded)
+    )
+  report_diff = max(
+      abs(float(sharded_report[k]) - float(report[k])) for k in report
+  )
+  print(
+      json.dumps(
+          {
+              'device_count': len(devices),
+              'records': records,
+              'concatenates': concatenates,
+              'report_max_abs_diff': report_diff,
+          }
+      )
+  )
 
 
 if __name__ == '__main__':

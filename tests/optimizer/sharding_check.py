@@ -38,13 +38,18 @@ LAYOUT = {
     'fan_in_sharded': {'kernel': ((16, 8), P('x', None))},
     'replicated': {'kernel': ((16, 8), P()), 'bias': ((8,), P())},
     'conv_fan_in': {'kernel': ((3, 3, 8, 16), P(None, None, 'x', None))},
-    'wide_out': {'kernel': ((4, 16), P(None, 'x'))},  # wide: Gram on the fan-in side
+    'wide_out': {
+        'kernel': ((4, 16), P(None, 'x'))
+    },  # wide: Gram on the fan-in side
 }
 
 OPTIMIZERS = {
-    'bort_adamw': lambda: bort_jax.bort_adamw(1e-2, gamma=0.1, weight_decay=1e-2),
+    'bort_adamw': lambda: bort_jax.bort_adamw(
+        1e-2, gamma=0.1, weight_decay=1e-2
+    ),
     'bort_sgd': lambda: bort_jax.bort_sgd(
-        1e-2, gamma=0.05, momentum=0.9, weight_decay=1e-3, amplitude='adaptive'),
+        1e-2, gamma=0.05, momentum=0.9, weight_decay=1e-3, amplitude='adaptive'
+    ),
 }
 
 
@@ -58,20 +63,29 @@ def path_str(path):
 
 def make_tree(seed, scale):
   rng = np.random.default_rng(seed)
-  return jax.tree.map(lambda leaf: (scale * rng.standard_normal(leaf[0])).astype(np.float32),
-                      LAYOUT, is_leaf=is_spec)
+  return jax.tree.map(
+      lambda leaf: (scale * rng.standard_normal(leaf[0])).astype(np.float32),
+      LAYOUT,
+      is_leaf=is_spec,
+  )
 
 
 def main():
   devices = jax.devices()
   if len(devices) != NUM_DEVICES:
-    raise SystemExit(f'expected {NUM_DEVICES} devices, got {len(devices)}: set XLA_FLAGS='
-                     f'--xla_force_host_platform_device_count={NUM_DEVICES}')
+    raise SystemExit(
+        f'expected {NUM_DEVICES} devices, got {len(devices)}: set XLA_FLAGS='
+        f'--xla_force_host_platform_device_count={NUM_DEVICES}'
+    )
   mesh = jax.sharding.Mesh(np.array(devices), ('x',))
-  shardings = jax.tree.map(lambda leaf: NamedSharding(mesh, leaf[1]), LAYOUT, is_leaf=is_spec)
+  shardings = jax.tree.map(
+      lambda leaf: NamedSharding(mesh, leaf[1]), LAYOUT, is_leaf=is_spec
+  )
   single = jax.sharding.SingleDeviceSharding(devices[0])
-  leaf_shardings = {path_str(path): s for path, s in
-                    jax.tree_util.tree_flatten_with_path(shardings)[0]}
+  leaf_shardings = {
+      path_str(path): s
+      for path, s in jax.tree_util.tree_flatten_with_path(shardings)[0]
+  }
 
   params = make_tree(0, 0.3)
   grads = [make_tree(step + 1, 0.5) for step in range(NUM_STEPS)]
@@ -80,8 +94,11 @@ def main():
   for name, factory in OPTIMIZERS.items():
     results = {}
     for placement in ('single', 'sharded'):
-      place = (lambda tree: jax.device_put(tree, shardings)) if placement == 'sharded' else (
-          lambda tree: jax.device_put(tree, single))
+      place = (
+          (lambda tree: jax.device_put(tree, shardings))
+          if placement == 'sharded'
+          else (lambda tree: jax.device_put(tree, single))
+      )
       tx = factory()
 
       @jax.jit
@@ -91,31 +108,51 @@ def main():
 
       p = place(params)
       state = tx.init(p)
-      if placement == 'single':  # commit the state too: no recompilation at step 2
+      if (
+          placement == 'single'
+      ):  # commit the state too: no recompilation at step 2
         state = jax.device_put(state, single)
       history = []
       for step in range(NUM_STEPS):
         t = time.perf_counter()
-        p, updates, state = jax.block_until_ready(train_step(p, state, place(grads[step])))
+        p, updates, state = jax.block_until_ready(
+            train_step(p, state, place(grads[step]))
+        )
         timings.append((name, placement, step, time.perf_counter() - t))
         history.append((updates, p, state))
       results[placement] = history
 
     for step in range(NUM_STEPS):
       (ref_updates, ref_params, _), (updates, new_params, state) = (
-          results['single'][step], results['sharded'][step])
-      for kind, tree, ref in (('param', new_params, ref_params), ('update', updates, ref_updates)):
+          results['single'][step],
+          results['sharded'][step],
+      )
+      for kind, tree, ref in (
+          ('param', new_params, ref_params),
+          ('update', updates, ref_updates),
+      ):
         flat = jax.tree_util.tree_flatten_with_path(tree)[0]
         for (path, leaf), ref_leaf, sharding in zip(
-            flat, jax.tree.leaves(ref), jax.tree.leaves(shardings)):
-          records.append(record(name, step, kind, path_str(path), sharding, leaf, ref_leaf))
+            flat, jax.tree.leaves(ref), jax.tree.leaves(shardings)
+        ):
+          records.append(
+              record(name, step, kind, path_str(path), sharding, leaf, ref_leaf)
+          )
       # Optimizer-state leaves that mirror the params (Adam moments, momentum).
       for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
         names = path_str(path)
-        matches = [s for k, s in leaf_shardings.items() if names.endswith('/' + k)]
+        matches = [
+            s for k, s in leaf_shardings.items() if names.endswith('/' + k)
+        ]
         if matches and leaf.ndim:
-          records.append(record(name, step, 'state', names, matches[0], leaf, None))
-  print(json.dumps({'device_count': len(devices), 'records': records, 'timings': timings}))
+          records.append(
+              record(name, step, 'state', names, matches[0], leaf, None)
+          )
+  print(
+      json.dumps(
+          {'device_count': len(devices), 'records': records, 'timings': timings}
+      )
+  )
 
 
 def record(optimizer, step, kind, leaf_name, expected, leaf, ref_leaf):
@@ -130,7 +167,9 @@ def record(optimizer, step, kind, leaf_name, expected, leaf, ref_leaf):
       'equivalent': equivalent,
   }
   if ref_leaf is not None:
-    value, ref_value = np.asarray(leaf, np.float64), np.asarray(ref_leaf, np.float64)
+    value, ref_value = np.asarray(leaf, np.float64), np.asarray(
+        ref_leaf, np.float64
+    )
     entry['max_abs_diff'] = float(np.max(np.abs(value - ref_value)))
     entry['max_abs_value'] = float(np.max(np.abs(ref_value)))
   return entry

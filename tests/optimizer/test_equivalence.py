@@ -57,7 +57,9 @@ class TorchLayout:
     return matrix.reshape(cout, cin, kh, kw).transpose(2, 3, 1, 0)
 
 
-def official_borts(w, grads, *, lr, gamma, momentum, nesterov, weight_decay, mode, amplitude):
+def official_borts(
+    w, grads, *, lr, gamma, momentum, nesterov, weight_decay, mode, amplitude
+):
   """Yields θ after each step of the official BortS update (torch orientation)."""
   buffer = None
   for g in grads:
@@ -69,7 +71,9 @@ def official_borts(w, grads, *, lr, gamma, momentum, nesterov, weight_decay, mod
     yield w
 
 
-def official_borta(w, grads, *, lr, gamma, b1, b2, eps, weight_decay, mode, amplitude):
+def official_borta(
+    w, grads, *, lr, gamma, b1, b2, eps, weight_decay, mode, amplitude
+):
   """Yields θ after each step of the official BortA update (torch orientation)."""
   m = np.zeros_like(w)
   v = np.zeros_like(w)
@@ -78,7 +82,7 @@ def official_borta(w, grads, *, lr, gamma, b1, b2, eps, weight_decay, mode, ampl
     w = w - lr * gamma * np_delta(w, mode, amplitude)
     m = b1 * m + (1 - b1) * g
     v = b2 * v + (1 - b2) * g * g
-    m_hat, v_hat = m / (1 - b1 ** t), v / (1 - b2 ** t)
+    m_hat, v_hat = m / (1 - b1**t), v / (1 - b2**t)
     w = w - lr * m_hat / (np.sqrt(v_hat) + eps)
     yield w
 
@@ -107,7 +111,9 @@ def run_optax(tx, kernel, grads):
   state = tx.init(params)
   update = jax.jit(tx.update)
   for g in grads:
-    updates, state = update({'layer': {'kernel': jnp.asarray(g)}}, state, params)
+    updates, state = update(
+        {'layer': {'kernel': jnp.asarray(g)}}, state, params
+    )
     params = optax.apply_updates(params, updates)
     yield np.asarray(params['layer']['kernel'], np.float64)
 
@@ -116,8 +122,12 @@ def assert_trajectories_match(ours, reference, shape, rtol, atol):
   steps = 0
   for step, (got, want) in enumerate(zip(ours, reference)):
     np.testing.assert_allclose(
-        got, TorchLayout.to_flax(want, shape), rtol=rtol, atol=atol,
-        err_msg=f'step {step}')
+        got,
+        TorchLayout.to_flax(want, shape),
+        rtol=rtol,
+        atol=atol,
+        err_msg=f'step {step}',
+    )
     steps += 1
   assert steps == NUM_STEPS
 
@@ -133,8 +143,12 @@ AMPLITUDES = [1.0, 0.5, 'adaptive']
 def test_correction_matches_table(mode, amplitude, shape_name):
   shape = KERNEL_SHAPES[shape_name]
   kernel, _ = random_kernel_and_grads(shape)
-  got = bort_jax.bort_correction(jnp.asarray(kernel), amplitude=amplitude, mode=mode)
-  want = TorchLayout.to_flax(np_delta(TorchLayout.to_torch(kernel), mode, amplitude), shape)
+  got = bort_jax.bort_correction(
+      jnp.asarray(kernel), amplitude=amplitude, mode=mode
+  )
+  want = TorchLayout.to_flax(
+      np_delta(TorchLayout.to_torch(kernel), mode, amplitude), shape
+  )
   assert got.shape == kernel.shape and got.dtype == jnp.float32
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
@@ -145,12 +159,21 @@ def test_correction_of_low_precision_kernel_is_computed_in_float32(dtype):
   low = jnp.asarray(kernel, dtype)
   got = bort_jax.bort_correction(low)
   want = TorchLayout.to_flax(
-      np_delta(TorchLayout.to_torch(np.asarray(low.astype(jnp.float32))), 'l2-full', 1.0),
-      kernel.shape)
+      np_delta(
+          TorchLayout.to_torch(np.asarray(low.astype(jnp.float32))),
+          'l2-full',
+          1.0,
+      ),
+      kernel.shape,
+  )
   assert got.dtype == dtype
   # Only the final rounding to `dtype` separates the two.
-  np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=2 * jnp.finfo(dtype).eps,
-                             atol=1e-3 * np.abs(want).max())
+  np.testing.assert_allclose(
+      np.asarray(got, np.float64),
+      want,
+      rtol=2 * jnp.finfo(dtype).eps,
+      atol=1e-3 * np.abs(want).max(),
+  )
 
 
 # ---------------------------------------------------------------- BortS
@@ -173,13 +196,24 @@ def test_bort_sgd_matches_official_borts(mode, amplitude, shape_name, config):
   kernel, grads = random_kernel_and_grads(shape, seed=1)
   hyper = dict(lr=0.1, gamma=0.7, **SGD_CONFIGS[config])
   tx = bort_jax.bort_sgd(
-      hyper['lr'], gamma=hyper['gamma'], momentum=hyper['momentum'],
-      nesterov=hyper['nesterov'], weight_decay=hyper['weight_decay'],
-      mode=mode, amplitude=amplitude)
+      hyper['lr'],
+      gamma=hyper['gamma'],
+      momentum=hyper['momentum'],
+      nesterov=hyper['nesterov'],
+      weight_decay=hyper['weight_decay'],
+      mode=mode,
+      amplitude=amplitude,
+  )
   reference = official_borts(
-      TorchLayout.to_torch(kernel), [TorchLayout.to_torch(g) for g in grads],
-      mode=mode, amplitude=amplitude, **hyper)
-  assert_trajectories_match(run_optax(tx, kernel, grads), reference, shape, rtol=2e-5, atol=2e-6)
+      TorchLayout.to_torch(kernel),
+      [TorchLayout.to_torch(g) for g in grads],
+      mode=mode,
+      amplitude=amplitude,
+      **hyper,
+  )
+  assert_trajectories_match(
+      run_optax(tx, kernel, grads), reference, shape, rtol=2e-5, atol=2e-6
+  )
 
 
 # ---------------------------------------------------------------- BortA
@@ -188,22 +222,39 @@ def test_bort_sgd_matches_official_borts(mode, amplitude, shape_name, config):
 @pytest.mark.parametrize('shape_name', ['dense_tall', 'dense_wide', 'conv'])
 @pytest.mark.parametrize('amplitude', [1.0, 'adaptive'])
 @pytest.mark.parametrize('mode', bort_jax.MODES)
-def test_bort_adamw_matches_official_borta_without_decay(mode, amplitude, shape_name):
+def test_bort_adamw_matches_official_borta_without_decay(
+    mode, amplitude, shape_name
+):
   shape = KERNEL_SHAPES[shape_name]
   kernel, grads = random_kernel_and_grads(shape, seed=2)
   hyper = dict(lr=0.05, gamma=0.8, b1=0.9, b2=0.99, eps=1e-8, weight_decay=0.0)
   tx = bort_jax.bort_adamw(
-      hyper['lr'], gamma=hyper['gamma'], b1=hyper['b1'], b2=hyper['b2'], eps=hyper['eps'],
-      weight_decay=0.0, mode=mode, amplitude=amplitude)
+      hyper['lr'],
+      gamma=hyper['gamma'],
+      b1=hyper['b1'],
+      b2=hyper['b2'],
+      eps=hyper['eps'],
+      weight_decay=0.0,
+      mode=mode,
+      amplitude=amplitude,
+  )
   reference = official_borta(
-      TorchLayout.to_torch(kernel), [TorchLayout.to_torch(g) for g in grads],
-      mode=mode, amplitude=amplitude, **hyper)
-  assert_trajectories_match(run_optax(tx, kernel, grads), reference, shape, rtol=2e-5, atol=2e-6)
+      TorchLayout.to_torch(kernel),
+      [TorchLayout.to_torch(g) for g in grads],
+      mode=mode,
+      amplitude=amplitude,
+      **hyper,
+  )
+  assert_trajectories_match(
+      run_optax(tx, kernel, grads), reference, shape, rtol=2e-5, atol=2e-6
+  )
 
 
 @pytest.mark.parametrize('weight_decay', [1e-2, 1e-1])
 @pytest.mark.parametrize('mode', ['l2-full', 'l2-row', 'l2-col'])
-def test_bort_adamw_with_decay_is_within_lr_times_wd_of_official(mode, weight_decay):
+def test_bort_adamw_with_decay_is_within_lr_times_wd_of_official(
+    mode, weight_decay
+):
   """Δ is evaluated on θ instead of θ(1 − ηλ): a difference of O(η²γλ) per step.
 
   Only for the smooth (l2) modes: an l1 mode's sign can flip between θ and
@@ -211,13 +262,23 @@ def test_bort_adamw_with_decay_is_within_lr_times_wd_of_official(mode, weight_de
   """
   shape = KERNEL_SHAPES['conv']
   kernel, grads = random_kernel_and_grads(shape, seed=3)
-  hyper = dict(lr=0.05, gamma=0.8, b1=0.9, b2=0.999, eps=1e-8, weight_decay=weight_decay)
-  tx = bort_jax.bort_adamw(hyper['lr'], gamma=hyper['gamma'], weight_decay=weight_decay,
-                           mode=mode)
+  hyper = dict(
+      lr=0.05, gamma=0.8, b1=0.9, b2=0.999, eps=1e-8, weight_decay=weight_decay
+  )
+  tx = bort_jax.bort_adamw(
+      hyper['lr'], gamma=hyper['gamma'], weight_decay=weight_decay, mode=mode
+  )
   ours = list(run_optax(tx, kernel, grads))
-  reference = [TorchLayout.to_flax(w, shape) for w in official_borta(
-      TorchLayout.to_torch(kernel), [TorchLayout.to_torch(g) for g in grads],
-      mode=mode, amplitude=1.0, **hyper)]
+  reference = [
+      TorchLayout.to_flax(w, shape)
+      for w in official_borta(
+          TorchLayout.to_torch(kernel),
+          [TorchLayout.to_torch(g) for g in grads],
+          mode=mode,
+          amplitude=1.0,
+          **hyper,
+      )
+  ]
   scale = hyper['lr'] * weight_decay
   for step, (got, want) in enumerate(zip(ours, reference), start=1):
     gap = np.abs(got - want).max()
@@ -235,16 +296,26 @@ def run_zero_gradient(tx, params, steps):
 
   def body(_, carry):
     params, state = carry
-    updates, state = tx.update(jax.tree.map(jnp.zeros_like, params), state, params)
+    updates, state = tx.update(
+        jax.tree.map(jnp.zeros_like, params), state, params
+    )
     return optax.apply_updates(params, updates), state
 
-  return jax.jit(lambda p, s: jax.lax.fori_loop(0, steps, body, (p, s)))(params, state)[0]
+  return jax.jit(lambda p, s: jax.lax.fori_loop(0, steps, body, (p, s)))(
+      params, state
+  )[0]
 
 
-@pytest.mark.parametrize('optimizer', [
-    functools.partial(bort_jax.bort_sgd, 0.1, gamma=1.0),
-    functools.partial(bort_jax.bort_adamw, 0.1, gamma=1.0, weight_decay=0.0),
-], ids=['bort_sgd', 'bort_adamw'])
+@pytest.mark.parametrize(
+    'optimizer',
+    [
+        functools.partial(bort_jax.bort_sgd, 0.1, gamma=1.0),
+        functools.partial(
+            bort_jax.bort_adamw, 0.1, gamma=1.0, weight_decay=0.0
+        ),
+    ],
+    ids=['bort_sgd', 'bort_adamw'],
+)
 def test_official_unit_test_setting_converges(optimizer):
   """Dense 6→2, zero task gradient, lr 0.1, gamma 1, 10,000 steps: MᵀM ≈ I."""
   kernel = jax.random.normal(jax.random.key(0), (6, 2))
@@ -264,5 +335,7 @@ def test_half_step_converges_to_polar_factor(shape):
   matrix = matrix * (1.2 / s.max())  # singular values inside (0, √3)
   polar = (u @ vt).reshape(shape)
   tx = bort_jax.bort_sgd(0.25, gamma=2.0)
-  final = run_zero_gradient(tx, {'k': {'kernel': jnp.asarray(matrix.reshape(shape), jnp.float32)}}, 60)
+  final = run_zero_gradient(
+      tx, {'k': {'kernel': jnp.asarray(matrix.reshape(shape), jnp.float32)}}, 60
+  )
   np.testing.assert_allclose(final['k']['kernel'], polar, atol=1e-5)

@@ -17,44 +17,83 @@ import sys
 
 import pytest
 
-SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'explicit_sharding_check.py')
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SCRIPT = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), 'explicit_sharding_check.py'
+)
+REPO_ROOT = os.path.dirname(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+)
 OPTIMIZERS = ['bort_sgd', 'bort_adamw', 'lion_chain']
 VARIANTS = ['explicit_batched', 'explicit_one_by_one', 'auto_default']
 NUM_DEVICES = 8
-KERNELS = {'dense_out', 'dense_out_twin', 'dense_fan_in', 'dense_both', 'dense_replicated',
-           'wide_out', 'conv_out', 'conv_fan_in', 'conv_both'}
+KERNELS = {
+    'dense_out',
+    'dense_out_twin',
+    'dense_fan_in',
+    'dense_both',
+    'dense_replicated',
+    'wide_out',
+    'conv_out',
+    'conv_fan_in',
+    'conv_both',
+}
 
 
 @pytest.fixture(scope='module')
 def mesh_run():
   env = dict(os.environ)
-  env['XLA_FLAGS'] = (env.get('XLA_FLAGS', '') +
-                      f' --xla_force_host_platform_device_count={NUM_DEVICES}').strip()
+  env['XLA_FLAGS'] = (
+      env.get('XLA_FLAGS', '')
+      + f' --xla_force_host_platform_device_count={NUM_DEVICES}'
+  ).strip()
   env['JAX_PLATFORMS'] = 'cpu'
-  completed = subprocess.run([sys.executable, SCRIPT], check=False, env=env, cwd=REPO_ROOT,
-                             capture_output=True, text=True, timeout=900)
+  completed = subprocess.run(
+      [sys.executable, SCRIPT],
+      check=False,
+      env=env,
+      cwd=REPO_ROOT,
+      capture_output=True,
+      text=True,
+      timeout=900,
+  )
   assert completed.returncode == 0, (
       f'explicit_sharding_check.py exited with {completed.returncode}\n'
-      f'stdout:\n{completed.stdout[-3000:]}\nstderr:\n{completed.stderr[-3000:]}')
+      f'stdout:\n{completed.stdout[-3000:]}\nstderr:\n{completed.stderr[-3000:]}'
+  )
   return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
 def _records(run, optimizer, variant, kind=None):
-  return [r for r in run['records'] if r['optimizer'] == optimizer and
-          r['variant'] == variant and (kind is None or r['kind'] == kind)]
+  return [
+      r
+      for r in run['records']
+      if r['optimizer'] == optimizer
+      and r['variant'] == variant
+      and (kind is None or r['kind'] == kind)
+  ]
 
 
 def test_every_kernel_layout_is_exercised(mesh_run):
   assert mesh_run['device_count'] == NUM_DEVICES
   for optimizer in OPTIMIZERS:
     for variant in VARIANTS:
-      leaves = {r['leaf'] for r in _records(mesh_run, optimizer, variant, 'param')}
-      assert {f'{k}/kernel' for k in KERNELS} <= leaves, (optimizer, variant, leaves)
+      leaves = {
+          r['leaf'] for r in _records(mesh_run, optimizer, variant, 'param')
+      }
+      assert {f'{k}/kernel' for k in KERNELS} <= leaves, (
+          optimizer,
+          variant,
+          leaves,
+      )
   specs = {r['expected'] for r in mesh_run['records']}
-  assert {"P(None, 'model')", "P('data', None)", "P('data', 'model')",
-          "P(None, None, None, 'model')", "P(None, None, 'model', None)",
-          "P(None, None, 'data', 'model')"} <= specs
+  assert {
+      "P(None, 'model')",
+      "P('data', None)",
+      "P('data', 'model')",
+      "P(None, None, None, 'model')",
+      "P(None, None, 'model', None)",
+      "P(None, None, 'data', 'model')",
+  } <= specs
 
 
 @pytest.mark.parametrize('variant', VARIANTS)
@@ -62,15 +101,23 @@ def test_every_kernel_layout_is_exercised(mesh_run):
 def test_sharding_is_preserved(mesh_run, optimizer, variant):
   records = _records(mesh_run, optimizer, variant)
   assert {r['kind'] for r in records} >= {'param', 'update'}
-  changed = [f"step {r['step']} {r['kind']} {r['leaf']}: placed as {r['expected']}, "
-             f"came out as {r['got']}" for r in records if not r['equivalent']]
-  assert not changed, f'{optimizer} {variant}: sharding not preserved:\n' + '\n'.join(changed)
+  changed = [
+      f"step {r['step']} {r['kind']} {r['leaf']}: placed as {r['expected']}, "
+      f"came out as {r['got']}"
+      for r in records
+      if not r['equivalent']
+  ]
+  assert (
+      not changed
+  ), f'{optimizer} {variant}: sharding not preserved:\n' + '\n'.join(changed)
 
 
 @pytest.mark.parametrize('variant', VARIANTS)
 @pytest.mark.parametrize('optimizer', OPTIMIZERS)
 def test_values_equal_single_device_one_by_one(mesh_run, optimizer, variant):
-  records = [r for r in _records(mesh_run, optimizer, variant) if 'max_abs_diff' in r]
+  records = [
+      r for r in _records(mesh_run, optimizer, variant) if 'max_abs_diff' in r
+  ]
   assert {r['kind'] for r in records} == {'param', 'update'}
   for r in records:
     assert r['max_abs_value'] > 0, r
@@ -79,11 +126,15 @@ def test_values_equal_single_device_one_by_one(mesh_run, optimizer, variant):
 
 
 @pytest.mark.parametrize('optimizer', OPTIMIZERS)
-def test_explicit_mesh_batches_kernels_of_equal_shape_and_sharding(mesh_run, optimizer):
+def test_explicit_mesh_batches_kernels_of_equal_shape_and_sharding(
+    mesh_run, optimizer
+):
   # dense_out and dense_out_twin share shape and spec: stacked by one
   # concatenate into two matrices; the other (16, 8) kernels, sharded
   # otherwise, are not stacked with them.
-  assert mesh_run['concatenates'][f'{optimizer}/explicit_batched'] == ['f32[2,16,8]']
+  assert mesh_run['concatenates'][f'{optimizer}/explicit_batched'] == [
+      'f32[2,16,8]'
+  ]
   assert mesh_run['concatenates'][f'{optimizer}/explicit_one_by_one'] == []
 
 

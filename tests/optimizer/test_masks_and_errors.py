@@ -33,8 +33,11 @@ class LinenAttention(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    return nn.Dense(3)(nn.MultiHeadDotProductAttention(num_heads=2, qkv_features=8,
-                                                       out_features=4)(x))
+    return nn.Dense(3)(
+        nn.MultiHeadDotProductAttention(
+            num_heads=2, qkv_features=8, out_features=4
+        )(x)
+    )
 
 
 # ------------------------------------------------------------ default mask
@@ -47,20 +50,42 @@ def _linen_attention_params():
 
 PARAM_TREES = {
     # name: (builder(request) -> params, expected kernel paths)
-    'dict': (lambda r: r.getfixturevalue('dict_params'),
-             {'dense/kernel', 'conv/kernel', 'head/kernel'}),
-    'linen': (lambda r: r.getfixturevalue('linen_params'), {'Conv_0/kernel', 'Dense_0/kernel'}),
-    'nnx_state_variables': (lambda r: nnx.state(r.getfixturevalue('nnx_net')),
-                            {'conv/kernel', 'linear/kernel'}),
-    'nnx_params_pure': (lambda r: nnx.as_pure(nnx.state(r.getfixturevalue('nnx_net'), nnx.Param)),
-                        {'conv/kernel', 'linear/kernel'}),
+    'dict': (
+        lambda r: r.getfixturevalue('dict_params'),
+        {'dense/kernel', 'conv/kernel', 'head/kernel'},
+    ),
+    'linen': (
+        lambda r: r.getfixturevalue('linen_params'),
+        {'Conv_0/kernel', 'Dense_0/kernel'},
+    ),
+    'nnx_state_variables': (
+        lambda r: nnx.state(r.getfixturevalue('nnx_net')),
+        {'conv/kernel', 'linear/kernel'},
+    ),
+    'nnx_params_pure': (
+        lambda r: nnx.as_pure(
+            nnx.state(r.getfixturevalue('nnx_net'), nnx.Param)
+        ),
+        {'conv/kernel', 'linear/kernel'},
+    ),
     'nnx_attention_variables': (
         lambda r: nnx.state(r.getfixturevalue('attention_net'), nnx.Param),
-        {'attention/query/kernel', 'attention/key/kernel', 'attention/value/kernel',
-         'attention/out/kernel', 'linear/kernel'}),
-    'linen_attention': (lambda r: _linen_attention_params(), {
-        f'MultiHeadDotProductAttention_0/{name}/kernel'
-        for name in ('query', 'key', 'value', 'out')} | {'Dense_0/kernel'}),
+        {
+            'attention/query/kernel',
+            'attention/key/kernel',
+            'attention/value/kernel',
+            'attention/out/kernel',
+            'linear/kernel',
+        },
+    ),
+    'linen_attention': (
+        lambda r: _linen_attention_params(),
+        {
+            f'MultiHeadDotProductAttention_0/{name}/kernel'
+            for name in ('query', 'key', 'value', 'out')
+        }
+        | {'Dense_0/kernel'},
+    ),
 }
 
 
@@ -79,24 +104,38 @@ def test_default_mask_selects_exactly_the_kernels(tree_name, request, helpers):
 
 
 @pytest.mark.parametrize('tree_name', sorted(PARAM_TREES))
-def test_default_correction_touches_exactly_the_default_mask(tree_name, request, helpers):
+def test_default_correction_touches_exactly_the_default_mask(
+    tree_name, request, helpers
+):
   build, expected = PARAM_TREES[tree_name]
   params = build(request)
   updates = correction_update(bort_jax.add_bort_correction(GAMMA), params)
-  changed = {path for path, leaf in helpers.leaves_by_path(updates).items() if np.any(leaf)}
+  changed = {
+      path
+      for path, leaf in helpers.leaves_by_path(updates).items()
+      if np.any(leaf)
+  }
   assert changed == expected
 
 
 @pytest.mark.parametrize('tree_name', sorted(PARAM_TREES))
-def test_kernels_except_removes_exactly_the_matching_kernels(tree_name, request, helpers):
+def test_kernels_except_removes_exactly_the_matching_kernels(
+    tree_name, request, helpers
+):
   build, expected = PARAM_TREES[tree_name]
   params = build(request)
   excluded = sorted(expected)[0]
   mask = bort_jax.kernels_except(f'^{re.escape(excluded)}$')(params)
   assert jax.tree.structure(mask) == jax.tree.structure(params)
   assert helpers.selected_paths(mask) == expected - {excluded}
-  updates = correction_update(bort_jax.add_bort_correction(GAMMA, mask=mask), params)
-  changed = {path for path, leaf in helpers.leaves_by_path(updates).items() if np.any(leaf)}
+  updates = correction_update(
+      bort_jax.add_bort_correction(GAMMA, mask=mask), params
+  )
+  changed = {
+      path
+      for path, leaf in helpers.leaves_by_path(updates).items()
+      if np.any(leaf)
+  }
   assert changed == expected - {excluded}
 
 
@@ -105,18 +144,25 @@ def test_kernels_except_takes_several_patterns(dict_params, helpers):
   assert helpers.selected_paths(mask) == {'dense/kernel'}
 
 
-@pytest.mark.parametrize('patterns, message', [
-    (('(',), "invalid regular expression '('"),
-    ((3,), 'patterns must be strings'),
-])
+@pytest.mark.parametrize(
+    'patterns, message',
+    [
+        (('(',), "invalid regular expression '('"),
+        ((3,), 'patterns must be strings'),
+    ],
+)
 def test_kernels_except_rejects_bad_patterns_at_construction(patterns, message):
   with pytest.raises(ValueError, match=re.escape(message)):
     bort_jax.kernels_except(*patterns)
 
 
 def test_kernels_except_names_a_pattern_that_matches_no_kernel(dict_params):
-  tx = bort_jax.bort_adamw(1e-3, gamma=GAMMA, mask=bort_jax.kernels_except('^classifier/'))
-  with pytest.raises(ValueError, match=r"\['\^classifier/'\] match no kernel.*head/kernel"):
+  tx = bort_jax.bort_adamw(
+      1e-3, gamma=GAMMA, mask=bort_jax.kernels_except('^classifier/')
+  )
+  with pytest.raises(
+      ValueError, match=r"\['\^classifier/'\] match no kernel.*head/kernel"
+  ):
     correction_update(tx, dict_params)
 
 
@@ -128,8 +174,13 @@ def test_default_dimension_numbers_of_attention(tree_name, request, helpers):
   build, expected = PARAM_TREES[tree_name]
   params = build(request)
   dims = bort_jax.default_dimension_numbers(params)
-  flat = {helpers.path_str(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(
-      dims, is_leaf=lambda x: x is None or isinstance(x, BortDimensionNumbers))[0]}
+  flat = {
+      helpers.path_str(path): leaf
+      for path, leaf in jax.tree_util.tree_flatten_with_path(
+          dims,
+          is_leaf=lambda x: x is None or isinstance(x, BortDimensionNumbers),
+      )[0]
+  }
   assert flat.keys() == helpers.leaves_by_path(params).keys()
   for path, dn in flat.items():
     if path not in expected:
@@ -141,10 +192,13 @@ def test_default_dimension_numbers_of_attention(tree_name, request, helpers):
 
 
 @pytest.mark.parametrize('tree_name', ATTENTION_TREES)
-def test_default_attention_reading_is_the_projection_matrix(tree_name, request, helpers):
+def test_default_attention_reading_is_the_projection_matrix(
+    tree_name, request, helpers
+):
   params = PARAM_TREES[tree_name][0](request)
   updates = helpers.leaves_by_path(
-      correction_update(bort_jax.add_bort_correction(GAMMA), params))
+      correction_update(bort_jax.add_bort_correction(GAMMA), params)
+  )
   for path, kernel in helpers.leaves_by_path(params).items():
     kernel = jnp.asarray(kernel)
     if path.endswith(('query/kernel', 'key/kernel', 'value/kernel')):
@@ -155,16 +209,24 @@ def test_default_attention_reading_is_the_projection_matrix(tree_name, request, 
     else:
       continue
     expected = GAMMA * bort_jax.bort_correction(matrix).reshape(kernel.shape)
-    np.testing.assert_allclose(updates[path], expected, rtol=1e-5, atol=1e-6, err_msg=path)
+    np.testing.assert_allclose(
+        updates[path], expected, rtol=1e-5, atol=1e-6, err_msg=path
+    )
 
 
 @pytest.mark.parametrize('dims_kind', ['callable', 'pytree'])
 def test_default_dimension_numbers_passed_explicitly_match_the_default(
-    dims_kind, attention_net, helpers):
+    dims_kind, attention_net, helpers
+):
   params = nnx.as_pure(nnx.state(attention_net, nnx.Param))
-  dims = (bort_jax.default_dimension_numbers if dims_kind == 'callable'
-          else bort_jax.default_dimension_numbers(params))
-  explicit = correction_update(bort_jax.add_bort_correction(GAMMA, dimension_numbers=dims), params)
+  dims = (
+      bort_jax.default_dimension_numbers
+      if dims_kind == 'callable'
+      else bort_jax.default_dimension_numbers(params)
+  )
+  explicit = correction_update(
+      bort_jax.add_bort_correction(GAMMA, dimension_numbers=dims), params
+  )
   default = correction_update(bort_jax.add_bort_correction(GAMMA), params)
   helpers.assert_trees_close(explicit, default, rtol=0, atol=0)
 
@@ -185,7 +247,11 @@ def int_params():
 @pytest.mark.parametrize('mask_kind', ['callable', 'pytree', 'default'])
 def test_integer_leaves_are_never_touched(mask_kind):
   params = int_params()
-  mask = {'callable': select_all, 'pytree': select_all(params), 'default': None}[mask_kind]
+  mask = {
+      'callable': select_all,
+      'pytree': select_all(params),
+      'default': None,
+  }[mask_kind]
   tx = bort_jax.add_bort_correction(GAMMA, mask=mask)
   updates = {
       'dense': {'kernel': jnp.ones((5, 3))},
@@ -202,7 +268,10 @@ def test_integer_leaves_are_never_touched(mask_kind):
     np.testing.assert_array_equal(got, want, err_msg=str(path))
   np.testing.assert_allclose(
       new['dense']['kernel'],
-      1.0 + GAMMA * bort_jax.bort_correction(params['dense']['kernel']), rtol=1e-5, atol=1e-6)
+      1.0 + GAMMA * bort_jax.bort_correction(params['dense']['kernel']),
+      rtol=1e-5,
+      atol=1e-6,
+  )
   report = bort_jax.orthogonality_report(params, mask=mask)
   assert set(report) == {'dense/kernel'}
 
@@ -230,19 +299,29 @@ CUSTOM_MASKS = {
 def test_custom_mask_selects_exactly_its_leaves(mask_kind):
   params = custom_params()
   updates = jax.tree.map(jnp.ones_like, params)
-  default = correction_update(bort_jax.add_bort_correction(GAMMA), params, updates)
+  default = correction_update(
+      bort_jax.add_bort_correction(GAMMA), params, updates
+  )
   for name in params:  # nothing is called 'kernel': nothing changes
     np.testing.assert_array_equal(default[name], updates[name])
 
   masked = correction_update(
-      bort_jax.add_bort_correction(GAMMA, mask=CUSTOM_MASKS[mask_kind]), params, updates)
+      bort_jax.add_bort_correction(GAMMA, mask=CUSTOM_MASKS[mask_kind]),
+      params,
+      updates,
+  )
   np.testing.assert_allclose(
-      masked['w_in'], 1.0 + GAMMA * bort_jax.bort_correction(params['w_in']),
-      rtol=1e-5, atol=1e-6)
+      masked['w_in'],
+      1.0 + GAMMA * bort_jax.bort_correction(params['w_in']),
+      rtol=1e-5,
+      atol=1e-6,
+  )
   assert np.abs(masked['w_in'] - 1.0).max() > 1e-3
   np.testing.assert_array_equal(masked['w_out'], updates['w_out'])
   np.testing.assert_array_equal(masked['b'], updates['b'])
-  assert set(bort_jax.orthogonality_report(params, mask=CUSTOM_MASKS[mask_kind])) == {'w_in'}
+  assert set(
+      bort_jax.orthogonality_report(params, mask=CUSTOM_MASKS[mask_kind])
+  ) == {'w_in'}
 
 
 # ----------------------------------------------------- custom dimension numbers
@@ -256,52 +335,96 @@ def test_stacked_kernel_is_corrected_layer_by_layer(mode, amplitude):
   stacked = 0.4 * jax.random.normal(jax.random.key(2), (3, 6, 4))
   # Layers of different scale, so a shared (adaptive) amplitude would show.
   stacked = stacked * jnp.array([0.5, 1.0, 2.0])[:, None, None]
-  got = bort_jax.bort_correction(stacked, mode=mode, amplitude=amplitude,
-                                 dimension_numbers=STACKED)
-  expected = jnp.stack([bort_jax.bort_correction(layer, mode=mode, amplitude=amplitude)
-                        for layer in stacked])
+  got = bort_jax.bort_correction(
+      stacked, mode=mode, amplitude=amplitude, dimension_numbers=STACKED
+  )
+  expected = jnp.stack(
+      [
+          bort_jax.bort_correction(layer, mode=mode, amplitude=amplitude)
+          for layer in stacked
+      ]
+  )
   np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
   # Read without the batch axis it is one (18, 4) matrix: a different correction
   # (except for the modes that only use the fan-in rows' own norms).
   if not (mode in ('l2-col', 'l1-col') and amplitude != 'adaptive'):
     assert not np.allclose(
-        got, bort_jax.bort_correction(stacked, mode=mode, amplitude=amplitude),
-        rtol=1e-3, atol=1e-4)
+        got,
+        bort_jax.bort_correction(stacked, mode=mode, amplitude=amplitude),
+        rtol=1e-3,
+        atol=1e-4,
+    )
 
 
 @pytest.mark.parametrize('dims_kind', ['single', 'pytree', 'callable'])
 def test_stacked_dimension_numbers_in_the_transformation(dims_kind):
-  params = {'blocks': {'kernel': 0.4 * jax.random.normal(jax.random.key(3), (3, 6, 4))},
-            'head': {'kernel': 0.4 * jax.random.normal(jax.random.key(4), (6, 4))}}
-  pytree = {'blocks': {'kernel': STACKED}, 'head': {'kernel': BortDimensionNumbers()}}
-  if dims_kind == 'single':  # one reading for every selected leaf: select the stack only
+  params = {
+      'blocks': {
+          'kernel': 0.4 * jax.random.normal(jax.random.key(3), (3, 6, 4))
+      },
+      'head': {'kernel': 0.4 * jax.random.normal(jax.random.key(4), (6, 4))},
+  }
+  pytree = {
+      'blocks': {'kernel': STACKED},
+      'head': {'kernel': BortDimensionNumbers()},
+  }
+  if (
+      dims_kind == 'single'
+  ):  # one reading for every selected leaf: select the stack only
     tx = bort_jax.add_bort_correction(
-        GAMMA, dimension_numbers=STACKED, mask={'blocks': {'kernel': True},
-                                                'head': {'kernel': False}})
+        GAMMA,
+        dimension_numbers=STACKED,
+        mask={'blocks': {'kernel': True}, 'head': {'kernel': False}},
+    )
   else:
     tx = bort_jax.add_bort_correction(
-        GAMMA, dimension_numbers=pytree if dims_kind == 'pytree' else (lambda p: pytree))
+        GAMMA,
+        dimension_numbers=pytree
+        if dims_kind == 'pytree'
+        else (lambda p: pytree),
+    )
   updates = correction_update(tx, params)
-  expected_blocks = jnp.stack([GAMMA * bort_jax.bort_correction(k)
-                               for k in params['blocks']['kernel']])
-  np.testing.assert_allclose(updates['blocks']['kernel'], expected_blocks, rtol=1e-5, atol=1e-6)
-  expected_head = (0.0 * params['head']['kernel'] if dims_kind == 'single'
-                   else GAMMA * bort_jax.bort_correction(params['head']['kernel']))
-  np.testing.assert_allclose(updates['head']['kernel'], expected_head, rtol=1e-5, atol=1e-6)
+  expected_blocks = jnp.stack(
+      [GAMMA * bort_jax.bort_correction(k) for k in params['blocks']['kernel']]
+  )
+  np.testing.assert_allclose(
+      updates['blocks']['kernel'], expected_blocks, rtol=1e-5, atol=1e-6
+  )
+  expected_head = (
+      0.0 * params['head']['kernel']
+      if dims_kind == 'single'
+      else GAMMA * bort_jax.bort_correction(params['head']['kernel'])
+  )
+  np.testing.assert_allclose(
+      updates['head']['kernel'], expected_head, rtol=1e-5, atol=1e-6
+  )
 
 
 @pytest.mark.parametrize('amplitude', AMPLITUDES)
 @pytest.mark.parametrize('mode', bort_jax.MODES)
-def test_attention_kernel_with_two_output_axes_is_the_reshaped_matrix(mode, amplitude):
-  kernel = 0.4 * jax.random.normal(jax.random.key(5), (8, 2, 3))  # (in, heads, head_dim)
-  got = bort_jax.bort_correction(kernel, mode=mode, amplitude=amplitude,
-                                 dimension_numbers=BortDimensionNumbers(output_axis=(1, 2)))
-  expected = bort_jax.bort_correction(kernel.reshape(8, 6), mode=mode,
-                                      amplitude=amplitude).reshape(8, 2, 3)
+def test_attention_kernel_with_two_output_axes_is_the_reshaped_matrix(
+    mode, amplitude
+):
+  kernel = 0.4 * jax.random.normal(
+      jax.random.key(5), (8, 2, 3)
+  )  # (in, heads, head_dim)
+  got = bort_jax.bort_correction(
+      kernel,
+      mode=mode,
+      amplitude=amplitude,
+      dimension_numbers=BortDimensionNumbers(output_axis=(1, 2)),
+  )
+  expected = bort_jax.bort_correction(
+      kernel.reshape(8, 6), mode=mode, amplitude=amplitude
+  ).reshape(8, 2, 3)
   np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
   # The default reading ((in*heads, head_dim) matrix) is a different one.
-  assert not np.allclose(got, bort_jax.bort_correction(kernel, mode=mode, amplitude=amplitude),
-                         rtol=1e-3, atol=1e-4)
+  assert not np.allclose(
+      got,
+      bort_jax.bort_correction(kernel, mode=mode, amplitude=amplitude),
+      rtol=1e-3,
+      atol=1e-4,
+  )
 
 
 # ------------------------------------------------------------------- errors
@@ -313,9 +436,13 @@ def _kernel():
 
 CONSTRUCTORS = {
     # name: factory(**bort_kwargs) that validates its arguments
-    'add_bort_correction': lambda **kw: bort_jax.add_bort_correction(kw.pop('gamma', GAMMA), **kw),
+    'add_bort_correction': lambda **kw: bort_jax.add_bort_correction(
+        kw.pop('gamma', GAMMA), **kw
+    ),
     'bort_sgd': lambda **kw: bort_jax.bort_sgd(0.1, **{'gamma': GAMMA, **kw}),
-    'bort_adamw': lambda **kw: bort_jax.bort_adamw(0.1, **{'gamma': GAMMA, **kw}),
+    'bort_adamw': lambda **kw: bort_jax.bort_adamw(
+        0.1, **{'gamma': GAMMA, **kw}
+    ),
     'bort_correction': lambda **kw: bort_jax.bort_correction(_kernel(), **kw),
 }
 
@@ -323,36 +450,50 @@ CONSTRUCTORS = {
 @pytest.mark.parametrize('mode', ['l3-full', 'L2-FULL', 'l2_full', ''])
 @pytest.mark.parametrize('constructor', sorted(CONSTRUCTORS))
 def test_unknown_mode_lists_the_valid_ones(constructor, mode):
-  with pytest.raises(ValueError, match=re.escape(f'Unknown Bort mode {mode!r}')) as error:
+  with pytest.raises(
+      ValueError, match=re.escape(f'Unknown Bort mode {mode!r}')
+  ) as error:
     CONSTRUCTORS[constructor](mode=mode)
   for valid in bort_jax.MODES:
     assert valid in str(error.value)
 
 
 @pytest.mark.parametrize('gamma', [-0.1, -1])
-@pytest.mark.parametrize('constructor', ['add_bort_correction', 'bort_sgd', 'bort_adamw'])
+@pytest.mark.parametrize(
+    'constructor', ['add_bort_correction', 'bort_sgd', 'bort_adamw']
+)
 def test_negative_gamma(constructor, gamma):
   with pytest.raises(ValueError, match=f'gamma must be non-negative.*{gamma}'):
     CONSTRUCTORS[constructor](gamma=gamma)
 
 
-@pytest.mark.parametrize('amplitude,message', [
-    (0.0, r'amplitude must be positive.*got 0\.0'),
-    (-1.0, r'amplitude must be positive.*got -1\.0'),
-    ('adaptve', r"Unknown amplitude 'adaptve'.*'adaptive'"),
-    ('Adaptive', r"Unknown amplitude 'Adaptive'.*'adaptive'"),
-])
-@pytest.mark.parametrize('constructor', sorted(CONSTRUCTORS) + ['orthogonality_report'])
+@pytest.mark.parametrize(
+    'amplitude,message',
+    [
+        (0.0, r'amplitude must be positive.*got 0\.0'),
+        (-1.0, r'amplitude must be positive.*got -1\.0'),
+        ('adaptve', r"Unknown amplitude 'adaptve'.*'adaptive'"),
+        ('Adaptive', r"Unknown amplitude 'Adaptive'.*'adaptive'"),
+    ],
+)
+@pytest.mark.parametrize(
+    'constructor', sorted(CONSTRUCTORS) + ['orthogonality_report']
+)
 def test_invalid_amplitude(constructor, amplitude, message):
   build = CONSTRUCTORS.get(constructor) or (
-      lambda **kw: bort_jax.orthogonality_report({'dense': {'kernel': _kernel()}}, **kw))
+      lambda **kw: bort_jax.orthogonality_report(
+          {'dense': {'kernel': _kernel()}}, **kw
+      )
+  )
   with pytest.raises(ValueError, match=message):
     build(amplitude=amplitude)
 
 
 def test_mask_selecting_a_vector_fails_at_init_when_callable(dict_params):
   tx = bort_jax.add_bort_correction(GAMMA, mask=select_all)
-  with pytest.raises(ValueError, match=r'selects dense/bias of shape \(4,\).*at least 2 dim'):
+  with pytest.raises(
+      ValueError, match=r'selects dense/bias of shape \(4,\).*at least 2 dim'
+  ):
     tx.init(dict_params)
 
 
@@ -361,7 +502,9 @@ def test_mask_selecting_a_vector_fails_at_update_when_pytree(leaf, dict_params):
   mask = bort_jax.default_mask(dict_params)
   mask[leaf[0]][leaf[1]] = True
   tx = bort_jax.add_bort_correction(GAMMA, mask=mask)
-  with pytest.raises(ValueError, match=re.escape(f'selects {leaf[0]}/{leaf[1]} of shape (4,)')):
+  with pytest.raises(
+      ValueError, match=re.escape(f'selects {leaf[0]}/{leaf[1]} of shape (4,)')
+  ):
     tx.update(dict_params, tx.init(dict_params), dict_params)
 
 
@@ -374,26 +517,40 @@ BAD_DIMENSION_NUMBERS = {
     # name: (dimension_numbers for add_bort_correction on dict_params, message regex)
     'output_axis_missing_everywhere': (
         BortDimensionNumbers(output_axis=2),
-        r'dense/kernel: output_axis=2 does not exist for a kernel of shape \(6, 4\)'),
+        r'dense/kernel: output_axis=2 does not exist for a kernel of shape \(6, 4\)',
+    ),
     'output_axis_missing_on_one_leaf': (
-        lambda p: {'dense': {'kernel': BortDimensionNumbers(), 'bias': None},
-                   'conv': {'kernel': BortDimensionNumbers(output_axis=(2, 4))},
-                   'head': {'kernel': BortDimensionNumbers()}, 'norm': {'scale': None}},
-        r'conv/kernel: output_axis=4 does not exist for a kernel of shape \(3, 3, 2, 4\)'),
+        lambda p: {
+            'dense': {'kernel': BortDimensionNumbers(), 'bias': None},
+            'conv': {'kernel': BortDimensionNumbers(output_axis=(2, 4))},
+            'head': {'kernel': BortDimensionNumbers()},
+            'norm': {'scale': None},
+        },
+        r'conv/kernel: output_axis=4 does not exist for a kernel of shape \(3, 3, 2, 4\)',
+    ),
     'batch_axis_missing': (
         BortDimensionNumbers(batch_axis=-5),
-        r'batch_axis=-5 does not exist'),
+        r'batch_axis=-5 does not exist',
+    ),
     'overlapping_axes': (
-        {'dense': {'kernel': BortDimensionNumbers(), 'bias': None},
-         'conv': {'kernel': BortDimensionNumbers(output_axis=-1, batch_axis=3)},
-         'head': {'kernel': BortDimensionNumbers()}, 'norm': {'scale': None}},
-        r'conv/kernel: output_axis \(3,\) and batch_axis \(3,\) repeat an axis'),
+        {
+            'dense': {'kernel': BortDimensionNumbers(), 'bias': None},
+            'conv': {
+                'kernel': BortDimensionNumbers(output_axis=-1, batch_axis=3)
+            },
+            'head': {'kernel': BortDimensionNumbers()},
+            'norm': {'scale': None},
+        },
+        r'conv/kernel: output_axis \(3,\) and batch_axis \(3,\) repeat an axis',
+    ),
     'no_fan_in_left': (
         BortDimensionNumbers(output_axis=1, batch_axis=0),
-        r'dense/kernel: kernel of shape \(6, 4\) has no fan-in axis'),
+        r'dense/kernel: kernel of shape \(6, 4\) has no fan-in axis',
+    ),
     'dims_tree_structure': (
         {'dense': {'kernel': BortDimensionNumbers()}},
-        r'dimension_numbers tree does not have the structure of the parameters'),
+        r'dimension_numbers tree does not have the structure of the parameters',
+    ),
 }
 
 
@@ -407,11 +564,17 @@ def test_bad_dimension_numbers_name_the_leaf(case, dict_params):
     bort_jax.orthogonality_report(dict_params, dimension_numbers=dims)
 
 
-@pytest.mark.parametrize('dims,message', [
-    (BortDimensionNumbers(output_axis=2), r'output_axis=2 does not exist'),
-    (BortDimensionNumbers(output_axis=(0, -2)), r'repeat an axis'),
-    (BortDimensionNumbers(output_axis=()), r'output_axis must name at least one axis'),
-])
+@pytest.mark.parametrize(
+    'dims,message',
+    [
+        (BortDimensionNumbers(output_axis=2), r'output_axis=2 does not exist'),
+        (BortDimensionNumbers(output_axis=(0, -2)), r'repeat an axis'),
+        (
+            BortDimensionNumbers(output_axis=()),
+            r'output_axis must name at least one axis',
+        ),
+    ],
+)
 def test_bad_dimension_numbers_in_bort_correction(dims, message):
   with pytest.raises(ValueError, match=message):
     bort_jax.bort_correction(_kernel(), dimension_numbers=dims)
@@ -422,7 +585,9 @@ def test_mask_with_the_wrong_structure(mask_kind, dict_params):
   wrong = {'dense': {'kernel': True}, 'conv': {'kernel': True}}
   mask = wrong if mask_kind == 'pytree' else (lambda p: wrong)
   tx = bort_jax.add_bort_correction(GAMMA, mask=mask)
-  with pytest.raises(ValueError, match='mask does not have the structure of the parameters'):
+  with pytest.raises(
+      ValueError, match='mask does not have the structure of the parameters'
+  ):
     tx.update(dict_params, tx.init(dict_params), dict_params)
   # Either kind of mask is checked as soon as params are known.
   with pytest.raises(ValueError, match='mask does not have the structure'):
@@ -430,7 +595,11 @@ def test_mask_with_the_wrong_structure(mask_kind, dict_params):
 
 
 def test_mask_must_be_static_under_jit(dict_params):
-  tx = bort_jax.add_bort_correction(GAMMA, mask=lambda p: jax.tree.map(
-      lambda x: jnp.asarray(x.ndim >= 2) & (jnp.sum(x) > 0), p))
+  tx = bort_jax.add_bort_correction(
+      GAMMA,
+      mask=lambda p: jax.tree.map(
+          lambda x: jnp.asarray(x.ndim >= 2) & (jnp.sum(x) > 0), p
+      ),
+  )
   with pytest.raises(ValueError, match='must be a bool known at trace time'):
     jax.jit(tx.update)(dict_params, optax.EmptyState(), dict_params)

@@ -15,8 +15,12 @@ import sys
 
 import pytest
 
-SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'sharding_check.py')
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SCRIPT = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), 'sharding_check.py'
+)
+REPO_ROOT = os.path.dirname(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+)
 OPTIMIZERS = ['bort_adamw', 'bort_sgd']
 NUM_DEVICES = 8
 
@@ -24,22 +28,37 @@ NUM_DEVICES = 8
 @pytest.fixture(scope='module')
 def sharded_run():
   env = dict(os.environ)
-  env['XLA_FLAGS'] = (env.get('XLA_FLAGS', '') +
-                      f' --xla_force_host_platform_device_count={NUM_DEVICES}').strip()
+  env['XLA_FLAGS'] = (
+      env.get('XLA_FLAGS', '')
+      + f' --xla_force_host_platform_device_count={NUM_DEVICES}'
+  ).strip()
   env['JAX_PLATFORMS'] = 'cpu'
-  env['PYTHONPATH'] = os.pathsep.join(filter(None, [REPO_ROOT, env.get('PYTHONPATH')]))
-  completed = subprocess.run([sys.executable, SCRIPT], env=env, cwd=REPO_ROOT,
-                             capture_output=True, text=True, timeout=300)
+  env['PYTHONPATH'] = os.pathsep.join(
+      filter(None, [REPO_ROOT, env.get('PYTHONPATH')])
+  )
+  completed = subprocess.run(
+      [sys.executable, SCRIPT],
+      env=env,
+      cwd=REPO_ROOT,
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
   assert completed.returncode == 0, (
       f'sharding_check.py exited with {completed.returncode}\n'
-      f'stdout:\n{completed.stdout[-3000:]}\nstderr:\n{completed.stderr[-3000:]}')
+      f'stdout:\n{completed.stdout[-3000:]}\nstderr:\n{completed.stderr[-3000:]}'
+  )
   return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
 def test_subprocess_has_an_eight_device_mesh(sharded_run):
   assert sharded_run['device_count'] == NUM_DEVICES
   leaves = {r['leaf'] for r in sharded_run['records'] if r['kind'] == 'param'}
-  assert {'out_sharded/kernel', 'fan_in_sharded/kernel', 'replicated/kernel'} <= leaves
+  assert {
+      'out_sharded/kernel',
+      'fan_in_sharded/kernel',
+      'replicated/kernel',
+  } <= leaves
   specs = {r['expected'] for r in sharded_run['records']}
   assert {"P(None, 'x')", "P('x', None)", 'P()'} <= specs
 
@@ -47,18 +66,29 @@ def test_subprocess_has_an_eight_device_mesh(sharded_run):
 @pytest.mark.parametrize('kind', ['param', 'update', 'state'])
 @pytest.mark.parametrize('optimizer', OPTIMIZERS)
 def test_sharding_is_preserved(sharded_run, optimizer, kind):
-  records = [r for r in sharded_run['records']
-             if r['optimizer'] == optimizer and r['kind'] == kind]
+  records = [
+      r
+      for r in sharded_run['records']
+      if r['optimizer'] == optimizer and r['kind'] == kind
+  ]
   assert records
-  changed = [f"step {r['step']} {r['leaf']}: placed as {r['expected']}, came out as {r['got']}"
-             for r in records if not r['equivalent']]
-  assert not changed, f'{optimizer}: {kind} sharding not preserved:\n' + '\n'.join(changed)
+  changed = [
+      f"step {r['step']} {r['leaf']}: placed as {r['expected']}, came out as {r['got']}"
+      for r in records
+      if not r['equivalent']
+  ]
+  assert (
+      not changed
+  ), f'{optimizer}: {kind} sharding not preserved:\n' + '\n'.join(changed)
 
 
 @pytest.mark.parametrize('optimizer', OPTIMIZERS)
 def test_sharded_values_equal_single_device(sharded_run, optimizer):
-  records = [r for r in sharded_run['records']
-             if r['optimizer'] == optimizer and 'max_abs_diff' in r]
+  records = [
+      r
+      for r in sharded_run['records']
+      if r['optimizer'] == optimizer and 'max_abs_diff' in r
+  ]
   assert {r['kind'] for r in records} == {'param', 'update'}
   for r in records:
     assert r['max_abs_value'] > 0, r

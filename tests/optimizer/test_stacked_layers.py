@@ -40,8 +40,12 @@ class ScannedNet(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    x, _ = nn.scan(Block, variable_axes={'params': 0}, split_rngs={'params': True},
-                   length=NUM_LAYERS)(name='blocks')(x, None)
+    x, _ = nn.scan(
+        Block,
+        variable_axes={'params': 0},
+        split_rngs={'params': True},
+        length=NUM_LAYERS,
+    )(name='blocks')(x, None)
     return nn.Dense(2, name='head')(x)
 
 
@@ -79,27 +83,39 @@ def test_stacked_kernels_are_corrected_layer_by_layer(case):
   stacked = get(params, path)
   assert stacked.shape == (NUM_LAYERS, 4, 4)
   per_layer = correction_of(
-      params, dimension_numbers=bort_jax.stacked_dimension_numbers(pattern))
+      params, dimension_numbers=bort_jax.stacked_dimension_numbers(pattern)
+  )
   expected = jnp.stack([GAMMA * bort_jax.bort_correction(k) for k in stacked])
-  np.testing.assert_allclose(get(per_layer, path), expected, rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(get(per_layer, ('head', 'kernel')),
-                             GAMMA * bort_jax.bort_correction(params['head']['kernel']),
-                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+      get(per_layer, path), expected, rtol=1e-5, atol=1e-6
+  )
+  np.testing.assert_allclose(
+      get(per_layer, ('head', 'kernel')),
+      GAMMA * bort_jax.bort_correction(params['head']['kernel']),
+      rtol=1e-5,
+      atol=1e-6,
+  )
   # The default reading is one (3 * 4) x 4 matrix: a different correction.
   as_one = correction_of(params)
   np.testing.assert_allclose(
       get(as_one, path),
-      GAMMA * bort_jax.bort_correction(stacked.reshape(-1, 4)).reshape(stacked.shape),
-      rtol=1e-5, atol=1e-6)
+      GAMMA
+      * bort_jax.bort_correction(stacked.reshape(-1, 4)).reshape(stacked.shape),
+      rtol=1e-5,
+      atol=1e-6,
+  )
   assert not np.allclose(get(as_one, path), expected, rtol=1e-3, atol=1e-3)
 
 
 def test_stacked_attention_kernels_keep_their_two_output_axes():
-  params = {'layers': {'query': {'kernel': jnp.ones((2, 8, 2, 4))}},
-            'head': {'kernel': jnp.ones((4, 2))}}
+  params = {
+      'layers': {'query': {'kernel': jnp.ones((2, 8, 2, 4))}},
+      'head': {'kernel': jnp.ones((4, 2))},
+  }
   dims = bort_jax.stacked_dimension_numbers('^layers/')(params)
   assert dims['layers']['query']['kernel'] == BortDimensionNumbers(
-      output_axis=(2, 3), batch_axis=(0,))
+      output_axis=(2, 3), batch_axis=(0,)
+  )
   assert dims['head']['kernel'] == BortDimensionNumbers()
 
 
@@ -107,17 +123,32 @@ def test_two_stacked_axes():
   kernel = 0.4 * jax.random.normal(jax.random.key(1), (2, 3, 5, 4))
   params = {'layers': {'kernel': kernel}}
   got = correction_of(
-      params, dimension_numbers=bort_jax.stacked_dimension_numbers('.', num_stacked_axes=2))
+      params,
+      dimension_numbers=bort_jax.stacked_dimension_numbers(
+          '.', num_stacked_axes=2
+      ),
+  )
   expected = jax.vmap(jax.vmap(bort_jax.bort_correction))(kernel)
-  np.testing.assert_allclose(got['layers']['kernel'], GAMMA * expected, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+      got['layers']['kernel'], GAMMA * expected, rtol=1e-5, atol=1e-6
+  )
 
 
-@pytest.mark.parametrize('patterns,kwargs,message', [
-    ((), {}, 'needs at least one pattern'),
-    (('(',), {}, 'invalid regular expression'),
-    (('^layers/',), {'num_stacked_axes': 0}, 'num_stacked_axes must be a positive integer'),
-])
-def test_stacked_dimension_numbers_rejects_bad_arguments_at_once(patterns, kwargs, message):
+@pytest.mark.parametrize(
+    'patterns,kwargs,message',
+    [
+        ((), {}, 'needs at least one pattern'),
+        (('(',), {}, 'invalid regular expression'),
+        (
+            ('^layers/',),
+            {'num_stacked_axes': 0},
+            'num_stacked_axes must be a positive integer',
+        ),
+    ],
+)
+def test_stacked_dimension_numbers_rejects_bad_arguments_at_once(
+    patterns, kwargs, message
+):
   with pytest.raises(ValueError, match=message):
     bort_jax.stacked_dimension_numbers(*patterns, **kwargs)
 
@@ -126,7 +157,9 @@ def test_stacked_dimension_numbers_errors_when_applied():
   params = {'layers': {'kernel': jnp.ones((3, 4))}}
   with pytest.raises(ValueError, match=r"\['\^blocks/'\] match no kernel"):
     bort_jax.stacked_dimension_numbers('^blocks/')(params)
-  with pytest.raises(ValueError, match=r'layers/kernel of shape \(3, 4\) has 1 stacked axes'):
+  with pytest.raises(
+      ValueError, match=r'layers/kernel of shape \(3, 4\) has 1 stacked axes'
+  ):
     bort_jax.stacked_dimension_numbers('^layers/')(params)
 
 
@@ -137,9 +170,12 @@ def test_inject_hyperparams_with_callables_named_in_static_args():
   params = nnx_params()
   mask = bort_jax.kernels_except('^head/')
   dims = bort_jax.stacked_dimension_numbers('^layers/')
-  tx = optax.inject_hyperparams(bort_jax.bort_adamw, static_args=('mask', 'dimension_numbers'))(
-      learning_rate=1e-2, gamma=GAMMA, mask=mask, dimension_numbers=dims)
-  direct = bort_jax.bort_adamw(1e-2, gamma=GAMMA, mask=mask, dimension_numbers=dims)
+  tx = optax.inject_hyperparams(
+      bort_jax.bort_adamw, static_args=('mask', 'dimension_numbers')
+  )(learning_rate=1e-2, gamma=GAMMA, mask=mask, dimension_numbers=dims)
+  direct = bort_jax.bort_adamw(
+      1e-2, gamma=GAMMA, mask=mask, dimension_numbers=dims
+  )
   zeros = jax.tree.map(jnp.zeros_like, params)
   state = tx.init(params)
   assert set(state.hyperparams) >= {'learning_rate', 'gamma'}
@@ -155,9 +191,14 @@ def test_inject_hyperparams_calls_an_unnamed_callable_as_a_schedule(argument):
   # Without static_args the callable is taken for a schedule of the step
   # count: optax calls it with an integer, and the error says what to do.
   params = nnx_params()
-  value = {'mask': bort_jax.kernels_except('^head/'),
-           'dimension_numbers': bort_jax.stacked_dimension_numbers('^layers/')}[argument]
+  value = {
+      'mask': bort_jax.kernels_except('^head/'),
+      'dimension_numbers': bort_jax.stacked_dimension_numbers('^layers/'),
+  }[argument]
   tx = optax.inject_hyperparams(bort_jax.bort_adamw)(
-      learning_rate=1e-2, gamma=GAMMA, **{argument: value})
-  with pytest.raises(ValueError, match="instead of a parameter pytree.*static_args"):
+      learning_rate=1e-2, gamma=GAMMA, **{argument: value}
+  )
+  with pytest.raises(
+      ValueError, match='instead of a parameter pytree.*static_args'
+  ):
     tx.init(params)

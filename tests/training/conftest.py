@@ -23,8 +23,14 @@ def _tiny_config(name: str = 'mnist_mlp', **changes):
       'mnist_mlp': dict(model_kwargs={'hidden_features': [32]}),
       'mnist_cnn': dict(model_kwargs={'channels': [4, 8]}),
   }.get(name, {})
-  values = dict(epochs=2, batch_size=64, eval_batch_size=128, train_examples=640,
-                eval_examples=300, **small)
+  values = dict(
+      epochs=2,
+      batch_size=64,
+      eval_batch_size=128,
+      train_examples=640,
+      eval_examples=300,
+      **small,
+  )
   values.update(changes)
   return configs.replace(configs.get_config(name), **values)
 

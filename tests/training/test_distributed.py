@@ -32,25 +32,48 @@ def free_port() -> int:
 
 @pytest.fixture(scope='module')
 def single_process_params(tmp_path_factory, mnist_data_dir):
-  result = loop.train_and_evaluate(distributed_worker.worker_config(),
-                                    tmp_path_factory.mktemp('single'),
-                                    data_dir=mnist_data_dir, progress=False)
-  return {jax.tree_util.keystr(p): np.asarray(x)
-          for p, x in jax.tree_util.tree_flatten_with_path(result.state.params)[0]}
+  result = loop.train_and_evaluate(
+      distributed_worker.worker_config(),
+      tmp_path_factory.mktemp('single'),
+      data_dir=mnist_data_dir,
+      progress=False,
+  )
+  return {
+      jax.tree_util.keystr(p): np.asarray(x)
+      for p, x in jax.tree_util.tree_flatten_with_path(result.state.params)[0]
+  }
 
 
 @pytest.mark.parametrize('param_sharding', ['replicated', 'fsdp'])
-def test_two_processes_end_with_identical_params(param_sharding, tmp_path, mnist_data_dir,
-                                                 subprocess_env, single_process_params):
+def test_two_processes_end_with_identical_params(
+    param_sharding,
+    tmp_path,
+    mnist_data_dir,
+    subprocess_env,
+    single_process_params,
+):
   out = tmp_path / 'out'
   out.mkdir()
   port = free_port()
   workers = [
       subprocess.Popen(
-          [sys.executable, os.fspath(WORKER), str(port), str(i), os.fspath(tmp_path / 'work'),
-           mnist_data_dir, os.fspath(out), param_sharding],
-          env=subprocess_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-      for i in range(2)]
+          [
+              sys.executable,
+              os.fspath(WORKER),
+              str(port),
+              str(i),
+              os.fspath(tmp_path / 'work'),
+              mnist_data_dir,
+              os.fspath(out),
+              param_sharding,
+          ],
+          env=subprocess_env,
+          stdout=subprocess.PIPE,
+          stderr=subprocess.STDOUT,
+          text=True,
+      )
+      for i in range(2)
+  ]
   try:
     logs = [w.communicate(timeout=300)[0] for w in workers]
   finally:
@@ -60,7 +83,9 @@ def test_two_processes_end_with_identical_params(param_sharding, tmp_path, mnist
   for worker, log in zip(workers, logs):
     assert worker.returncode == 0, log[-4000:]
 
-  checksums = [(out / f'checksum_{i}.txt').read_text().strip() for i in range(2)]
+  checksums = [
+      (out / f'checksum_{i}.txt').read_text().strip() for i in range(2)
+  ]
   assert len(checksums[0]) == 64 and checksums[0] == checksums[1]
   copies = [np.load(out / f'params_{i}.npz') for i in range(2)]
   assert sorted(copies[0].files) == sorted(single_process_params)

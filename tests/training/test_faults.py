@@ -40,13 +40,32 @@ from bort_jax.programs import train as train_program
 from bort_jax.training import checkpoint, errors, loop, metrics_log, numerics, preflight
 from bort_jax.training import workdir as workdir_lib
 
-TINY = {'epochs': 2, 'batch_size': 64, 'eval_batch_size': 128, 'train_examples': 640,
-        'eval_examples': 300, 'model_kwargs': {'hidden_features': [16]}}
+TINY = {
+    'epochs': 2,
+    'batch_size': 64,
+    'eval_batch_size': 128,
+    'train_examples': 640,
+    'eval_examples': 300,
+    'model_kwargs': {'hidden_features': [16]},
+}
 # The same as command-line arguments.
-TINY_ARGS = ['--config', 'mnist_mlp', '--no-progress', '--epochs', '2',
-             '--batch-size', '64', '--set', 'eval_batch_size=128',
-             '--set', 'train_examples=640', '--set', 'eval_examples=300',
-             '--set', 'model_kwargs={"hidden_features": [16]}']
+TINY_ARGS = [
+    '--config',
+    'mnist_mlp',
+    '--no-progress',
+    '--epochs',
+    '2',
+    '--batch-size',
+    '64',
+    '--set',
+    'eval_batch_size=128',
+    '--set',
+    'train_examples=640',
+    '--set',
+    'eval_examples=300',
+    '--set',
+    'model_kwargs={"hidden_features": [16]}',
+]
 TIMEOUT = 300
 TIMING = ('step_time', 'elapsed')
 
@@ -63,7 +82,10 @@ def strict_records(workdir):
   """metrics.jsonl as strict JSON (no NaN), steps unique and increasing."""
   text = (Path(workdir) / 'metrics.jsonl').read_text()
   assert text.endswith('\n')
-  records = [json.loads(line, parse_constant=_no_constant) for line in text.splitlines()]
+  records = [
+      json.loads(line, parse_constant=_no_constant)
+      for line in text.splitlines()
+  ]
   steps = [r['step'] for r in records]
   assert steps == sorted(set(steps)), steps
   return records
@@ -112,74 +134,158 @@ def _library_warnings_reach_caplog():
   the in-process tests want both."""
   logger = logging.getLogger('bort_jax')
   yield
-  for handler in [h for h in logger.handlers if getattr(h, '_bort_train', False)]:
+  for handler in [
+      h for h in logger.handlers if getattr(h, '_bort_train', False)
+  ]:
     logger.removeHandler(handler)  # it writes to this test's captured stderr
   logger.propagate = True
 
 
 # 1, 6 and the UGLY list: messages, exit 2, nothing written.
 
-@pytest.mark.parametrize('extra, message', [
-    (['--learning-rate', 'nan'], 'learning_rate must be a finite number, got nan'),
-    (['--learning-rate', '-0.1'], 'learning_rate must be positive, got -0.1'),
-    (['--learning-rate', '0'], 'learning_rate must be positive, got 0'),
-    (['--set', 'keep_checkpoints=0'], 'keep_checkpoints must be positive, got 0'),
-    (['--max-steps', '-5'], '--max-steps must be >= 0, got -5'),
-    (['--batch-size', '1000'],
-     'batch_size 1000 is larger than the 640 training examples'),
-    (['--set', 'model_kwargs={"hidden_width": 8}'],
-     "model_kwargs: mlp takes no argument(s) ['hidden_width']; its arguments: "),
-    (['--resume', '--overwrite'], '--resume and --overwrite exclude each other'),
-])
+
+@pytest.mark.parametrize(
+    'extra, message',
+    [
+        (
+            ['--learning-rate', 'nan'],
+            'learning_rate must be a finite number, got nan',
+        ),
+        (
+            ['--learning-rate', '-0.1'],
+            'learning_rate must be positive, got -0.1',
+        ),
+        (['--learning-rate', '0'], 'learning_rate must be positive, got 0'),
+        (
+            ['--set', 'keep_checkpoints=0'],
+            'keep_checkpoints must be positive, got 0',
+        ),
+        (['--max-steps', '-5'], '--max-steps must be >= 0, got -5'),
+        (
+            ['--batch-size', '1000'],
+            'batch_size 1000 is larger than the 640 training examples',
+        ),
+        (
+            ['--set', 'model_kwargs={"hidden_width": 8}'],
+            "model_kwargs: mlp takes no argument(s) ['hidden_width']; its arguments: ",
+        ),
+        (
+            ['--resume', '--overwrite'],
+            '--resume and --overwrite exclude each other',
+        ),
+    ],
+)
 def test_1_6_bad_values_are_refused_before_anything_is_written(
-    extra, message, tmp_path, mnist_data_dir, capsys):
+    extra, message, tmp_path, mnist_data_dir, capsys
+):
   workdir = tmp_path / 'run'
-  code, err = run_cli([*TINY_ARGS, '--data-dir', mnist_data_dir, '--workdir', workdir,
-                       *extra], capsys)
+  code, err = run_cli(
+      [*TINY_ARGS, '--data-dir', mnist_data_dir, '--workdir', workdir, *extra],
+      capsys,
+  )
   assert code == 2
   assert 'bort-train: error: ' in err and message in err
   assert 'Traceback' not in err
   assert not workdir.exists()
 
 
-def test_batch_not_divisible_by_the_devices(tmp_path, mnist_data_dir, subprocess_env):
+def test_batch_not_divisible_by_the_devices(
+    tmp_path, mnist_data_dir, subprocess_env
+):
   """8 CPU devices, batch 60: a message, exit 2 (no XLA sharding traceback)."""
-  env = {**subprocess_env, 'XLA_FLAGS': '--xla_force_host_platform_device_count=8'}
+  env = {
+      **subprocess_env,
+      'XLA_FLAGS': '--xla_force_host_platform_device_count=8',
+  }
   result = subprocess.run(
-      [sys.executable, '-m', 'bort_jax.programs.train', *TINY_ARGS, '--batch-size', '60',
-       '--data-dir', mnist_data_dir, '--workdir', str(tmp_path / 'run')],
-      env=env, capture_output=True, text=True, timeout=TIMEOUT, check=False)
+      [
+          sys.executable,
+          '-m',
+          'bort_jax.programs.train',
+          *TINY_ARGS,
+          '--batch-size',
+          '60',
+          '--data-dir',
+          mnist_data_dir,
+          '--workdir',
+          str(tmp_path / 'run'),
+      ],
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=TIMEOUT,
+      check=False,
+  )
   assert result.returncode == 2, result.stderr
-  assert ('bort-train: error: batch_size 60 is not divisible by the 8 devices it is '
-          'split over; use a multiple of 8') in result.stderr
+  assert (
+      'bort-train: error: batch_size 60 is not divisible by the 8 devices it is '
+      'split over; use a multiple of 8'
+  ) in result.stderr
   assert 'Traceback' not in result.stderr
 
 
 def test_preflight_batch_checks():
-  with pytest.raises(errors.ConfigError, match='not divisible by the 2 processes'):
-    preflight.check_batch_sizes(batch_size=64, eval_batch_size=101, train_examples=640,
-                                devices=2, processes=2)
-  with pytest.raises(errors.ConfigError, match='eval_batch_size 100 .* the 8 devices'):
-    preflight.check_batch_sizes(batch_size=64, eval_batch_size=100, train_examples=640,
-                                devices=8, processes=1)
-  with pytest.raises(errors.ConfigError, match='the 4 devices'):  # pmap: per process
-    preflight.check_batch_sizes(batch_size=36, eval_batch_size=64, train_examples=640,
-                                devices=8, processes=2, local_devices=4, pmap=True)
-  preflight.check_batch_sizes(batch_size=64, eval_batch_size=64, train_examples=64,
-                              devices=8, processes=2, local_devices=4, pmap=True)
+  with pytest.raises(
+      errors.ConfigError, match='not divisible by the 2 processes'
+  ):
+    preflight.check_batch_sizes(
+        batch_size=64,
+        eval_batch_size=101,
+        train_examples=640,
+        devices=2,
+        processes=2,
+    )
+  with pytest.raises(
+      errors.ConfigError, match='eval_batch_size 100 .* the 8 devices'
+  ):
+    preflight.check_batch_sizes(
+        batch_size=64,
+        eval_batch_size=100,
+        train_examples=640,
+        devices=8,
+        processes=1,
+    )
+  with pytest.raises(
+      errors.ConfigError, match='the 4 devices'
+  ):  # pmap: per process
+    preflight.check_batch_sizes(
+        batch_size=36,
+        eval_batch_size=64,
+        train_examples=640,
+        devices=8,
+        processes=2,
+        local_devices=4,
+        pmap=True,
+    )
+  preflight.check_batch_sizes(
+      batch_size=64,
+      eval_batch_size=64,
+      train_examples=64,
+      devices=8,
+      processes=2,
+      local_devices=4,
+      pmap=True,
+  )
 
 
-def test_workdir_that_is_a_file_or_not_writable(tmp_path, mnist_data_dir, capsys):
+def test_workdir_that_is_a_file_or_not_writable(
+    tmp_path, mnist_data_dir, capsys
+):
   a_file = tmp_path / 'file'
   a_file.write_text('not a directory')
-  code, err = run_cli([*TINY_ARGS, '--data-dir', mnist_data_dir, '--workdir', a_file],
-                      capsys)
+  code, err = run_cli(
+      [*TINY_ARGS, '--data-dir', mnist_data_dir, '--workdir', a_file], capsys
+  )
   assert code == 2 and f'--workdir {a_file} is a file, not a directory' in err
-  code, err = run_cli([*TINY_ARGS, '--data-dir', mnist_data_dir, '--workdir',
-                       a_file / 'run'], capsys)
+  code, err = run_cli(
+      [*TINY_ARGS, '--data-dir', mnist_data_dir, '--workdir', a_file / 'run'],
+      capsys,
+  )
   assert code == 1, err
-  assert f'cannot use {a_file / "run"} as the work directory: a part of the path is a file' \
+  assert (
+      f'cannot use {a_file / "run"} as the work directory: a part of the path is a file'
       in err
+  )
   assert 'Traceback' not in err
   read_only = tmp_path / 'read_only'
   read_only.mkdir(mode=0o500)
@@ -191,90 +297,160 @@ def test_workdir_that_is_a_file_or_not_writable(tmp_path, mnist_data_dir, capsys
 def test_read_only_workdir_message(tmp_path, monkeypatch):
   """The write probe failing as on a read-only file system (EROFS; root
   cannot be denied by permissions here) gives a message, not a traceback."""
+
   def refuse(*args, **kwargs):
     raise OSError(30, 'Read-only file system')
+
   monkeypatch.setattr(workdir_lib.tempfile, 'TemporaryFile', refuse)
-  with pytest.raises(errors.WorkdirError,
-                     match=f'cannot use {tmp_path} as the work directory: Read-only file system'):
+  with pytest.raises(
+      errors.WorkdirError,
+      match=f'cannot use {tmp_path} as the work directory: Read-only file system',
+  ):
     workdir_lib.check_directory(tmp_path)
 
 
 def test_truncated_config_json(tmp_path, mnist_data_dir, capsys):
   workdir = tmp_path / 'run'
-  loop.train_and_evaluate(tiny(), workdir, data_dir=mnist_data_dir, progress=False,
-                          max_steps=1)
+  loop.train_and_evaluate(
+      tiny(), workdir, data_dir=mnist_data_dir, progress=False, max_steps=1
+  )
   text = (workdir / 'config.json').read_text()
-  (workdir / 'config.json').write_text(text[:len(text) // 2])
-  code, err = run_cli(['--workdir', workdir, '--resume', '--data-dir', mnist_data_dir,
-                       '--no-progress'], capsys)
+  (workdir / 'config.json').write_text(text[: len(text) // 2])
+  code, err = run_cli(
+      [
+          '--workdir',
+          workdir,
+          '--resume',
+          '--data-dir',
+          mnist_data_dir,
+          '--no-progress',
+      ],
+      capsys,
+  )
   assert code == 2
-  assert f'{workdir / "config.json"} is not valid JSON (truncated or edited?)' in err
+  assert (
+      f'{workdir / "config.json"} is not valid JSON (truncated or edited?)'
+      in err
+  )
   with pytest.raises(errors.ConfigError, match='is not valid JSON'):
-    loop.train_and_evaluate(tiny(), workdir, data_dir=mnist_data_dir, progress=False,
-                            resume=True)
+    loop.train_and_evaluate(
+        tiny(), workdir, data_dir=mnist_data_dir, progress=False, resume=True
+    )
 
 
 # 2. Non-finite loss.
 
+
 def test_2_nonfinite_loss_stops_with_the_last_finite_checkpoint_newest(
-    tmp_path, mnist_data_dir, capsys):
+    tmp_path, mnist_data_dir, capsys
+):
   """AdamW at learning rate 1e38: step 1 leaves finite (huge) weights, step 2's
   loss overflows. The run stops (exit 1), checkpoint 1 stays the newest, and
   it holds finite weights."""
   workdir = tmp_path / 'run'
-  code, err = run_cli([*TINY_ARGS, '--data-dir', mnist_data_dir, '--workdir', workdir,
-                       '--optimizer', 'adamw', '--learning-rate', '1e38',
-                       '--set', 'checkpoint_every_steps=1', '--set', 'log_every_steps=1'],
-                      capsys)
+  code, err = run_cli(
+      [
+          *TINY_ARGS,
+          '--data-dir',
+          mnist_data_dir,
+          '--workdir',
+          workdir,
+          '--optimizer',
+          'adamw',
+          '--learning-rate',
+          '1e38',
+          '--set',
+          'checkpoint_every_steps=1',
+          '--set',
+          'log_every_steps=1',
+      ],
+      capsys,
+  )
   assert code == 1
-  assert ('bort-train: error: non-finite training loss (NaN or infinity) in 1 of the steps '
-          '2..2; stopped without saving that state: the newest checkpoint, step 1') in err
+  assert (
+      'bort-train: error: non-finite training loss (NaN or infinity) in 1 of the steps '
+      '2..2; stopped without saving that state: the newest checkpoint, step 1'
+  ) in err
   assert checkpoint_steps(workdir) == [1]
   assert [r['step'] for r in strict_records(workdir)] == [1]
   model, _ = checkpoint.restore_model(workdir)
-  numerics.check_finite_params(model)  # what bort-explain calls before analysing
+  numerics.check_finite_params(
+      model
+  )  # what bort-explain calls before analysing
 
 
 def test_2_skip_nonfinite_steps(tmp_path, mnist_data_dir):
   """With skip_nonfinite_steps the diverging updates are skipped and counted
   (train_loss null, strict JSON); past max_consecutive_nonfinite they are
   applied and the non-finite parameters stop the run before a checkpoint."""
-  config = tiny(optimizer='adamw', learning_rate=1e38, log_every_steps=1,
-                checkpoint_every_steps=2, skip_nonfinite_steps=True,
-                max_consecutive_nonfinite=100)
-  result = loop.train_and_evaluate(config, tmp_path / 'skip', data_dir=mnist_data_dir,
-                                   progress=False, max_steps=4)
+  config = tiny(
+      optimizer='adamw',
+      learning_rate=1e38,
+      log_every_steps=1,
+      checkpoint_every_steps=2,
+      skip_nonfinite_steps=True,
+      max_consecutive_nonfinite=100,
+  )
+  result = loop.train_and_evaluate(
+      config,
+      tmp_path / 'skip',
+      data_dir=mnist_data_dir,
+      progress=False,
+      max_steps=4,
+  )
   records = strict_records(tmp_path / 'skip')
-  assert [(r['step'], r['train_loss'] is None, r.get('nonfinite_steps')) for r in records] \
-      == [(1, False, None), (2, True, 1), (3, True, 1)]
+  assert [
+      (r['step'], r['train_loss'] is None, r.get('nonfinite_steps'))
+      for r in records
+  ] == [(1, False, None), (2, True, 1), (3, True, 1)]
   assert records == json.loads(json.dumps(result.metrics))
   assert bool(numerics.all_finite(result.state.params))
   assert checkpoint_steps(tmp_path / 'skip') == [2, 4]
 
   config = configs.replace(config, max_consecutive_nonfinite=1)
-  with pytest.raises(errors.NonFiniteError,
-                     match=r'non-finite parameters at step 4 \(1 non-finite updates in a '
-                           r'row were skipped, then applied\).*checkpoint, step 2'):
-    loop.train_and_evaluate(config, tmp_path / 'give_up', data_dir=mnist_data_dir,
-                            progress=False, max_steps=4)
+  with pytest.raises(
+      errors.NonFiniteError,
+      match=r'non-finite parameters at step 4 \(1 non-finite updates in a '
+      r'row were skipped, then applied\).*checkpoint, step 2',
+  ):
+    loop.train_and_evaluate(
+        config,
+        tmp_path / 'give_up',
+        data_dir=mnist_data_dir,
+        progress=False,
+        max_steps=4,
+    )
   assert checkpoint_steps(tmp_path / 'give_up') == [2]
   strict_records(tmp_path / 'give_up')
 
 
 def test_metrics_log_is_strict_json(tmp_path):
   log = metrics_log.MetricsLog(tmp_path)
-  log.write({'step': 1, 'eval_loss': float('inf'),
-             'orthogonality': {'relative_error/mean': float('nan')}})
+  log.write(
+      {
+          'step': 1,
+          'eval_loss': float('inf'),
+          'orthogonality': {'relative_error/mean': float('nan')},
+      }
+  )
   (record,) = strict_records(tmp_path)
-  assert record == {'step': 1, 'eval_loss': None, 'orthogonality': {'relative_error/mean': None},
-                    'nonfinite': ['eval_loss', 'orthogonality/relative_error/mean']}
+  assert record == {
+      'step': 1,
+      'eval_loss': None,
+      'orthogonality': {'relative_error/mean': None},
+      'nonfinite': ['eval_loss', 'orthogonality/relative_error/mean'],
+  }
 
 
 def test_check_finite_params_names_the_leaves():
-  params = {'dense': {'kernel': jnp.array([1.0, jnp.nan]), 'bias': jnp.zeros(2)},
-            'count': jnp.arange(2)}
-  with pytest.raises(errors.NonFiniteError, match=r'runs/a has non-finite parameters .* in '
-                                                  r'dense/kernel: '):
+  params = {
+      'dense': {'kernel': jnp.array([1.0, jnp.nan]), 'bias': jnp.zeros(2)},
+      'count': jnp.arange(2),
+  }
+  with pytest.raises(
+      errors.NonFiniteError,
+      match=r'runs/a has non-finite parameters .* in ' r'dense/kernel: ',
+  ):
     numerics.check_finite_params(params, what='runs/a')
   numerics.check_finite_params({'dense': {'kernel': jnp.ones(2)}})
 
@@ -288,91 +464,139 @@ def test_check_output_dir(tmp_path):
 
 # 3 and 4: checkpoints verified, metrics.jsonl consistent, against a run never stopped.
 
-RESUME_CONFIG = {'checkpoint_every_steps': 2, 'keep_checkpoints': 3, 'optimizer': 'bort_adamw',
-                 'gamma': 1.0, 'amplitude': 'adaptive'}
+RESUME_CONFIG = {
+    'checkpoint_every_steps': 2,
+    'keep_checkpoints': 3,
+    'optimizer': 'bort_adamw',
+    'gamma': 1.0,
+    'amplitude': 'adaptive',
+}
 
 
 @pytest.fixture(scope='module')
 def whole_run(tmp_path_factory, mnist_data_dir):
   """The reference: the resume config, 20 steps, never stopped."""
   workdir = tmp_path_factory.mktemp('whole')
-  result = loop.train_and_evaluate(tiny(**RESUME_CONFIG), workdir, data_dir=mnist_data_dir,
-                                   progress=False)
+  result = loop.train_and_evaluate(
+      tiny(**RESUME_CONFIG), workdir, data_dir=mnist_data_dir, progress=False
+  )
   return result, strict_records(workdir)
 
 
-def test_3_corrupt_and_truncated_checkpoints_fall_back(tmp_path, mnist_data_dir,
-                                                       whole_run, caplog):
+def test_3_corrupt_and_truncated_checkpoints_fall_back(
+    tmp_path, mnist_data_dir, whole_run, caplog
+):
   """Checkpoints 2, 4, 6: 6 gets four flipped bytes in its parameters (orbax
   restores them without complaint: the checksum catches it), 4 loses a file.
   The resume reports both, continues from 2, and ends bit for bit where the
   run never stopped ends."""
   config = tiny(**RESUME_CONFIG)
   workdir = tmp_path / 'split'
-  loop.train_and_evaluate(config, workdir, data_dir=mnist_data_dir, progress=False,
-                          max_steps=6)
+  loop.train_and_evaluate(
+      config, workdir, data_dir=mnist_data_dir, progress=False, max_steps=6
+  )
   assert checkpoint_steps(workdir) == [2, 4, 6]
   flip_bytes(workdir / 'checkpoints' / '6' / 'params')
-  files = sorted(p for p in (workdir / 'checkpoints' / '4' / 'opt_state').rglob('*')
-                 if p.is_file())
+  files = sorted(
+      p
+      for p in (workdir / 'checkpoints' / '4' / 'opt_state').rglob('*')
+      if p.is_file()
+  )
   max(files, key=lambda p: p.stat().st_size).unlink()
   with caplog.at_level(logging.WARNING, logger='bort_jax'):
-    result = loop.train_and_evaluate(config, workdir, data_dir=mnist_data_dir,
-                                     progress=False, resume=True)
+    result = loop.train_and_evaluate(
+        config, workdir, data_dir=mnist_data_dir, progress=False, resume=True
+    )
   warnings = [r.getMessage() for r in caplog.records if r.name == 'bort_jax']
-  assert any(m.startswith('checkpoint 6 is corrupt: ValueError: checksum mismatch in params/')
-             and m.endswith('; resuming from 2') for m in warnings), warnings
-  assert any(m.startswith('checkpoint 4 is corrupt: ') and m.endswith('; resuming from 2')
-             for m in warnings), warnings
-  assert sorted(int(p.name) for p in (workdir / 'corrupt_checkpoints').iterdir()) == [4, 6]
+  assert any(
+      m.startswith(
+          'checkpoint 6 is corrupt: ValueError: checksum mismatch in params/'
+      )
+      and m.endswith('; resuming from 2')
+      for m in warnings
+  ), warnings
+  assert any(
+      m.startswith('checkpoint 4 is corrupt: ')
+      and m.endswith('; resuming from 2')
+      for m in warnings
+  ), warnings
+  assert sorted(
+      int(p.name) for p in (workdir / 'corrupt_checkpoints').iterdir()
+  ) == [4, 6]
   whole, whole_records = whole_run
   assert_trees_equal(whole.state.params, result.state.params)
   assert_trees_equal(whole.state.opt_state, result.state.opt_state)
-  assert without_timing(strict_records(workdir)) == without_timing(whole_records)
+  assert without_timing(strict_records(workdir)) == without_timing(
+      whole_records
+  )
 
 
 def test_3_no_usable_checkpoint_moves_nothing(tmp_path, mnist_data_dir, capsys):
   workdir = tmp_path / 'run'
   config = tiny(**RESUME_CONFIG)
-  loop.train_and_evaluate(config, workdir, data_dir=mnist_data_dir, progress=False,
-                          max_steps=2)
+  loop.train_and_evaluate(
+      config, workdir, data_dir=mnist_data_dir, progress=False, max_steps=2
+  )
   record_path = workdir / 'checkpoint_records' / '2.json'
   record = json.loads(record_path.read_text())
   key = min(k for k in record['sha256'] if k.startswith('params/'))
   record['sha256'][key] = '0' * 64
   record_path.write_text(json.dumps(record))
-  code, err = run_cli(['--workdir', workdir, '--resume', '--data-dir', mnist_data_dir,
-                       '--no-progress'], capsys)
+  code, err = run_cli(
+      [
+          '--workdir',
+          workdir,
+          '--resume',
+          '--data-dir',
+          mnist_data_dir,
+          '--no-progress',
+      ],
+      capsys,
+  )
   assert code == 1
-  assert (f'bort-train: error: no usable checkpoint in {(workdir / "checkpoints").absolute()}: '
-          f'checkpoint 2 is corrupt: ValueError: checksum mismatch in {key}') in err
-  assert checkpoint_steps(workdir) == [2] and not (workdir / 'corrupt_checkpoints').exists()
+  assert (
+      f'bort-train: error: no usable checkpoint in {(workdir / "checkpoints").absolute()}: '
+      f'checkpoint 2 is corrupt: ValueError: checksum mismatch in {key}'
+  ) in err
+  assert (
+      checkpoint_steps(workdir) == [2]
+      and not (workdir / 'corrupt_checkpoints').exists()
+  )
   with pytest.raises(ValueError, match='checksum mismatch'):
     checkpoint.restore_model(workdir, step=2)
 
 
-def test_4_metrics_consistent_after_a_crash(tmp_path, mnist_data_dir, whole_run, caplog):
+def test_4_metrics_consistent_after_a_crash(
+    tmp_path, mnist_data_dir, whole_run, caplog
+):
   """A run killed after step 7, its last finished checkpoint 4 (6 and 7 were
   not written): metrics.jsonl holds a record of step 6 and a partial line.
   The resume drops both and writes the same records as the run never
   stopped; the epoch's average covers steps 1-10 across the resume."""
   config = tiny(**RESUME_CONFIG)
   workdir = tmp_path / 'split'
-  loop.train_and_evaluate(config, workdir, data_dir=mnist_data_dir, progress=False,
-                          max_steps=7)
+  loop.train_and_evaluate(
+      config, workdir, data_dir=mnist_data_dir, progress=False, max_steps=7
+  )
   for step in (6, 7):
     shutil.rmtree(workdir / 'checkpoints' / str(step))
   with (workdir / 'metrics.jsonl').open('a') as f:
     f.write(json.dumps({'step': 6, 'epoch': 0.6, 'train_loss': 1.0}) + '\n')
     f.write('{"step": 7, "epoch": 0.7, "train_lo')
   with caplog.at_level(logging.WARNING, logger='bort_jax'):
-    result = loop.train_and_evaluate(config, workdir, data_dir=mnist_data_dir,
-                                     progress=False, resume=True)
-  assert any('dropped 2 record(s) after step 4' in r.getMessage() for r in caplog.records)
+    result = loop.train_and_evaluate(
+        config, workdir, data_dir=mnist_data_dir, progress=False, resume=True
+    )
+  assert any(
+      'dropped 2 record(s) after step 4' in r.getMessage()
+      for r in caplog.records
+  )
   whole, whole_records = whole_run
   records = strict_records(workdir)
   assert without_timing(records) == without_timing(whole_records)
-  assert records[0]['train_loss'] == whole_records[0]['train_loss']  # the epoch average
+  assert (
+      records[0]['train_loss'] == whole_records[0]['train_loss']
+  )  # the epoch average
   assert_trees_equal(whole.state.params, result.state.params)
 
 
@@ -386,20 +610,32 @@ def test_4_truncate_after(tmp_path):
 
 # 5. One run per work directory.
 
+
 def test_5_previous_run_resume_and_overwrite(tmp_path, mnist_data_dir, capsys):
   workdir = tmp_path / 'run'
-  args = [*TINY_ARGS, '--data-dir', mnist_data_dir, '--workdir', workdir,
-          '--set', 'log_every_steps=1']
+  args = [
+      *TINY_ARGS,
+      '--data-dir',
+      mnist_data_dir,
+      '--workdir',
+      workdir,
+      '--set',
+      'log_every_steps=1',
+  ]
   assert run_cli([*args, '--max-steps', '2'], capsys)[0] == 0
   code, err = run_cli([*args, '--max-steps', '3'], capsys)
   assert code == 1
-  assert (f'bort-train: error: {workdir} holds a previous run (config.json, 1 checkpoint(s), '
-          '1 metrics record(s)); pass resume=True (--resume) to continue it, overwrite=True '
-          '(--overwrite) to discard it') in err
+  assert (
+      f'bort-train: error: {workdir} holds a previous run (config.json, 1 checkpoint(s), '
+      '1 metrics record(s)); pass resume=True (--resume) to continue it, overwrite=True '
+      '(--overwrite) to discard it'
+  ) in err
   code, err = run_cli([*args, '--seed', '1', '--resume'], capsys)
-  assert code == 2 and "cannot resume" in err and "'seed': (0, 1)" in err
+  assert code == 2 and 'cannot resume' in err and "'seed': (0, 1)" in err
   assert json.loads((workdir / 'config.json').read_text())['seed'] == 0
-  code, err = run_cli([*args, '--seed', '1', '--max-steps', '3', '--overwrite'], capsys)
+  code, err = run_cli(
+      [*args, '--seed', '1', '--max-steps', '3', '--overwrite'], capsys
+  )
   assert code == 0, err
   assert json.loads((workdir / 'config.json').read_text())['seed'] == 1
   assert [r['step'] for r in strict_records(workdir)] == [1, 2]
@@ -407,8 +643,13 @@ def test_5_previous_run_resume_and_overwrite(tmp_path, mnist_data_dir, capsys):
 
 
 def test_5_lock_names_its_owner(tmp_path):
-  with workdir_lib.WorkdirLock(tmp_path), pytest.raises(
-      errors.WorkdirError, match=rf'{tmp_path} is in use by pid {os.getpid()} on '):
+  with (
+      workdir_lib.WorkdirLock(tmp_path),
+      pytest.raises(
+          errors.WorkdirError,
+          match=rf'{tmp_path} is in use by pid {os.getpid()} on ',
+      ),
+  ):
     workdir_lib.WorkdirLock(tmp_path).acquire()
   with workdir_lib.WorkdirLock(tmp_path):  # released: free again
     pass
@@ -426,8 +667,9 @@ def _wait_for_records(workdir, count, process, deadline=TIMEOUT):
   pytest.fail('no metrics record in time')
 
 
-def test_5_8_second_process_sigterm_kill9_resume(tmp_path, mnist_data_dir, subprocess_env,
-                                                 capsys):
+def test_5_8_second_process_sigterm_kill9_resume(
+    tmp_path, mnist_data_dir, subprocess_env, capsys
+):
   """A long run A (a subprocess, paused with SIGSTOP meanwhile): a second
   bort-train in its work directory fails at once naming A; SIGTERM makes A
   checkpoint and exit 143. Resumed (B), then killed with SIGKILL (its lock
@@ -435,19 +677,38 @@ def test_5_8_second_process_sigterm_kill9_resume(tmp_path, mnist_data_dir, subpr
   increasing, and the parameters equal those of one uninterrupted run to
   step N, bit for bit."""
   workdir = tmp_path / 'run'
-  args = [*TINY_ARGS, '--epochs', '1000', '--set', 'log_every_steps=3',
-          '--set', 'checkpoint_every_steps=7', '--data-dir', mnist_data_dir,
-          '--workdir', str(workdir)]
+  args = [
+      *TINY_ARGS,
+      '--epochs',
+      '1000',
+      '--set',
+      'log_every_steps=3',
+      '--set',
+      'checkpoint_every_steps=7',
+      '--data-dir',
+      mnist_data_dir,
+      '--workdir',
+      str(workdir),
+  ]
   start = lambda *extra: subprocess.Popen(
       [sys.executable, '-m', 'bort_jax.programs.train', *args, *extra],
-      env=subprocess_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+      env=subprocess_env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+  )
   first = start()
   try:
     _wait_for_records(workdir, 1, first)
-    first.send_signal(signal.SIGSTOP)  # few steps to replay below; the lock stays held
+    first.send_signal(
+        signal.SIGSTOP
+    )  # few steps to replay below; the lock stays held
     code, err = run_cli([*args, '--resume'], capsys)
     assert code == 1
-    assert f'bort-train: error: work directory {workdir} is in use by pid {first.pid} on ' in err
+    assert (
+        f'bort-train: error: work directory {workdir} is in use by pid {first.pid} on '
+        in err
+    )
     first.send_signal(signal.SIGTERM)
     first.send_signal(signal.SIGCONT)
     _, err = first.communicate(timeout=TIMEOUT)
@@ -472,19 +733,36 @@ def test_5_8_second_process_sigterm_kill9_resume(tmp_path, mnist_data_dir, subpr
   assert checkpoint_steps(workdir)[-1] == final_step
 
   config = checkpoint.load_config(workdir)
-  reference = loop.train_and_evaluate(config, tmp_path / 'reference', data_dir=mnist_data_dir,
-                                      progress=False, max_steps=final_step)
+  reference = loop.train_and_evaluate(
+      config,
+      tmp_path / 'reference',
+      data_dir=mnist_data_dir,
+      progress=False,
+      max_steps=final_step,
+  )
   model, _ = checkpoint.restore_model(workdir)
   assert_trees_equal(reference.state.params, nnx.state(model, nnx.Param))
-  assert without_timing(records) == without_timing(strict_records(tmp_path / 'reference'))
+  assert without_timing(records) == without_timing(
+      strict_records(tmp_path / 'reference')
+  )
 
 
 # 8. SIGINT in process.
 
+
 def test_8_sigint_saves_a_checkpoint(tmp_path, mnist_data_dir, capsys):
   workdir = tmp_path / 'run'
-  args = [*TINY_ARGS, '--epochs', '1000', '--set', 'log_every_steps=2',
-          '--data-dir', mnist_data_dir, '--workdir', workdir]
+  args = [
+      *TINY_ARGS,
+      '--epochs',
+      '1000',
+      '--set',
+      'log_every_steps=2',
+      '--data-dir',
+      mnist_data_dir,
+      '--workdir',
+      workdir,
+  ]
 
   def interrupt():
     path, end = workdir / 'metrics.jsonl', time.monotonic() + TIMEOUT
@@ -497,7 +775,9 @@ def test_8_sigint_saves_a_checkpoint(tmp_path, mnist_data_dir, capsys):
   code, err = run_cli(args, capsys)
   thread.join()
   assert code == 130
-  stopped = int(err.split('bort-train: interrupted (SIGINT) at step ')[1].split(';')[0])
+  stopped = int(
+      err.split('bort-train: interrupted (SIGINT) at step ')[1].split(';')[0]
+  )
   assert checkpoint_steps(workdir) == [stopped]
   assert strict_records(workdir)[-1]['step'] <= stopped
   code, err = run_cli([*args, '--resume', '--max-steps', stopped + 2], capsys)
@@ -508,21 +788,35 @@ def test_8_sigint_saves_a_checkpoint(tmp_path, mnist_data_dir, capsys):
 
 # 7. bort-prepare-mnist and the IDX files.
 
-def test_7_prepare_mnist_verifies_what_it_reports(tmp_path, mnist_data_dir, mnist_idx_dir,
-                                                  capsys):
+
+def test_7_prepare_mnist_verifies_what_it_reports(
+    tmp_path, mnist_data_dir, mnist_idx_dir, capsys
+):
   data_dir = tmp_path / 'tfds'
   shutil.copytree(Path(mnist_data_dir) / 'mnist', data_dir / 'mnist')
-  assert prepare_program.main(['--idx-dir', str(mnist_idx_dir),
-                               '--data-dir', str(data_dir)]) == 0
+  assert (
+      prepare_program.main(
+          ['--idx-dir', str(mnist_idx_dir), '--data-dir', str(data_dir)]
+      )
+      == 0
+  )
   assert '(train 60000, test 10000;' in capsys.readouterr().out
-  (train_file,) = (data_dir / 'mnist' / '3.0.1').glob('mnist-train.array_record*')
+  (train_file,) = (data_dir / 'mnist' / '3.0.1').glob(
+      'mnist-train.array_record*'
+  )
   train_file.unlink()
-  assert prepare_program.main(['--idx-dir', str(mnist_idx_dir),
-                               '--data-dir', str(data_dir)]) == 1
+  assert (
+      prepare_program.main(
+          ['--idx-dir', str(mnist_idx_dir), '--data-dir', str(data_dir)]
+      )
+      == 1
+  )
   captured = capsys.readouterr()
   assert 'ready' not in captured.out
-  assert (f'bort-prepare-mnist: error: mnist in {data_dir / "mnist" / "3.0.1"} is '
-          f'incomplete: the train split file {train_file.name} is missing') in captured.err
+  assert (
+      f'bort-prepare-mnist: error: mnist in {data_dir / "mnist" / "3.0.1"} is '
+      f'incomplete: the train split file {train_file.name} is missing'
+  ) in captured.err
   with pytest.raises(FileNotFoundError, match='is incomplete'):
     mnist_idx.ensure_mnist(data_dir)  # what bort-train calls
 
@@ -533,11 +827,18 @@ def test_7_idx_zlib_errors_name_the_file(tmp_path, mnist_idx_dir, capsys):
   labels = idx_dir / 't10k-labels-idx1-ubyte.gz'
   data = bytearray(labels.read_bytes())
   middle = len(data) // 2
-  data[middle:middle + 20] = bytes(20)  # inside the deflate stream
+  data[middle : middle + 20] = bytes(20)  # inside the deflate stream
   labels.write_bytes(bytes(data))
-  with pytest.raises(mnist_idx.IdxFormatError,
-                     match=rf'{labels}: cannot decompress \(corrupt or truncated gzip'):
+  with pytest.raises(
+      mnist_idx.IdxFormatError,
+      match=rf'{labels}: cannot decompress \(corrupt or truncated gzip',
+  ):
     mnist_idx.read_idx(labels)
-  code = prepare_program.main(['--idx-dir', str(idx_dir), '--data-dir', str(tmp_path / 'out')])
+  code = prepare_program.main(
+      ['--idx-dir', str(idx_dir), '--data-dir', str(tmp_path / 'out')]
+  )
   assert code == 1
-  assert f'bort-prepare-mnist: error: {labels}: cannot decompress' in capsys.readouterr().err
+  assert (
+      f'bort-prepare-mnist: error: {labels}: cannot decompress'
+      in capsys.readouterr().err
+  )

@@ -24,16 +24,25 @@ NUM_EXAMPLES = 8
 
 # config -> the changes that shrink its model.
 SHRINK = {
-    'imagenet_resnet50': dict(model='resnet18',
-                              model_kwargs={'width': 4, 'stem': 'imagenet'}),
-    'imagenet_deit_s': dict(model_kwargs={'depth': 1, 'embed_dim': 32, 'num_heads': 2,
-                                          'patch_size': 8}),
+    'imagenet_resnet50': dict(
+        model='resnet18', model_kwargs={'width': 4, 'stem': 'imagenet'}
+    ),
+    'imagenet_deit_s': dict(
+        model_kwargs={
+            'depth': 1,
+            'embed_dim': 32,
+            'num_heads': 2,
+            'patch_size': 8,
+        }
+    ),
     'imagenet_vgg16': dict(model_kwargs={'classifier_widths': [16, 16]}),
 }
 
 
 def test_every_imagenet_config_is_covered():
-  assert set(SHRINK) == {name for name in configs.CONFIG_NAMES if name.startswith('imagenet')}
+  assert set(SHRINK) == {
+      name for name in configs.CONFIG_NAMES if name.startswith('imagenet')
+  }
 
 
 @pytest.mark.parametrize('name', sorted(SHRINK))
@@ -41,11 +50,23 @@ def test_imagenet_config_smoke(name, tmp_path):
   config = configs.get_config(name)
   assert config.dataset == 'imagenet2012'
   smoke = configs.replace(
-      config, image_size=32, batch_size=4, eval_batch_size=4, epochs=1, data_threads=2,
-      log_every_steps=1, **SHRINK[name])
+      config,
+      image_size=32,
+      batch_size=4,
+      eval_batch_size=4,
+      epochs=1,
+      data_threads=2,
+      log_every_steps=1,
+      **SHRINK[name],
+  )
   with tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
-    result = loop.train_and_evaluate(smoke, tmp_path, data_dir=str(tmp_path / 'tfds'),
-                                      download=True, progress=False)
+    result = loop.train_and_evaluate(
+        smoke,
+        tmp_path,
+        data_dir=str(tmp_path / 'tfds'),
+        download=True,
+        progress=False,
+    )
   assert int(result.state.step) == 2
   final = result.metrics[-1]
   assert final['eval_count'] == NUM_EXAMPLES

@@ -22,24 +22,46 @@ HYPERPARAMS = dict(learning_rate=1e-2, weight_decay=0.1, momentum=0.9)
 @functools.cache
 def cnn_params():
   """A small CNN's ``nnx.Param`` state (conv and dense kernels, biases)."""
-  return loop.initialize_state(lambda: nnx.state(models.create_model(
-      'invertible_cnn', num_classes=10, rngs=nnx.Rngs(0), channels=(4, 8), image_size=8),
-      nnx.Param))
+  return loop.initialize_state(
+      lambda: nnx.state(
+          models.create_model(
+              'invertible_cnn',
+              num_classes=10,
+              rngs=nnx.Rngs(0),
+              channels=(4, 8),
+              image_size=8,
+          ),
+          nnx.Param,
+      )
+  )
 
 
 def grads_like(params, seed=1):
   rng = np.random.default_rng(seed)
   return jax.tree.map(
-      lambda x: jnp.asarray(0.1 * rng.standard_normal(x.shape), jnp.float32), params)
+      lambda x: jnp.asarray(0.1 * rng.standard_normal(x.shape), jnp.float32),
+      params,
+  )
 
 
 def paths(tree):
-  return {jax.tree_util.keystr(p): x for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+  return {
+      jax.tree_util.keystr(p): x
+      for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]
+  }
 
 
 def test_names():
   assert set(optimizers.OPTIMIZER_NAMES) == {
-      'sgd', 'bort_sgd', 'adamw', 'bort_adamw', 'lamb', 'bort_lamb', 'lion', 'bort_lion'}
+      'sgd',
+      'bort_sgd',
+      'adamw',
+      'bort_adamw',
+      'lamb',
+      'bort_lamb',
+      'lion',
+      'bort_lion',
+  }
 
 
 @pytest.mark.parametrize('name', optimizers.OPTIMIZER_NAMES)
@@ -50,8 +72,10 @@ def test_each_optimizer_builds_and_steps(name):
   new = optax.apply_updates(params, updates)
   for before, after in zip(jax.tree.leaves(params), jax.tree.leaves(new)):
     assert after.shape == before.shape and bool(jnp.all(jnp.isfinite(after)))
-  assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params),
-                                                       jax.tree.leaves(new)))
+  assert any(
+      not np.array_equal(a, b)
+      for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(new))
+  )
 
 
 @pytest.mark.parametrize('name', optimizers.OPTIMIZER_NAMES)
@@ -90,8 +114,10 @@ def test_bort_term_changes_only_constrained_kernels(family):
   bort = optimizers.create_optimizer(f'bort_{family}', gamma=0.5, **HYPERPARAMS)
   updates_a, _ = baseline.update(grads, baseline.init(params), params)
   updates_b, _ = bort.update(grads, bort.init(params), params)
-  differs = {p: not np.array_equal(a, b)
-             for (p, a), b in zip(paths(updates_a).items(), jax.tree.leaves(updates_b))}
+  differs = {
+      p: not np.array_equal(a, b)
+      for (p, a), b in zip(paths(updates_a).items(), jax.tree.leaves(updates_b))
+  }
   mask = {p: bool(m) for p, m in paths(bort_jax.default_mask(params)).items()}
   if family == 'lamb':  # the trust ratio rescales every leaf by its own norms
     assert all(differs[p] for p, m in mask.items() if m)
@@ -99,17 +125,50 @@ def test_bort_term_changes_only_constrained_kernels(family):
     assert differs == mask
 
 
-@pytest.mark.parametrize('name, reference', [
-    ('bort_sgd', lambda: bort_jax.bort_sgd(
-        1e-2, gamma=0.1, momentum=0.9, weight_decay=0.1, amplitude='adaptive',
-        weight_decay_mask=bort_jax.default_mask)),
-    ('bort_adamw', lambda: bort_jax.bort_adamw(
-        1e-2, gamma=0.1, weight_decay=0.1, amplitude='adaptive',
-        weight_decay_mask=bort_jax.default_mask)),
-    ('adamw', lambda: optax.adamw(1e-2, weight_decay=0.1, mask=bort_jax.default_mask)),
-    ('lamb', lambda: optax.lamb(1e-2, eps=1e-8, weight_decay=0.1, mask=bort_jax.default_mask)),
-    ('lion', lambda: optax.lion(1e-2, weight_decay=0.1, mask=bort_jax.default_mask)),
-])
+@pytest.mark.parametrize(
+    'name, reference',
+    [
+        (
+            'bort_sgd',
+            lambda: bort_jax.bort_sgd(
+                1e-2,
+                gamma=0.1,
+                momentum=0.9,
+                weight_decay=0.1,
+                amplitude='adaptive',
+                weight_decay_mask=bort_jax.default_mask,
+            ),
+        ),
+        (
+            'bort_adamw',
+            lambda: bort_jax.bort_adamw(
+                1e-2,
+                gamma=0.1,
+                weight_decay=0.1,
+                amplitude='adaptive',
+                weight_decay_mask=bort_jax.default_mask,
+            ),
+        ),
+        (
+            'adamw',
+            lambda: optax.adamw(
+                1e-2, weight_decay=0.1, mask=bort_jax.default_mask
+            ),
+        ),
+        (
+            'lamb',
+            lambda: optax.lamb(
+                1e-2, eps=1e-8, weight_decay=0.1, mask=bort_jax.default_mask
+            ),
+        ),
+        (
+            'lion',
+            lambda: optax.lion(
+                1e-2, weight_decay=0.1, mask=bort_jax.default_mask
+            ),
+        ),
+    ],
+)
 def test_matches_the_library_optimizers(name, reference):
   params = cnn_params()
   kwargs = dict(HYPERPARAMS, gamma=0.1, amplitude='adaptive')
@@ -127,29 +186,57 @@ def test_matches_the_library_optimizers(name, reference):
 
 
 def test_unknown_optimizer_lists_the_valid_names():
-  with pytest.raises(ValueError, match=r"unknown optimizer 'bort_adam'.*bort_adamw.*lion"):
+  with pytest.raises(
+      ValueError, match=r"unknown optimizer 'bort_adam'.*bort_adamw.*lion"
+  ):
     optimizers.create_optimizer('bort_adam', learning_rate=1e-3)
 
 
-@pytest.mark.parametrize('changes, expected', [
-    # (config changes, {step: learning rate}) with 10 steps per epoch
-    (dict(schedule='constant'), {0: 0.1, 55: 0.1, 99: 0.1}),
-    (dict(schedule='cosine'), {0: 0.1, 50: 0.05, 100: 0.0}),
-    (dict(schedule='cosine', warmup_epochs=2.0), {0: 0.0, 10: 0.05, 20: 0.1, 60: 0.05, 100: 0.0}),
-    (dict(schedule='step', lr_decay_epochs=(3, 6)), {29: 0.1, 30: 0.01, 59: 0.01, 60: 0.001}),
-    (dict(schedule='step', lr_decay_epochs=(3,), warmup_epochs=1.0), {5: 0.05, 10: 0.1, 30: 0.01}),
-    (dict(schedule='constant', batch_size=512, lr_reference_batch_size=256), {0: 0.2}),
-])
+@pytest.mark.parametrize(
+    'changes, expected',
+    [
+        # (config changes, {step: learning rate}) with 10 steps per epoch
+        (dict(schedule='constant'), {0: 0.1, 55: 0.1, 99: 0.1}),
+        (dict(schedule='cosine'), {0: 0.1, 50: 0.05, 100: 0.0}),
+        (
+            dict(schedule='cosine', warmup_epochs=2.0),
+            {0: 0.0, 10: 0.05, 20: 0.1, 60: 0.05, 100: 0.0},
+        ),
+        (
+            dict(schedule='step', lr_decay_epochs=(3, 6)),
+            {29: 0.1, 30: 0.01, 59: 0.01, 60: 0.001},
+        ),
+        (
+            dict(schedule='step', lr_decay_epochs=(3,), warmup_epochs=1.0),
+            {5: 0.05, 10: 0.1, 30: 0.01},
+        ),
+        (
+            dict(
+                schedule='constant', batch_size=512, lr_reference_batch_size=256
+            ),
+            {0: 0.2},
+        ),
+    ],
+)
 def test_learning_rate_schedules(changes, expected):
-  config = configs.replace(base.get_config(), learning_rate=0.1, epochs=10, **changes)
-  schedule = optimizers.create_learning_rate_schedule(config, steps_per_epoch=10)
+  config = configs.replace(
+      base.get_config(), learning_rate=0.1, epochs=10, **changes
+  )
+  schedule = optimizers.create_learning_rate_schedule(
+      config, steps_per_epoch=10
+  )
   for step, rate in expected.items():
     assert float(schedule(step)) == pytest.approx(rate, abs=1e-7), step
 
 
 def test_optimizer_from_config_uses_the_schedule():
-  config = configs.replace(base.get_config(), optimizer='bort_sgd', learning_rate=0.1,
-                           gamma=0.05, epochs=2)
+  config = configs.replace(
+      base.get_config(),
+      optimizer='bort_sgd',
+      learning_rate=0.1,
+      gamma=0.05,
+      epochs=2,
+  )
   tx, schedule = optimizers.optimizer_from_config(config, steps_per_epoch=5)
   assert float(schedule(10)) == pytest.approx(0.0)
   params = cnn_params()
@@ -160,12 +247,18 @@ def test_optimizer_from_config_uses_the_schedule():
 @pytest.mark.parametrize('name', ['bort_sgd', 'bort_adamw'])
 def test_bort_exclude_leaves_the_head_out_of_the_bort_term_only(name):
   params = cnn_params()
-  head = next(p for p in paths(params) if 'kernel' in p and "['layers'][9]" in p)
+  head = next(
+      p for p in paths(params) if 'kernel' in p and "['layers'][9]" in p
+  )
   grads = grads_like(params)
   updates = {}
   for gamma, exclude in ((0.0, ()), (0.5, ()), (0.5, (r'^layers/9/',))):
-    tx = optimizers.create_optimizer(name, gamma=gamma, bort_exclude=exclude, **HYPERPARAMS)
-    updates[gamma, exclude] = paths(tx.update(grads, tx.init(params), params)[0])
+    tx = optimizers.create_optimizer(
+        name, gamma=gamma, bort_exclude=exclude, **HYPERPARAMS
+    )
+    updates[gamma, exclude] = paths(
+        tx.update(grads, tx.init(params), params)[0]
+    )
   baseline, full, without_head = updates.values()
   np.testing.assert_array_equal(without_head[head], baseline[head])
   assert not np.array_equal(full[head], baseline[head])
@@ -176,9 +269,15 @@ def test_bort_exclude_leaves_the_head_out_of_the_bort_term_only(name):
 
 def test_bort_exclude_in_the_config_is_checked_and_used():
   with pytest.raises(ValueError, match='is not a regular expression'):
-    configs.replace(base.get_config(), optimizer='bort_sgd', gamma=0.1, bort_exclude=('[',))
-  config = configs.replace(base.get_config(), optimizer='bort_sgd', gamma=0.1,
-                           bort_exclude=('^nothing/',))
+    configs.replace(
+        base.get_config(), optimizer='bort_sgd', gamma=0.1, bort_exclude=('[',)
+    )
+  config = configs.replace(
+      base.get_config(),
+      optimizer='bort_sgd',
+      gamma=0.1,
+      bort_exclude=('^nothing/',),
+  )
   tx, _ = optimizers.optimizer_from_config(config, steps_per_epoch=10)
   with pytest.raises(ValueError, match='match no kernel'):
     tx.update(cnn_params(), tx.init(cnn_params()), cnn_params())

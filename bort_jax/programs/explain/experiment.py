@@ -19,11 +19,11 @@ from flax import nnx
 from bort_jax import explain
 
 __all__ = [
-  'Normalization',
-  'class_means',
-  'evaluate_accuracy',
-  'gram_matrices',
-  'top_conv_layer',
+    'Normalization',
+    'class_means',
+    'evaluate_accuracy',
+    'gram_matrices',
+    'top_conv_layer',
 ]
 
 
@@ -38,28 +38,43 @@ class Normalization:
     return x * jnp.asarray(self.std, x.dtype) + jnp.asarray(self.mean, x.dtype)
 
   def from_pixels(self, p: jax.Array) -> jax.Array:
-    return (p - jnp.asarray(self.mean, p.dtype)) / jnp.asarray(self.std, p.dtype)
+    return (p - jnp.asarray(self.mean, p.dtype)) / jnp.asarray(
+        self.std, p.dtype
+    )
 
   @property
   def bounds(self) -> tuple[float, float]:
     """The normalised values of black and white (single channel)."""
-    return ((0.0 - self.mean[0]) / self.std[0], (1.0 - self.mean[0]) / self.std[0])
+    return (
+        (0.0 - self.mean[0]) / self.std[0],
+        (1.0 - self.mean[0]) / self.std[0],
+    )
 
 
-def evaluate_accuracy(model: nnx.Module, images: jax.Array, labels: jax.Array,
-                      batch_size: int = 1000) -> float:
+def evaluate_accuracy(
+    model: nnx.Module,
+    images: jax.Array,
+    labels: jax.Array,
+    batch_size: int = 1000,
+) -> float:
   """Top-1 accuracy of ``model`` on ``images`` (normalised) and ``labels``."""
   predict = jax.jit(lambda m, x: jnp.argmax(m(x), -1))
   correct = 0
   for start in range(0, len(labels), batch_size):
     stop = start + batch_size
-    correct += int(jnp.sum(predict(model, images[start:stop]) == labels[start:stop]))
+    correct += int(
+        jnp.sum(predict(model, images[start:stop]) == labels[start:stop])
+    )
   return correct / len(labels)
 
 
-def class_means(pixels: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+def class_means(
+    pixels: np.ndarray, labels: np.ndarray, num_classes: int
+) -> np.ndarray:
   """``[K, H, W, C]`` mean image of every class (``pixels`` in [0, 1])."""
-  return np.stack([pixels[labels == k].mean(axis=0) for k in range(num_classes)])
+  return np.stack(
+      [pixels[labels == k].mean(axis=0) for k in range(num_classes)]
+  )
 
 
 def top_conv_layer(model: Any, input_shape: tuple[int, ...]) -> str:
@@ -68,7 +83,9 @@ def top_conv_layer(model: Any, input_shape: tuple[int, ...]) -> str:
   For a model without one (the MLP), the classifier's input layer.
   """
   shapes = explain.layer_input_shapes(model, input_shape)
-  spatial = [name for name, (_, out) in zip(model.layer_names, shapes) if len(out) == 3]
+  spatial = [
+      name for name, (_, out) in zip(model.layer_names, shapes) if len(out) == 3
+  ]
   return spatial[-1] if spatial else explain.classifier_input_layer(model)
 
 
@@ -89,6 +106,9 @@ def gram_matrices(model: Any) -> dict[str, np.ndarray]:
     if isinstance(layer, (nnx.Linear, nnx.Conv)):
       kernel = np.asarray(layer.kernel[...], np.float64)
       matrix = kernel.reshape(-1, kernel.shape[-1])
-      grams[name] = matrix.T @ matrix if matrix.shape[1] <= matrix.shape[0] else (
-        matrix @ matrix.T)
+      grams[name] = (
+          matrix.T @ matrix
+          if matrix.shape[1] <= matrix.shape[0]
+          else (matrix @ matrix.T)
+      )
   return grams

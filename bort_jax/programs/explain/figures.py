@@ -18,13 +18,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 __all__ = [
-  'adversarial_figure',
-  'curves_figure',
-  'gram_figure',
-  'image_rows_figure',
-  'interval_lines_figure',
-  'reconstruction_figure',
-  'saliency_figure',
+    'adversarial_figure',
+    'curves_figure',
+    'gram_figure',
+    'image_rows_figure',
+    'interval_lines_figure',
+    'reconstruction_figure',
+    'saliency_figure',
 ]
 
 
@@ -41,15 +41,15 @@ def _save(fig, path: str | os.PathLike[str]) -> str:
 
 
 def image_rows_figure(
-  rows: Sequence[tuple[str, np.ndarray]],
-  path: str | os.PathLike[str],
-  *,
-  title: str = '',
-  cmap: str = 'gray',
-  vmin: float | None = 0.0,
-  vmax: float | None = 1.0,
-  symmetric: bool = False,
-  column_titles: Sequence[str] | None = None,
+    rows: Sequence[tuple[str, np.ndarray]],
+    path: str | os.PathLike[str],
+    *,
+    title: str = '',
+    cmap: str = 'gray',
+    vmin: float | None = 0.0,
+    vmax: float | None = 1.0,
+    symmetric: bool = False,
+    column_titles: Sequence[str] | None = None,
 ) -> str:
   """A grid of images: one labelled row per ``(label, [N, H, W, C])`` entry.
 
@@ -68,8 +68,12 @@ def image_rows_figure(
     ``path``.
   """
   n = max(len(images) for _, images in rows)
-  fig, axes = plt.subplots(len(rows), n, figsize=(1.1 * n + 1.6, 1.15 * len(rows) + 0.5),
-                           squeeze=False)
+  fig, axes = plt.subplots(
+      len(rows),
+      n,
+      figsize=(1.1 * n + 1.6, 1.15 * len(rows) + 0.5),
+      squeeze=False,
+  )
   for r, (label, images) in enumerate(rows):
     lo, hi = vmin, vmax
     if symmetric:
@@ -78,8 +82,13 @@ def image_rows_figure(
     for c in range(n):
       ax = axes[r, c]
       if c < len(images):
-        ax.imshow(_as_display(images[c]), cmap=cmap, vmin=lo, vmax=hi,
-                  interpolation='nearest')
+        ax.imshow(
+            _as_display(images[c]),
+            cmap=cmap,
+            vmin=lo,
+            vmax=hi,
+            interpolation='nearest',
+        )
       else:
         ax.set_frame_on(False)
       ax.set_xticks([])
@@ -94,11 +103,11 @@ def image_rows_figure(
 
 
 def reconstruction_figure(
-  inputs: np.ndarray,
-  reconstructions: Mapping[str, np.ndarray],
-  path: str | os.PathLike[str],
-  *,
-  title: str = '',
+    inputs: np.ndarray,
+    reconstructions: Mapping[str, np.ndarray],
+    path: str | os.PathLike[str],
+    *,
+    title: str = '',
 ) -> str:
   """Inputs and their reconstruction from each layer (one row per layer).
 
@@ -106,17 +115,19 @@ def reconstruction_figure(
   display only), so that a reconstruction's brightness and contrast errors
   are visible.
   """
-  rows = [('input', inputs)] + [(name, images) for name, images in reconstructions.items()]
+  rows = [('input', inputs)] + [
+      (name, images) for name, images in reconstructions.items()
+  ]
   return image_rows_figure(rows, path, title=title)
 
 
 def saliency_figure(
-  inputs: np.ndarray,
-  maps: Mapping[str, np.ndarray],
-  path: str | os.PathLike[str],
-  *,
-  title: str = '',
-  alpha: float = 0.6,
+    inputs: np.ndarray,
+    maps: Mapping[str, np.ndarray],
+    path: str | os.PathLike[str],
+    *,
+    title: str = '',
+    alpha: float = 0.6,
 ) -> str:
   """Saliency maps overlaid on the inputs (one row per ``{label: [N, H, W]}``).
 
@@ -125,18 +136,26 @@ def saliency_figure(
   """
   n = len(inputs)
   labels = list(maps)
-  fig, axes = plt.subplots(len(labels) + 1, n, figsize=(1.1 * n + 2.2, 1.15 * (len(labels) + 1)),
-                           squeeze=False)
+  fig, axes = plt.subplots(
+      len(labels) + 1,
+      n,
+      figsize=(1.1 * n + 2.2, 1.15 * (len(labels) + 1)),
+      squeeze=False,
+  )
   for c in range(n):
     axes[0, c].imshow(_as_display(inputs[c]), cmap='gray', vmin=0, vmax=1)
-  axes[0, 0].set_ylabel('input', rotation=0, ha='right', va='center', fontsize=8)
+  axes[0, 0].set_ylabel(
+      'input', rotation=0, ha='right', va='center', fontsize=8
+  )
   for r, label in enumerate(labels, start=1):
     for c in range(n):
       smap = np.asarray(maps[label][c], np.float32)
       peak = float(smap.max()) or 1.0
       axes[r, c].imshow(_as_display(inputs[c]), cmap='gray', vmin=0, vmax=1)
       axes[r, c].imshow(smap / peak, cmap='jet', alpha=alpha, vmin=0, vmax=1)
-    axes[r, 0].set_ylabel(label, rotation=0, ha='right', va='center', fontsize=8)
+    axes[r, 0].set_ylabel(
+        label, rotation=0, ha='right', va='center', fontsize=8
+    )
   for ax in axes.ravel():
     ax.set_xticks([])
     ax.set_yticks([])
@@ -146,13 +165,13 @@ def saliency_figure(
 
 
 def adversarial_figure(
-  inputs: np.ndarray,
-  attacks: Mapping[str, Mapping[str, np.ndarray]],
-  labels: np.ndarray,
-  targets: np.ndarray,
-  path: str | os.PathLike[str],
-  *,
-  title: str = '',
+    inputs: np.ndarray,
+    attacks: Mapping[str, Mapping[str, np.ndarray]],
+    labels: np.ndarray,
+    targets: np.ndarray,
+    path: str | os.PathLike[str],
+    *,
+    title: str = '',
 ) -> str:
   """Original images, then per attack its adversarial images and perturbations.
 
@@ -170,24 +189,39 @@ def adversarial_figure(
   """
   n = len(inputs)
   names = list(attacks)
-  fig, axes = plt.subplots(2 * len(names) + 1, n,
-                           figsize=(1.15 * n + 2.4, 1.2 * (2 * len(names) + 1)), squeeze=False)
+  fig, axes = plt.subplots(
+      2 * len(names) + 1,
+      n,
+      figsize=(1.15 * n + 2.4, 1.2 * (2 * len(names) + 1)),
+      squeeze=False,
+  )
   for c in range(n):
     axes[0, c].imshow(_as_display(inputs[c]), cmap='gray', vmin=0, vmax=1)
     axes[0, c].set_title(f'{int(labels[c])}->{int(targets[c])}', fontsize=8)
-  axes[0, 0].set_ylabel('input\n(label->target)', rotation=0, ha='right', va='center', fontsize=8)
+  axes[0, 0].set_ylabel(
+      'input\n(label->target)', rotation=0, ha='right', va='center', fontsize=8
+  )
   for i, name in enumerate(names):
     attack = attacks[name]
     row = 1 + 2 * i
     m = float(np.max(np.abs(attack['perturbation']))) or 1.0
     for c in range(n):
-      axes[row, c].imshow(_as_display(attack['adversarial'][c]), cmap='gray', vmin=0, vmax=1)
+      axes[row, c].imshow(
+          _as_display(attack['adversarial'][c]), cmap='gray', vmin=0, vmax=1
+      )
       axes[row, c].set_title(f'pred {int(attack["prediction"][c])}', fontsize=7)
-      axes[row + 1, c].imshow(_as_display(attack['perturbation'][c]), cmap='seismic',
-                              vmin=-m, vmax=m)
-    axes[row, 0].set_ylabel(name, rotation=0, ha='right', va='center', fontsize=8)
-    axes[row + 1, 0].set_ylabel(f'{name}\nperturbation', rotation=0, ha='right',
-                                va='center', fontsize=8)
+      axes[row + 1, c].imshow(
+          _as_display(attack['perturbation'][c]),
+          cmap='seismic',
+          vmin=-m,
+          vmax=m,
+      )
+    axes[row, 0].set_ylabel(
+        name, rotation=0, ha='right', va='center', fontsize=8
+    )
+    axes[row + 1, 0].set_ylabel(
+        f'{name}\nperturbation', rotation=0, ha='right', va='center', fontsize=8
+    )
   for ax in axes.ravel():
     ax.set_xticks([])
     ax.set_yticks([])
@@ -197,10 +231,10 @@ def adversarial_figure(
 
 
 def gram_figure(
-  grams: Mapping[str, Mapping[str, np.ndarray]],
-  path: str | os.PathLike[str],
-  *,
-  title: str = '',
+    grams: Mapping[str, Mapping[str, np.ndarray]],
+    path: str | os.PathLike[str],
+    *,
+    title: str = '',
 ) -> str:
   """Heatmaps of every layer's Gram matrix, one row per model.
 
@@ -216,15 +250,20 @@ def gram_figure(
   """
   models = list(grams)
   layers = list(grams[models[0]])
-  fig, axes = plt.subplots(len(models), len(layers),
-                           figsize=(2.3 * len(layers) + 0.8, 2.4 * len(models)), squeeze=False)
+  fig, axes = plt.subplots(
+      len(models),
+      len(layers),
+      figsize=(2.3 * len(layers) + 0.8, 2.4 * len(models)),
+      squeeze=False,
+  )
   image = None
   for r, model in enumerate(models):
     for c, layer in enumerate(layers):
       gram = np.asarray(grams[model][layer], np.float64)
       scale = float(np.mean(np.diag(gram))) or 1.0
-      image = axes[r, c].imshow(gram / scale, cmap='RdBu_r', vmin=-1, vmax=1,
-                                interpolation='nearest')
+      image = axes[r, c].imshow(
+          gram / scale, cmap='RdBu_r', vmin=-1, vmax=1, interpolation='nearest'
+      )
       axes[r, c].set_xticks([])
       axes[r, c].set_yticks([])
       if r == 0:
@@ -237,19 +276,23 @@ def gram_figure(
 
 
 def curves_figure(
-  curves: Mapping[str, np.ndarray],
-  path: str | os.PathLike[str],
-  *,
-  title: str = '',
-  xlabel: str = 'fraction of pixels deleted',
-  ylabel: str = 'probability of the label',
+    curves: Mapping[str, np.ndarray],
+    path: str | os.PathLike[str],
+    *,
+    title: str = '',
+    xlabel: str = 'fraction of pixels deleted',
+    ylabel: str = 'probability of the label',
 ) -> str:
   """Line plot of ``{label: [T + 1]}`` curves over ``[0, 1]``."""
   fig, ax = plt.subplots(figsize=(5.5, 3.6))
   for label, curve in curves.items():
     curve = np.asarray(curve)
-    ax.plot(np.linspace(0, 1, len(curve)), curve, label=label,
-            linestyle='-' if 'bort' in label else '--')
+    ax.plot(
+        np.linspace(0, 1, len(curve)),
+        curve,
+        label=label,
+        linestyle='-' if 'bort' in label else '--',
+    )
   ax.set_xlabel(xlabel)
   ax.set_ylabel(ylabel)
   ax.set_ylim(0, 1.02)
@@ -260,14 +303,14 @@ def curves_figure(
 
 
 def interval_lines_figure(
-  panels: Mapping[str, Mapping[str, Sequence[Mapping[str, float | None]]]],
-  path: str | os.PathLike[str],
-  *,
-  ylabel: str,
-  xlabel: str = '',
-  title: str = '',
-  numeric_x: bool = False,
-  markers_only: bool = False,
+    panels: Mapping[str, Mapping[str, Sequence[Mapping[str, float | None]]]],
+    path: str | os.PathLike[str],
+    *,
+    ylabel: str,
+    xlabel: str = '',
+    title: str = '',
+    numeric_x: bool = False,
+    markers_only: bool = False,
 ) -> str:
   """One panel per key: series of means with 95% intervals as error bars.
 
@@ -286,17 +329,20 @@ def interval_lines_figure(
     ``path``.
   """
   names = list(panels)
-  fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.6),
-                           squeeze=False)
+  fig, axes = plt.subplots(
+      1, len(names), figsize=(4.2 * len(names), 3.6), squeeze=False
+  )
   handles, labels = [], []
   for ax, name in zip(axes[0], names):
     panel = panels[name]
     xs = list(panel['_layers'])
     series = [k for k in panel if k != '_layers']
     for j, label in enumerate(series):
-      points = [(i, e['mean'], e.get('ci95') or 0.0)
-                for i, e in enumerate(panel[label])
-                if e is not None and e.get('mean') is not None]
+      points = [
+          (i, e['mean'], e.get('ci95') or 0.0)
+          for i, e in enumerate(panel[label])
+          if e is not None and e.get('mean') is not None
+      ]
       if not points:
         continue
       index, mean, half = map(np.asarray, zip(*points))
@@ -305,9 +351,16 @@ def interval_lines_figure(
       else:
         offset = (j - (len(series) - 1) / 2) * 0.08 if markers_only else 0.0
         x = index + offset
-      handle = ax.errorbar(x, mean, yerr=half, marker='o', markersize=3,
-                           capsize=2, linestyle='none' if markers_only else '-',
-                           label=label)
+      handle = ax.errorbar(
+          x,
+          mean,
+          yerr=half,
+          marker='o',
+          markersize=3,
+          capsize=2,
+          linestyle='none' if markers_only else '-',
+          label=label,
+      )
       if label not in labels:
         handles.append(handle)
         labels.append(label)
@@ -318,8 +371,15 @@ def interval_lines_figure(
     ax.set_xlabel(xlabel, fontsize=8)
     ax.grid(alpha=0.3)
   axes[0, 0].set_ylabel(ylabel, fontsize=8)
-  fig.legend(handles, labels, loc='upper center', ncol=min(4, len(labels)),
-             fontsize=8, bbox_to_anchor=(0.5, 0.99), frameon=False)
+  fig.legend(
+      handles,
+      labels,
+      loc='upper center',
+      ncol=min(4, len(labels)),
+      fontsize=8,
+      bbox_to_anchor=(0.5, 0.99),
+      frameon=False,
+  )
   if title:
     fig.suptitle(title, fontsize=10, y=1.07)
   fig.tight_layout(rect=(0, 0, 1, 0.9))

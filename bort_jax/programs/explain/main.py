@@ -53,14 +53,23 @@ from bort_jax.programs.explain import experiment, measure, protocol, report
 from bort_jax.programs.prepare_mnist import IDX_DIR_ENV
 from bort_jax.training import checkpoint, loop, modeling
 
-__all__ = ['DEFAULT_EPOCHS', 'DEFAULT_TRAIN_EXAMPLES', 'build_parser', 'main',
-           'run', 'training_configs']
+__all__ = [
+    'DEFAULT_EPOCHS',
+    'DEFAULT_TRAIN_EXAMPLES',
+    'build_parser',
+    'main',
+    'run',
+    'training_configs',
+]
 
 #: Epochs per architecture of the default (two-CPU) budget.
 DEFAULT_EPOCHS = {'bort_invertible_cnn': 2, 'invertible_cnn': 2, 'mlp': 2}
 #: Training examples per architecture of the default budget (0: all).
-DEFAULT_TRAIN_EXAMPLES = {'bort_invertible_cnn': 20000,
-                          'invertible_cnn': 10000, 'mlp': 0}
+DEFAULT_TRAIN_EXAMPLES = {
+    'bort_invertible_cnn': 20000,
+    'invertible_cnn': 10000,
+    'mlp': 0,
+}
 
 
 def _names(text: str) -> list[str]:
@@ -69,7 +78,8 @@ def _names(text: str) -> list[str]:
   if not names or unknown:
     raise argparse.ArgumentTypeError(
         f'unknown model(s) {unknown or text!r}; valid: '
-        f'{",".join(protocol.ARCHITECTURE_CONFIGS)}')
+        f'{",".join(protocol.ARCHITECTURE_CONFIGS)}'
+    )
   return names
 
 
@@ -78,10 +88,12 @@ def _seeds(text: str) -> list[int]:
     seeds = [int(s) for s in text.split(',')]
   except ValueError:
     raise argparse.ArgumentTypeError(
-        f'expected comma-separated ints, got {text!r}') from None
+        f'expected comma-separated ints, got {text!r}'
+    ) from None
   if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
     raise argparse.ArgumentTypeError(
-        f'seeds must be distinct and non-negative, got {text!r}')
+        f'seeds must be distinct and non-negative, got {text!r}'
+    )
   return seeds
 
 
@@ -99,7 +111,8 @@ def _per_model(text: str) -> dict[str, int]:
     return out
   except ValueError:
     raise argparse.ArgumentTypeError(
-        f'expected N or model=N,..., got {text!r}') from None
+        f'expected N or model=N,..., got {text!r}'
+    ) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,64 +121,116 @@ def build_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(
       prog='bort-explain',
       description='Bort explainability protocol on MNIST: reconstruction, '
-                  'saliency with a sanity check and adversarial samples, '
-                  'baseline (AdamW) vs Bort over several seeds.')
-  p.add_argument('--out', default='explain_report',
-                 help='report folder (default %(default)s)')
-  p.add_argument('--data-dir', default=None,
-                 help='tfds data dir (default $TFDS_DATA_DIR)')
-  p.add_argument('--idx-dir', default=None,
-                 help='MNIST IDX files, used if the data dir is not prepared '
-                      f'(default ${IDX_DIR_ENV})')
-  p.add_argument('--note', action='append', default=[],
-                 help='a line added to the notes of report.md (repeatable)')
+      'saliency with a sanity check and adversarial samples, '
+      'baseline (AdamW) vs Bort over several seeds.',
+  )
+  p.add_argument(
+      '--out',
+      default='explain_report',
+      help='report folder (default %(default)s)',
+  )
+  p.add_argument(
+      '--data-dir', default=None, help='tfds data dir (default $TFDS_DATA_DIR)'
+  )
+  p.add_argument(
+      '--idx-dir',
+      default=None,
+      help='MNIST IDX files, used if the data dir is not prepared '
+      f'(default ${IDX_DIR_ENV})',
+  )
+  p.add_argument(
+      '--note',
+      action='append',
+      default=[],
+      help='a line added to the notes of report.md (repeatable)',
+  )
   runs = p.add_argument_group('runs')
-  runs.add_argument('--models', type=_names,
-                    default=list(protocol.ARCHITECTURE_CONFIGS),
-                    help='architectures (default: %(default)s)')
-  runs.add_argument('--seeds', type=_seeds, default=[0, 1, 2],
-                    help='seeds of the repeats (default 0,1,2)')
-  runs.add_argument('--workdir', default=None,
-                    help='where the runs go, WORKDIR/<config>/seed<k>/'
-                         '<optimizer> (default OUT/runs); finished runs are '
-                         'read back')
-  runs.add_argument('--epochs', type=_per_model, default=None,
-                    help=f'N or model=N,... (default {DEFAULT_EPOCHS})')
-  runs.add_argument('--train-examples', type=_per_model, default=None,
-                    help='first N training examples, N or model=N,... (0: '
-                         f'all; default {DEFAULT_TRAIN_EXAMPLES})')
+  runs.add_argument(
+      '--models',
+      type=_names,
+      default=list(protocol.ARCHITECTURE_CONFIGS),
+      help='architectures (default: %(default)s)',
+  )
+  runs.add_argument(
+      '--seeds',
+      type=_seeds,
+      default=[0, 1, 2],
+      help='seeds of the repeats (default 0,1,2)',
+  )
+  runs.add_argument(
+      '--workdir',
+      default=None,
+      help='where the runs go, WORKDIR/<config>/seed<k>/'
+      '<optimizer> (default OUT/runs); finished runs are '
+      'read back',
+  )
+  runs.add_argument(
+      '--epochs',
+      type=_per_model,
+      default=None,
+      help=f'N or model=N,... (default {DEFAULT_EPOCHS})',
+  )
+  runs.add_argument(
+      '--train-examples',
+      type=_per_model,
+      default=None,
+      help='first N training examples, N or model=N,... (0: '
+      f'all; default {DEFAULT_TRAIN_EXAMPLES})',
+  )
   runs.add_argument('--learning-rate', type=float, default=2e-3)
   runs.add_argument('--weight-decay', type=float, default=1e-4)
-  runs.add_argument('--gamma', type=float, default=2.0,
-                    help='Bort coefficient (default %(default)s)')
-  runs.add_argument('--set', action='append', default=[],
-                    metavar='FIELD=VALUE',
-                    help='override a config field of every run (repeatable; '
-                         'see bort-train)')
-  runs.add_argument('--baseline-workdir',
-                    help='analyse this bort-train run as the baseline (with '
-                         '--bort-workdir; one seed, nothing is trained)')
+  runs.add_argument(
+      '--gamma',
+      type=float,
+      default=2.0,
+      help='Bort coefficient (default %(default)s)',
+  )
+  runs.add_argument(
+      '--set',
+      action='append',
+      default=[],
+      metavar='FIELD=VALUE',
+      help='override a config field of every run (repeatable; '
+      'see bort-train)',
+  )
+  runs.add_argument(
+      '--baseline-workdir',
+      help='analyse this bort-train run as the baseline (with '
+      '--bort-workdir; one seed, nothing is trained)',
+  )
   runs.add_argument('--bort-workdir', help='the Bort run to analyse')
   ana = p.add_argument_group(
-      'analysis (examples are the first of the test set)')
-  ana.add_argument('--reconstruction-examples', type=int,
-                   default=defaults.num_reconstruction)
-  ana.add_argument('--inversion-examples', type=int,
-                   default=defaults.num_inversion)
-  ana.add_argument('--inversion-steps', type=int,
-                   default=defaults.inversion_steps)
-  ana.add_argument('--saliency-examples', type=int,
-                   default=defaults.num_saliency)
-  ana.add_argument('--sat-k', type=int, default=None,
-                   help='SAT k (default: min(256, channels))')
+      'analysis (examples are the first of the test set)'
+  )
+  ana.add_argument(
+      '--reconstruction-examples', type=int, default=defaults.num_reconstruction
+  )
+  ana.add_argument(
+      '--inversion-examples', type=int, default=defaults.num_inversion
+  )
+  ana.add_argument(
+      '--inversion-steps', type=int, default=defaults.inversion_steps
+  )
+  ana.add_argument(
+      '--saliency-examples', type=int, default=defaults.num_saliency
+  )
+  ana.add_argument(
+      '--sat-k',
+      type=int,
+      default=None,
+      help='SAT k (default: min(256, channels))',
+  )
   ana.add_argument('--ig-steps', type=int, default=defaults.ig_steps)
-  ana.add_argument('--deletion-steps', type=int,
-                   default=defaults.deletion_steps)
-  ana.add_argument('--adversarial-examples', type=int,
-                   default=defaults.num_adversarial)
+  ana.add_argument(
+      '--deletion-steps', type=int, default=defaults.deletion_steps
+  )
+  ana.add_argument(
+      '--adversarial-examples', type=int, default=defaults.num_adversarial
+  )
   ana.add_argument('--pgd-steps', type=int, default=defaults.pgd_steps)
-  ana.add_argument('--figure-examples', type=int,
-                   default=defaults.num_figure_examples)
+  ana.add_argument(
+      '--figure-examples', type=int, default=defaults.num_figure_examples
+  )
   return p
 
 
@@ -180,10 +245,14 @@ def training_configs(args: argparse.Namespace) -> dict[str, Any]:
     ``{architecture: {seed: {role: config}}}``.
   """
   runs = protocol.protocol_configs(
-      args.models, args.seeds, learning_rate=args.learning_rate,
-      weight_decay=args.weight_decay, gamma=args.gamma,
+      args.models,
+      args.seeds,
+      learning_rate=args.learning_rate,
+      weight_decay=args.weight_decay,
+      gamma=args.gamma,
       epochs={**DEFAULT_EPOCHS, **(args.epochs or {})},
-      train_examples={**DEFAULT_TRAIN_EXAMPLES, **(args.train_examples or {})})
+      train_examples={**DEFAULT_TRAIN_EXAMPLES, **(args.train_examples or {})},
+  )
   overrides = train_program.set_overrides(args.set)
   if overrides:
     for by_seed in runs.values():
@@ -207,8 +276,9 @@ def _restore(run_dir: str) -> tuple[Any, dict[str, Any]]:
   model, config = checkpoint.restore_model(run_dir)
   dataset = config.get('dataset', 'mnist')
   if dataset != 'mnist':
-    raise ValueError(f'{run_dir} is a {dataset} run; this experiment is on '
-                     'MNIST')
+    raise ValueError(
+        f'{run_dir} is a {dataset} run; this experiment is on ' 'MNIST'
+    )
   return model, config
 
 
@@ -217,14 +287,19 @@ def _measure_config(args: argparse.Namespace) -> measure.MeasureConfig:
       num_reconstruction=args.reconstruction_examples,
       num_inversion=args.inversion_examples,
       inversion_steps=args.inversion_steps,
-      num_saliency=args.saliency_examples, sat_k=args.sat_k,
-      ig_steps=args.ig_steps, deletion_steps=args.deletion_steps,
-      num_adversarial=args.adversarial_examples, pgd_steps=args.pgd_steps,
-      num_figure_examples=args.figure_examples)
+      num_saliency=args.saliency_examples,
+      sat_k=args.sat_k,
+      ig_steps=args.ig_steps,
+      deletion_steps=args.deletion_steps,
+      num_adversarial=args.adversarial_examples,
+      pgd_steps=args.pgd_steps,
+      num_figure_examples=args.figure_examples,
+  )
 
 
-def _analyse_architecture(arch, by_seed, test_images, test_labels, means,
-                          norm, config):
+def _analyse_architecture(
+    arch, by_seed, test_images, test_labels, means, norm, config
+):
   """Measures every run of one architecture; returns its report entry."""
   seeds = sorted(by_seed)
   models, runs_info, per_seed, arrays, attacks = {}, {}, {}, {}, {}
@@ -241,18 +316,28 @@ def _analyse_architecture(arch, by_seed, test_images, test_labels, means,
       record = loop.last_evaluation(run_dir)
       models[(seed, role)] = model
       runs_info[seed][role] = {
-          'workdir': run_dir, 'optimizer': run_config['optimizer'],
-          'gamma': run_config['gamma'], 'epochs': run_config['epochs'],
+          'workdir': run_dir,
+          'optimizer': run_config['optimizer'],
+          'gamma': run_config['gamma'],
+          'epochs': run_config['epochs'],
           'train_examples': run_config['train_examples'],
           'batch_size': run_config['batch_size'],
           'bort_exclude': run_config.get('bort_exclude'),
           'train_seconds': record.get('elapsed'),
           'eval_count': record.get('eval_count'),
-          'orthogonality': record.get('orthogonality')}
+          'orthogonality': record.get('orthogonality'),
+      }
       _log(f'{arch} seed {seed} {role}: measuring')
       results, seed_arrays = measure.measure_model(
-          model, untrained, test_images, test_labels, means, norm, config,
-          log=_log)
+          model,
+          untrained,
+          test_images,
+          test_labels,
+          means,
+          norm,
+          config,
+          log=_log,
+      )
       results['test_accuracy'] = record.get('eval_accuracy')
       per_seed[seed][role] = results
       attacks[(seed, role)] = seed_arrays.pop('adversarial')
@@ -271,20 +356,29 @@ def _analyse_architecture(arch, by_seed, test_images, test_labels, means,
       per_seed[seed][role]['adversarial']['transfer'] = {
           'to': f'seed {other_key[0]} {other_key[1]}',
           'success_rate': measure.transfer_success(
-              models[other_key], sample['images'], sample['targets'])}
-  summary = {role: protocol.aggregate([per_seed[s][role] for s in seeds])
-             for role in ('baseline', 'bort')}
-  inputs = np.asarray(norm.to_pixels(test_images[:config.num_figure_examples]))
+              models[other_key], sample['images'], sample['targets']
+          ),
+      }
+  summary = {
+      role: protocol.aggregate([per_seed[s][role] for s in seeds])
+      for role in ('baseline', 'bort')
+  }
+  inputs = np.asarray(norm.to_pixels(test_images[: config.num_figure_examples]))
   arrays['inputs'] = inputs
-  return {'runs': runs_info, 'per_seed': per_seed, 'summary': summary,
-          'comparisons': report.comparisons(per_seed)}, arrays
+  return {
+      'runs': runs_info,
+      'per_seed': per_seed,
+      'summary': summary,
+      'comparisons': report.comparisons(per_seed),
+  }, arrays
 
 
 def run(args: argparse.Namespace) -> dict[str, str]:
   """Runs the protocol for parsed ``args``; returns the written files."""
   if bool(args.baseline_workdir) != bool(args.bort_workdir):
-    raise ValueError('give both --baseline-workdir and --bort-workdir, or '
-                     'neither')
+    raise ValueError(
+        'give both --baseline-workdir and --bort-workdir, or ' 'neither'
+    )
   t0 = time.perf_counter()
   args.data_dir, train, test = _load_mnist(args)
   spec = test.spec
@@ -292,24 +386,33 @@ def run(args: argparse.Namespace) -> dict[str, str]:
   test_images = norm.from_pixels(jnp.asarray(test.images, jnp.float32) / 255.0)
   test_labels = jnp.asarray(test.labels)
   means = experiment.class_means(
-      np.asarray(train.images, np.float32) / 255.0, np.asarray(train.labels),
-      spec.num_classes)
+      np.asarray(train.images, np.float32) / 255.0,
+      np.asarray(train.labels),
+      spec.num_classes,
+  )
   runtime: dict[str, Any] = {'data': time.perf_counter() - t0}
 
   start = time.perf_counter()
   if args.baseline_workdir:
     _, base_config = _restore(args.baseline_workdir)
-    runs = {base_config['model']: {0: {'baseline': args.baseline_workdir,
-                                       'bort': args.bort_workdir}}}
+    runs = {
+        base_config['model']: {
+            0: {'baseline': args.baseline_workdir, 'bort': args.bort_workdir}
+        }
+    }
   else:
     workdir = Path(args.workdir or Path(args.out) / 'runs')
-    runs = protocol.train_runs(training_configs(args), workdir,
-                               data_dir=args.data_dir, log=_log)
+    runs = protocol.train_runs(
+        training_configs(args), workdir, data_dir=args.data_dir, log=_log
+    )
   runtime['train_or_read_back_this_call'] = time.perf_counter() - start
   recorded = {}
   for arch, by_seed in runs.items():
-    recorded[arch] = sum(loop.last_evaluation(d).get('elapsed', 0.0)
-                         for pair in by_seed.values() for d in pair.values())
+    recorded[arch] = sum(
+        loop.last_evaluation(d).get('elapsed', 0.0)
+        for pair in by_seed.values()
+        for d in pair.values()
+    )
   runtime['training_recorded_by_runs'] = recorded
   runtime['training_recorded_total'] = sum(recorded.values())
 
@@ -318,25 +421,32 @@ def run(args: argparse.Namespace) -> dict[str, str]:
   for arch, by_seed in runs.items():
     start = time.perf_counter()
     architectures[arch], arrays_by_arch[arch] = _analyse_architecture(
-        arch, by_seed, test_images, test_labels, means, norm, config)
+        arch, by_seed, test_images, test_labels, means, norm, config
+    )
     runtime[f'analysis_{arch}'] = time.perf_counter() - start
   runtime['this_command_total'] = time.perf_counter() - t0
   seeds = sorted({s for by_seed in runs.values() for s in by_seed})
   settings = {
-      'models': list(runs), 'seeds': seeds,
-      'work_dirs': 'see each architecture\'s `runs`',
+      'models': list(runs),
+      'seeds': seeds,
+      'work_dirs': "see each architecture's `runs`",
       'analysis': {k: v for k, v in vars(config).items()},
       'normalization': {'mean': list(norm.mean), 'std': list(norm.std)},
       'jax_backend': jax.default_backend(),
   }
   full_report = {
-      'settings': settings, 'runtime_seconds': runtime,
-      'notes': list(args.note), 'architectures': architectures,
-      'acceptance': report.acceptance(architectures)}
+      'settings': settings,
+      'runtime_seconds': runtime,
+      'notes': list(args.note),
+      'architectures': architectures,
+      'acceptance': report.acceptance(architectures),
+  }
   protocol.check_finite(full_report)
   written = report.write_report(full_report, arrays_by_arch, args.out)
-  _log(f'report written to {written["markdown"]} '
-       f'({runtime["this_command_total"]:.0f} s)')
+  _log(
+      f'report written to {written["markdown"]} '
+      f'({runtime["this_command_total"]:.0f} s)'
+  )
   return written
 
 

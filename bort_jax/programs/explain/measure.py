@@ -45,8 +45,12 @@ from bort_jax import explain
 from bort_jax.programs.explain import experiment
 
 __all__ = [
-    'MeasureConfig', 'adversarial_budgets', 'measure_model',
-    'representation_layers', 'sanity_correlation', 'transfer_success',
+    'MeasureConfig',
+    'adversarial_budgets',
+    'measure_model',
+    'representation_layers',
+    'sanity_correlation',
+    'transfer_success',
     'weighted_layers',
 ]
 
@@ -100,8 +104,11 @@ class MeasureConfig:
 
 def weighted_layers(model: Any) -> list[int]:
   """Indices of the Dense/Conv layers, the classifier (last one) excluded."""
-  indices = [i for i, layer in enumerate(model.layers)
-             if isinstance(layer, (nnx.Linear, nnx.Conv))]
+  indices = [
+      i
+      for i, layer in enumerate(model.layers)
+      if isinstance(layer, (nnx.Linear, nnx.Conv))
+  ]
   return indices[:-1]
 
 
@@ -115,8 +122,11 @@ def representation_layers(model: Any) -> list[str]:
   out = []
   for i in weighted_layers(model):
     follower = model.layers[i + 1] if i + 1 < len(model.layers) else None
-    activation = follower is not None and not isinstance(
-        follower, (nnx.Linear, nnx.Conv)) and 'relu' in names[i + 1]
+    activation = (
+        follower is not None
+        and not isinstance(follower, (nnx.Linear, nnx.Conv))
+        and 'relu' in names[i + 1]
+    )
     out.append(names[i + 1] if activation else names[i])
   return out
 
@@ -140,30 +150,49 @@ def _image_scores(p_hat, p, window=11):
   }
 
 
-@functools.partial(jax.jit, static_argnames=('layers', 'input_shape',
-                                             'method', 'maxiter'))
+@functools.partial(
+    jax.jit, static_argnames=('layers', 'input_shape', 'method', 'maxiter')
+)
 def _chain(model, x, *, layers, input_shape, method, maxiter):
   outputs = model.intermediates(x)
-  return {name: explain.reconstruct(model, outputs[name], name, input_shape,
-                                    method=method, maxiter=maxiter)
-          for name in layers}
+  return {
+      name: explain.reconstruct(
+          model,
+          outputs[name],
+          name,
+          input_shape,
+          method=method,
+          maxiter=maxiter,
+      )
+      for name in layers
+  }
 
 
-@functools.partial(jax.jit, static_argnames=('index', 'input_shape', 'method',
-                                             'maxiter'))
+@functools.partial(
+    jax.jit, static_argnames=('index', 'input_shape', 'method', 'maxiter')
+)
 def _one_layer(model, h, *, index, input_shape, method, maxiter):
   y = model.layers[index](h)
-  return explain.layer_inverse(model.layers[index], y, input_shape,
-                               method=method, maxiter=maxiter)
+  return explain.layer_inverse(
+      model.layers[index], y, input_shape, method=method, maxiter=maxiter
+  )
 
 
-@functools.partial(jax.jit, static_argnames=('layer', 'input_shape',
-                                             'num_steps', 'bounds'))
+@functools.partial(
+    jax.jit, static_argnames=('layer', 'input_shape', 'num_steps', 'bounds')
+)
 def _invert(model, x, key, *, layer, input_shape, num_steps, bounds):
   z = model.forward_to(x, layer)
   return explain.invert_by_optimization(
-      model, z, layer, input_shape, key, num_steps=num_steps,
-      clip_min=bounds[0], clip_max=bounds[1])
+      model,
+      z,
+      layer,
+      input_shape,
+      key,
+      num_steps=num_steps,
+      clip_min=bounds[0],
+      clip_max=bounds[1],
+  )
 
 
 @functools.partial(jax.jit, static_argnames=('layer', 'k'))
@@ -179,30 +208,43 @@ def _gradient_map(model, x, y, *, method, black, ig_steps):
     attributions = explain.gradient_x_input(model, x, y, baseline=black)
   else:
     attributions = explain.integrated_gradients(
-        model, x, y, baseline=black, num_steps=ig_steps)
+        model, x, y, baseline=black, num_steps=ig_steps
+    )
   return explain.attribution_map(attributions)
 
 
 @functools.partial(jax.jit, static_argnames=('black', 'num_steps'))
 def _aucs(model, x, smap, y, *, black, num_steps):
-  deletion = explain.deletion_curve(model, x, smap, y, background=black,
-                                    num_steps=num_steps)
-  insertion = explain.insertion_curve(model, x, smap, y, background=black,
-                                      num_steps=num_steps)
+  deletion = explain.deletion_curve(
+      model, x, smap, y, background=black, num_steps=num_steps
+  )
+  insertion = explain.insertion_curve(
+      model, x, smap, y, background=black, num_steps=num_steps
+  )
   return explain.auc(deletion), explain.auc(insertion)
 
 
 @functools.partial(jax.jit, static_argnames=('num_steps', 'bounds'))
 def _pgd_l2(model, x, targets, key, eps, *, num_steps, bounds):
-  return explain.pgd(model, x, targets, eps, key, num_steps=num_steps,
-                     norm='l2', targeted=True, clip_min=bounds[0],
-                     clip_max=bounds[1])
+  return explain.pgd(
+      model,
+      x,
+      targets,
+      eps,
+      key,
+      num_steps=num_steps,
+      norm='l2',
+      targeted=True,
+      clip_min=bounds[0],
+      clip_max=bounds[1],
+  )
 
 
 @functools.partial(jax.jit, static_argnames=('bounds',))
 def _ours(model, x, targets, *, bounds):
   return explain.explainable_adversarial(
-      model, x, targets, clip_min=bounds[0], clip_max=bounds[1])
+      model, x, targets, clip_min=bounds[0], clip_max=bounds[1]
+  )
 
 
 @jax.jit
@@ -210,8 +252,9 @@ def _predict(model, x):
   return jnp.argmax(model(x), -1)
 
 
-def sanity_correlation(trained_map: jax.Array, untrained_map: jax.Array
-                       ) -> float:
+def sanity_correlation(
+    trained_map: jax.Array, untrained_map: jax.Array
+) -> float:
   """Mean Spearman correlation of two models' maps of the same examples.
 
   The model-randomisation sanity check: near 1 means the maps hardly depend
@@ -228,8 +271,9 @@ def sanity_correlation(trained_map: jax.Array, untrained_map: jax.Array
   return _mean(explain.spearman_rank_correlation(trained_map, untrained_map))
 
 
-def adversarial_budgets(success: dict[float, float], level: float = 0.9
-                        ) -> float | None:
+def adversarial_budgets(
+    success: dict[float, float], level: float = 0.9
+) -> float | None:
   """The smallest L2 at which the success rate reaches ``level``.
 
   Linear interpolation between the measured budgets; ``None`` when no
@@ -252,8 +296,7 @@ def adversarial_budgets(success: dict[float, float], level: float = 0.9
   return None
 
 
-def transfer_success(model: Any, x_adv: jax.Array, targets: jax.Array
-                     ) -> float:
+def transfer_success(model: Any, x_adv: jax.Array, targets: jax.Array) -> float:
   """Share of ``x_adv`` that ``model`` classifies as their targets."""
   return _mean(_predict(model, x_adv) == targets)
 
@@ -298,7 +341,8 @@ def measure_model(
   std = float(norm.std[0])
   f = config.num_figure_examples
   key_targets, key_pgd, key_inv = jax.random.split(
-      jax.random.key(config.seed), 3)
+      jax.random.key(config.seed), 3
+  )
   results: dict[str, Any] = {}
   arrays: dict[str, Any] = {}
   timings: dict[str, float] = {}
@@ -314,8 +358,14 @@ def measure_model(
   for method, count in (('transpose', n), ('pinv', n_pinv)):
     recs, timings[f'chain_{method}'] = _timed(
         lambda method=method, count=count: _chain(
-            model, x[:count], layers=layers, input_shape=input_shape,
-            method=method, maxiter=config.pinv_maxiter))
+            model,
+            x[:count],
+            layers=layers,
+            input_shape=input_shape,
+            method=method,
+            maxiter=config.pinv_maxiter,
+        )
+    )
     chain[method] = {}
     for layer in layers:
       p_hat = norm.to_pixels(recs[layer])
@@ -330,40 +380,65 @@ def measure_model(
     name = model.layer_names[i]
     h = x[:n_pinv] if i == 0 else outputs[model.layer_names[i - 1]]
     for method in per_layer:  # noqa: PLC0206
-      h_hat = _one_layer(model, h, index=i, input_shape=shapes[i][0],
-                         method=method, maxiter=config.pinv_maxiter)
+      h_hat = _one_layer(
+          model,
+          h,
+          index=i,
+          input_shape=shapes[i][0],
+          method=method,
+          maxiter=config.pinv_maxiter,
+      )
       per_layer[method][name] = {
           'pearson_r': _mean(explain.pearson_r(h_hat, h)),
           'relative_mse': _mean(explain.mse(h_hat, h))
-                          / max(_mean(explain.mse(jnp.zeros_like(h), h)),
-                                1e-30),
+          / max(_mean(explain.mse(jnp.zeros_like(h), h)), 1e-30),
       }
   top = layers[-1]
   m = min(config.num_inversion, n)
-  x_inv, timings['inversion'] = _timed(lambda: _invert(
-      model, x[:m], key_inv, layer=top, input_shape=input_shape,
-      num_steps=config.inversion_steps, bounds=bounds))
+  x_inv, timings['inversion'] = _timed(
+      lambda: _invert(
+          model,
+          x[:m],
+          key_inv,
+          layer=top,
+          input_shape=input_shape,
+          num_steps=config.inversion_steps,
+          bounds=bounds,
+      )
+  )
   p_inv = norm.to_pixels(x_inv)
   scores = _image_scores(p_inv, pixels[:m], config.ssim_window)
   inversion = {k: _mean(v) for k, v in scores.items()}
   arrays['inversion'] = np.asarray(p_inv[:f])
   results['reconstruction'] = {
-      'top_layer': top, 'layers': list(layers), 'num_examples': n,
-      'num_pinv_examples': n_pinv, 'pinv_maxiter': config.pinv_maxiter,
-      'chain': chain, 'per_layer': per_layer,
-      'inversion': {'layer': top, 'num_examples': m,
-                    'steps': config.inversion_steps, **inversion}}
-  log(f'    reconstruction: {top} transpose r '
+      'top_layer': top,
+      'layers': list(layers),
+      'num_examples': n,
+      'num_pinv_examples': n_pinv,
+      'pinv_maxiter': config.pinv_maxiter,
+      'chain': chain,
+      'per_layer': per_layer,
+      'inversion': {
+          'layer': top,
+          'num_examples': m,
+          'steps': config.inversion_steps,
+          **inversion,
+      },
+  }
+  log(
+      f'    reconstruction: {top} transpose r '
       f'{chain["transpose"][top]["pearson_r"]:.3f}, pinv r '
       f'{chain["pinv"][top]["pearson_r"]:.3f}, optimisation r '
-      f'{inversion["pearson_r"]:.3f}')
+      f'{inversion["pearson_r"]:.3f}'
+  )
 
   # 2. Saliency and the model-randomisation sanity check.
   n_sal = min(config.num_saliency, len(labels))
   xs, ys = images[:n_sal], labels[:n_sal]
   black = bounds[0]
-  spatial = [name for name, (_, out) in zip(model.layer_names, shapes)
-             if len(out) == 3]
+  spatial = [
+      name for name, (_, out) in zip(model.layer_names, shapes) if len(out) == 3
+  ]
   maps: dict[str, Any] = {}
   untrained_maps: dict[str, Any] = {}
   sat_info = None
@@ -372,65 +447,88 @@ def measure_model(
     channels = int(shapes[model.layer_index(layer)][1][-1])
     k = explain.resolve_k(config.sat_k, channels)
     sat_info = {'layer': layer, 'k': k, 'channels': channels}
-    maps['sat'], timings['sat'] = _timed(lambda: _sat(model, xs, layer=layer,
-                                                      k=k))
+    maps['sat'], timings['sat'] = _timed(
+        lambda: _sat(model, xs, layer=layer, k=k)
+    )
     untrained_maps['sat'] = _sat(untrained, xs, layer=layer, k=k)
   for method in GRADIENT_METHODS:
-    maps[method] = _gradient_map(model, xs, ys, method=method, black=black,
-                                 ig_steps=config.ig_steps)
+    maps[method] = _gradient_map(
+        model, xs, ys, method=method, black=black, ig_steps=config.ig_steps
+    )
     untrained_maps[method] = _gradient_map(
-        untrained, xs, ys, method=method, black=black,
-        ig_steps=config.ig_steps)
-  maps['random'] = jax.random.uniform(jax.random.key(config.seed + 1),
-                                      xs.shape[:3])
-  saliency: dict[str, Any] = {'sat': sat_info, 'num_examples': n_sal,
-                              'methods': {}}
+        untrained, xs, ys, method=method, black=black, ig_steps=config.ig_steps
+    )
+  maps['random'] = jax.random.uniform(
+      jax.random.key(config.seed + 1), xs.shape[:3]
+  )
+  saliency: dict[str, Any] = {
+      'sat': sat_info,
+      'num_examples': n_sal,
+      'methods': {},
+  }
   for method, smap in maps.items():
-    deletion, insertion = _aucs(model, xs, smap, ys, black=black,
-                                num_steps=config.deletion_steps)
-    entry = {'deletion_auc': _mean(deletion),
-             'insertion_auc': _mean(insertion)}
+    deletion, insertion = _aucs(
+        model, xs, smap, ys, black=black, num_steps=config.deletion_steps
+    )
+    entry = {'deletion_auc': _mean(deletion), 'insertion_auc': _mean(insertion)}
     if method in untrained_maps:
-      entry['sanity_spearman'] = sanity_correlation(smap,
-                                                    untrained_maps[method])
+      entry['sanity_spearman'] = sanity_correlation(
+          smap, untrained_maps[method]
+      )
     saliency['methods'][method] = entry
   results['saliency'] = saliency
   arrays['saliency'] = {k: np.asarray(v[:f]) for k, v in maps.items()}
   if 'sat' in maps:
-    log(f'    saliency: SAT sanity spearman '
-        f'{saliency["methods"]["sat"]["sanity_spearman"]:.3f}')
+    log(
+        f'    saliency: SAT sanity spearman '
+        f'{saliency["methods"]["sat"]["sanity_spearman"]:.3f}'
+    )
 
   # 3. Adversarial samples.
   n_adv = min(config.num_adversarial, len(labels))
   xa, ya = images[:n_adv], labels[:n_adv]
   num_classes = int(means.shape[0])
-  targets = (ya + jax.random.randint(key_targets, ya.shape, 1, num_classes)
-             ) % num_classes
+  targets = (
+      ya + jax.random.randint(key_targets, ya.shape, 1, num_classes)
+  ) % num_classes
   means_j = jnp.asarray(means)
   curve = {}
   transfer_images = None
   for budget in config.l2_budgets:
-    x_adv = _pgd_l2(model, xa, targets, key_pgd, budget / std,
-                    num_steps=config.pgd_steps, bounds=bounds)
+    x_adv = _pgd_l2(
+        model,
+        xa,
+        targets,
+        key_pgd,
+        budget / std,
+        num_steps=config.pgd_steps,
+        bounds=bounds,
+    )
     curve[budget] = _mean(_predict(model, x_adv) == targets)
     if budget == config.transfer_budget:
       transfer_images = x_adv
-      pgd_likeness = _mean(explain.target_likeness(
-          (x_adv - xa) * std, ya, targets, means_j))
+      pgd_likeness = _mean(
+          explain.target_likeness((x_adv - xa) * std, ya, targets, means_j)
+      )
   if transfer_images is None:
-    raise ValueError(f'transfer_budget {config.transfer_budget} is not one '
-                     f'of the l2_budgets {config.l2_budgets}')
+    raise ValueError(
+        f'transfer_budget {config.transfer_budget} is not one '
+        f'of the l2_budgets {config.l2_budgets}'
+    )
   x_ours = _ours(model, xa, targets, bounds=bounds)
   delta = (x_ours - xa) * std
   ours = {
       'success_rate': _mean(_predict(model, x_ours) == targets),
-      'l2_median': float(np.median(_per_example(
-          explain.perturbation_norms(delta)['l2']))),
-      'target_likeness': _mean(explain.target_likeness(delta, ya, targets,
-                                                       means_j)),
+      'l2_median': float(
+          np.median(_per_example(explain.perturbation_norms(delta)['l2']))
+      ),
+      'target_likeness': _mean(
+          explain.target_likeness(delta, ya, targets, means_j)
+      ),
   }
   results['adversarial'] = {
-      'num_examples': n_adv, 'attack': 'targeted PGD-L2',
+      'num_examples': n_adv,
+      'attack': 'targeted PGD-L2',
       'pgd_steps': config.pgd_steps,
       'success_by_l2': {f'{b:g}': r for b, r in curve.items()},
       'l2_at_90': adversarial_budgets(curve),
@@ -439,7 +537,9 @@ def measure_model(
       'ours': ours,
   }
   arrays['adversarial'] = {'images': transfer_images, 'targets': targets}
-  log('    adversarial: success by L2 '
-      + ', '.join(f'{b:g}:{r:.2f}' for b, r in curve.items()))
+  log(
+      '    adversarial: success by L2 '
+      + ', '.join(f'{b:g}:{r:.2f}' for b, r in curve.items())
+  )
   results['seconds'] = timings
   return results, arrays

@@ -33,9 +33,18 @@ from bort_jax.training import checkpoint
 from bort_jax.training import loop
 
 __all__ = [
-    'ARCHITECTURE_CONFIGS', 'PAIR', 'aggregate', 'check_finite',
-    'confidence', 'find_nan', 'is_finished', 'paired_difference',
-    'paired_ratio', 'protocol_configs', 'run_directory', 'train_runs',
+    'ARCHITECTURE_CONFIGS',
+    'PAIR',
+    'aggregate',
+    'check_finite',
+    'confidence',
+    'find_nan',
+    'is_finished',
+    'paired_difference',
+    'paired_ratio',
+    'protocol_configs',
+    'run_directory',
+    'train_runs',
 ]
 
 #: Architecture (model registry name) -> the packaged recipe trained for it.
@@ -46,8 +55,10 @@ ARCHITECTURE_CONFIGS: dict[str, str] = {
 }
 
 #: Roles and optimizers of each compared pair.
-PAIR: tuple[tuple[str, str], ...] = (('baseline', 'adamw'),
-                                      ('bort', 'bort_adamw'))
+PAIR: tuple[tuple[str, str], ...] = (
+    ('baseline', 'adamw'),
+    ('bort', 'bort_adamw'),
+)
 
 
 def protocol_configs(
@@ -80,8 +91,10 @@ def protocol_configs(
   """
   unknown = [a for a in architectures if a not in ARCHITECTURE_CONFIGS]
   if unknown:
-    raise ValueError(f'unknown architecture(s) {unknown}; valid: '
-                     f'{list(ARCHITECTURE_CONFIGS)}')
+    raise ValueError(
+        f'unknown architecture(s) {unknown}; valid: '
+        f'{list(ARCHITECTURE_CONFIGS)}'
+    )
   if not seeds:
     raise ValueError('give at least one seed')
   epochs = dict(epochs or {})
@@ -94,30 +107,39 @@ def protocol_configs(
       out[arch][int(seed)] = {}
       for role, optimizer in PAIR:
         config = configs.replace(
-            recipe, optimizer=optimizer,
+            recipe,
+            optimizer=optimizer,
             gamma=gamma if optimizer.startswith('bort') else 0.0,
-            learning_rate=learning_rate, weight_decay=weight_decay,
+            learning_rate=learning_rate,
+            weight_decay=weight_decay,
             epochs=epochs.get(arch, recipe.epochs),
-            train_examples=train_examples.get(arch, 0), eval_examples=0,
-            seed=int(seed))
+            train_examples=train_examples.get(arch, 0),
+            eval_examples=0,
+            seed=int(seed),
+        )
         out[arch][int(seed)][role] = configs.validate(config)
   return out
 
 
-def run_directory(workdir: str | os.PathLike[str],
-                  config: ml_collections.ConfigDict) -> Path:
+def run_directory(
+    workdir: str | os.PathLike[str], config: ml_collections.ConfigDict
+) -> Path:
   """Where the protocol keeps the run of ``config`` under ``workdir``."""
   return Path(workdir) / config.name / f'seed{config.seed}' / config.optimizer
 
 
 #: Config fields that do not change the trained model (logging and
 #: checkpoint cadence): a finished run is reused whatever their values.
-BOOKKEEPING_FIELDS = ('log_every_steps', 'checkpoint_every_steps',
-                      'keep_checkpoints')
+BOOKKEEPING_FIELDS = (
+    'log_every_steps',
+    'checkpoint_every_steps',
+    'keep_checkpoints',
+)
 
 
-def is_finished(run_dir: str | os.PathLike[str],
-                config: ml_collections.ConfigDict) -> bool:
+def is_finished(
+    run_dir: str | os.PathLike[str], config: ml_collections.ConfigDict
+) -> bool:
   """Whether ``run_dir`` holds a finished run of ``config``.
 
   The run's ``config.json`` must equal ``config`` up to
@@ -147,9 +169,10 @@ def train_runs(
     ``{architecture: {seed: {role: run directory}}}``.
   """
   from bort_jax.training import (
-    checkpoint,  # pylint: disable=g-import-not-at-top
-    loop,  # pylint: disable=g-import-not-at-top
+      checkpoint,  # pylint: disable=g-import-not-at-top
+      loop,  # pylint: disable=g-import-not-at-top
   )
+
   out = {}
   for arch, by_seed in runs.items():
     out[arch] = {}
@@ -160,12 +183,18 @@ def train_runs(
         if is_finished(run_dir, config):
           log(f'{arch} seed {seed} {role}: reading the finished run {run_dir}')
         else:
-          log(f'training {arch} seed {seed} with {config.optimizer} for '
-              f'{config.epochs} epochs in {run_dir}')
+          log(
+              f'training {arch} seed {seed} with {config.optimizer} for '
+              f'{config.epochs} epochs in {run_dir}'
+          )
           loop.train_and_evaluate(
-              config, run_dir, data_dir=data_dir,
+              config,
+              run_dir,
+              data_dir=data_dir,
               resume=(run_dir / checkpoint.CHECKPOINT_DIR).exists(),
-              progress=False, description=f'{arch} seed {seed} {role}')
+              progress=False,
+              description=f'{arch} seed {seed} {role}',
+          )
         out[arch][seed][role] = os.fspath(run_dir)
   return out
 
@@ -185,9 +214,12 @@ def confidence(values: Sequence[float | None]) -> dict[str, Any]:
   if any(v is None for v in values):
     return {'mean': None, 'ci95': None, 'n': len(values), 'values': values}
   mean, half = explain.mean_confidence_interval(np.asarray(values, float))
-  return {'mean': float(mean),
-          'ci95': None if len(values) < 2 else round(float(half), 6),
-          'n': len(values), 'values': [float(v) for v in values]}
+  return {
+      'mean': float(mean),
+      'ci95': None if len(values) < 2 else round(float(half), 6),
+      'n': len(values),
+      'values': [float(v) for v in values],
+  }
 
 
 def aggregate(per_seed: Sequence[Any]) -> Any:
@@ -213,23 +245,27 @@ def aggregate(per_seed: Sequence[Any]) -> Any:
     return {k: aggregate([tree[k] for tree in per_seed]) for k in first}
   if all(v is None for v in per_seed):
     return None
-  if first is None or (isinstance(first, (int, float, np.number))
-                       and not isinstance(first, bool)):
-    if all(v is None or isinstance(v, (int, float, np.number))
-           for v in per_seed):
+  if first is None or (
+      isinstance(first, (int, float, np.number)) and not isinstance(first, bool)
+  ):
+    if all(
+        v is None or isinstance(v, (int, float, np.number)) for v in per_seed
+    ):
       return confidence(per_seed)
   return first
 
 
-def paired_difference(bort: Sequence[float], baseline: Sequence[float]
-                      ) -> dict[str, Any]:
+def paired_difference(
+    bort: Sequence[float], baseline: Sequence[float]
+) -> dict[str, Any]:
   """Bort minus baseline per seed (same seed = same initialisation and data
   order), with its mean and 95% interval."""
   return confidence([b - a for b, a in zip(bort, baseline, strict=True)])
 
 
-def paired_ratio(bort: Sequence[float], baseline: Sequence[float]
-                 ) -> dict[str, Any]:
+def paired_ratio(
+    bort: Sequence[float], baseline: Sequence[float]
+) -> dict[str, Any]:
   """Bort / baseline per seed, with its mean and 95% interval."""
   return confidence([b / a for b, a in zip(bort, baseline, strict=True)])
 
@@ -258,5 +294,7 @@ def check_finite(report: Mapping[str, Any]) -> None:
   """
   bad = find_nan(report)
   if bad:
-    raise ValueError(f'{len(bad)} reported metric(s) are NaN, e.g. '
-                     f'{bad[:5]}; refusing to write a report with NaN')
+    raise ValueError(
+        f'{len(bad)} reported metric(s) are NaN, e.g. '
+        f'{bad[:5]}; refusing to write a report with NaN'
+    )

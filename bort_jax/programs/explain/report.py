@@ -20,8 +20,15 @@ import numpy as np
 
 from bort_jax.programs.explain import figures, protocol
 
-__all__ = ['ACCEPTANCE_ARCHITECTURE', 'ACCEPTANCE_LAYER', 'acceptance',
-           'comparisons', 'format_ci', 'write_markdown', 'write_report']
+__all__ = [
+    'ACCEPTANCE_ARCHITECTURE',
+    'ACCEPTANCE_LAYER',
+    'acceptance',
+    'comparisons',
+    'format_ci',
+    'write_markdown',
+    'write_report',
+]
 
 ROLES = ('baseline', 'bort')
 #: The architecture and layer of the issue's acceptance criteria.
@@ -48,11 +55,13 @@ def comparisons(per_seed: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
   seeds = sorted(per_seed)
   get = lambda role, *keys: [_dig(per_seed[s][role], keys) for s in seeds]
   out: dict[str, Any] = {}
-  acc_base, acc_bort = get('baseline', 'test_accuracy'), get('bort',
-                                                              'test_accuracy')
+  acc_base, acc_bort = get('baseline', 'test_accuracy'), get(
+      'bort', 'test_accuracy'
+  )
   if None not in acc_base and None not in acc_bort:
     out['accuracy_gap_points'] = protocol.confidence(
-        [100.0 * (a - b) for a, b in zip(acc_base, acc_bort)])
+        [100.0 * (a - b) for a, b in zip(acc_base, acc_bort)]
+    )
   first = per_seed[seeds[0]]['bort']['reconstruction']
   rec: dict[str, Any] = {}
   for method in ('transpose', 'pinv'):
@@ -63,26 +72,34 @@ def comparisons(per_seed: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
       bort = get('bort', *keys)
       rec[method][layer] = {
           'pearson_r_difference': protocol.paired_difference(
-              [b['pearson_r'] for b in bort], [a['pearson_r'] for a in base]),
+              [b['pearson_r'] for b in bort], [a['pearson_r'] for a in base]
+          ),
           'ssim_difference': protocol.paired_difference(
-              [b['ssim'] for b in bort], [a['ssim'] for a in base]),
+              [b['ssim'] for b in bort], [a['ssim'] for a in base]
+          ),
           'affine_mse_ratio': protocol.paired_ratio(
-              [b['affine_mse'] for b in bort], [a['affine_mse'] for a in base]),
+              [b['affine_mse'] for b in bort], [a['affine_mse'] for a in base]
+          ),
       }
   base = get('baseline', 'reconstruction', 'inversion')
   bort = get('bort', 'reconstruction', 'inversion')
   rec['optimisation_top_layer'] = {
       'pearson_r_difference': protocol.paired_difference(
-          [b['pearson_r'] for b in bort], [a['pearson_r'] for a in base]),
+          [b['pearson_r'] for b in bort], [a['pearson_r'] for a in base]
+      ),
       'affine_mse_ratio': protocol.paired_ratio(
-          [b['affine_mse'] for b in bort], [a['affine_mse'] for a in base])}
+          [b['affine_mse'] for b in bort], [a['affine_mse'] for a in base]
+      ),
+  }
   out['reconstruction'] = rec
   budgets = per_seed[seeds[0]]['bort']['adversarial']['success_by_l2']
   out['adversarial_success_difference'] = {
       budget: protocol.paired_difference(
           get('bort', 'adversarial', 'success_by_l2', budget),
-          get('baseline', 'adversarial', 'success_by_l2', budget))
-      for budget in budgets}
+          get('baseline', 'adversarial', 'success_by_l2', budget),
+      )
+      for budget in budgets
+  }
   return out
 
 
@@ -109,35 +126,60 @@ def acceptance(architectures: Mapping[str, Any]) -> dict[str, Any]:
   """
   arch = architectures.get(ACCEPTANCE_ARCHITECTURE)
   if arch is None:
-    return {'evaluated': False,
-            'reason': f'{ACCEPTANCE_ARCHITECTURE} was not among the models'}
+    return {
+        'evaluated': False,
+        'reason': f'{ACCEPTANCE_ARCHITECTURE} was not among the models',
+    }
   summary, comp = arch['summary'], arch['comparisons']
-  chain = {role: summary[role]['reconstruction']['chain']['transpose'][
-      ACCEPTANCE_LAYER] for role in ROLES}
+  chain = {
+      role: summary[role]['reconstruction']['chain']['transpose'][
+          ACCEPTANCE_LAYER
+      ]
+      for role in ROLES
+  }
   r_bort = chain['bort']['pearson_r']
   r_base = chain['baseline']['pearson_r']
   ratio = comp['reconstruction']['transpose'][ACCEPTANCE_LAYER][
-      'affine_mse_ratio']
+      'affine_mse_ratio'
+  ]
   gap = comp.get('accuracy_gap_points')
   criteria = [
-      {'name': 'accuracy gap baseline - Bort (points)',
-       'value': gap, 'threshold': '<= 0.5',
-       'met': gap is not None and gap['mean'] <= 0.5},
-      {'name': f'Bort Pearson r from {ACCEPTANCE_LAYER} (transpose)',
-       'value': r_bort, 'threshold': '>= 0.9', 'met': r_bort['mean'] >= 0.9},
-      {'name': f'Bort r - baseline r from {ACCEPTANCE_LAYER} (transpose)',
-       'value': comp['reconstruction']['transpose'][ACCEPTANCE_LAYER][
-           'pearson_r_difference'],
-       'threshold': '>= 0.3',
-       'met': r_bort['mean'] - r_base['mean'] >= 0.3},
-      {'name': f'affine-fitted MSE ratio Bort/baseline from '
-               f'{ACCEPTANCE_LAYER} (transpose)',
-       'value': ratio, 'threshold': '<= 0.3', 'met': ratio['mean'] <= 0.3},
+      {
+          'name': 'accuracy gap baseline - Bort (points)',
+          'value': gap,
+          'threshold': '<= 0.5',
+          'met': gap is not None and gap['mean'] <= 0.5,
+      },
+      {
+          'name': f'Bort Pearson r from {ACCEPTANCE_LAYER} (transpose)',
+          'value': r_bort,
+          'threshold': '>= 0.9',
+          'met': r_bort['mean'] >= 0.9,
+      },
+      {
+          'name': f'Bort r - baseline r from {ACCEPTANCE_LAYER} (transpose)',
+          'value': comp['reconstruction']['transpose'][ACCEPTANCE_LAYER][
+              'pearson_r_difference'
+          ],
+          'threshold': '>= 0.3',
+          'met': r_bort['mean'] - r_base['mean'] >= 0.3,
+      },
+      {
+          'name': f'affine-fitted MSE ratio Bort/baseline from '
+          f'{ACCEPTANCE_LAYER} (transpose)',
+          'value': ratio,
+          'threshold': '<= 0.3',
+          'met': ratio['mean'] <= 0.3,
+      },
   ]
   for c in criteria:
     c['met'] = bool(c['met'])
-  return {'evaluated': True, 'architecture': ACCEPTANCE_ARCHITECTURE,
-          'criteria': criteria, 'all_met': all(c['met'] for c in criteria)}
+  return {
+      'evaluated': True,
+      'architecture': ACCEPTANCE_ARCHITECTURE,
+      'criteria': criteria,
+      'all_met': all(c['met'] for c in criteria),
+  }
 
 
 def format_ci(entry: Any, digits: int = 3, scale: float = 1.0) -> str:
@@ -178,8 +220,9 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
   return lines + ['']
 
 
-def write_figures(report: Mapping[str, Any], arrays_by_arch: Mapping[str, Any],
-                  out_dir: str) -> dict[str, str]:
+def write_figures(
+    report: Mapping[str, Any], arrays_by_arch: Mapping[str, Any], out_dir: str
+) -> dict[str, str]:
   """Writes the figures; returns ``{key: file name}``."""
   files: dict[str, str] = {}
   archs = report['architectures']
@@ -188,76 +231,113 @@ def write_figures(report: Mapping[str, Any], arrays_by_arch: Mapping[str, Any],
     name = f'{arch}_reconstruction_layers.png'
     rows = [('input', arrays['inputs'])]
     for role in ROLES:
-      rows += [(f'{role}\n{layer}', arrays[role]['reconstruction'][layer])
-               for layer in layers]
+      rows += [
+          (f'{role}\n{layer}', arrays[role]['reconstruction'][layer])
+          for layer in layers
+      ]
     for role in ROLES:
-      rows.append((f'{role}\noptimisation\n{layers[-1]}',
-                   arrays[role]['inversion']))
+      rows.append(
+          (f'{role}\noptimisation\n{layers[-1]}', arrays[role]['inversion'])
+      )
     seed = report['settings']['seeds'][0]
     figures.image_rows_figure(
-        rows, os.path.join(out_dir, name),
+        rows,
+        os.path.join(out_dir, name),
         title=f'{arch}, seed {seed}: reconstruction with the transposed '
-              'weights from each layer\n(same test images, pixel range [0, 1] '
-              'for every row; last rows: optimisation-based inversion)')
+        'weights from each layer\n(same test images, pixel range [0, 1] '
+        'for every row; last rows: optimisation-based inversion)',
+    )
     files[f'{arch}/reconstruction_layers'] = name
     if 'sat' in arrays['bort']['saliency']:
       name = f'{arch}_saliency.png'
-      maps = {f'{role}\n{method}': arrays[role]['saliency'][method]
-              for method in ('sat', 'gradient', 'integrated_gradients')
-              for role in ROLES}
+      maps = {
+          f'{role}\n{method}': arrays[role]['saliency'][method]
+          for method in ('sat', 'gradient', 'integrated_gradients')
+          for role in ROLES
+      }
       figures.saliency_figure(
-          arrays['inputs'], maps, os.path.join(out_dir, name),
-          title=f'{arch}, seed {seed}: saliency maps (each scaled to its max)')
+          arrays['inputs'],
+          maps,
+          os.path.join(out_dir, name),
+          title=f'{arch}, seed {seed}: saliency maps (each scaled to its max)',
+      )
       files[f'{arch}/saliency'] = name
   panels = {}
   for arch, entry in archs.items():
-    rec = {role: entry['summary'][role]['reconstruction']['chain']
-           for role in ROLES}
+    rec = {
+        role: entry['summary'][role]['reconstruction']['chain']
+        for role in ROLES
+    }
     layers = entry['summary']['bort']['reconstruction']['layers']
     panels[arch] = {
-        f'{role} {method}': [rec[role][method][layer]['pearson_r']
-                             for layer in layers]
-        for method in ('transpose', 'pinv') for role in ROLES}
+        f'{role} {method}': [
+            rec[role][method][layer]['pearson_r'] for layer in layers
+        ]
+        for method in ('transpose', 'pinv')
+        for role in ROLES
+    }
     panels[arch]['_layers'] = layers
   files['reconstruction_pearson'] = 'reconstruction_pearson.png'
   figures.interval_lines_figure(
-      panels, os.path.join(out_dir, files['reconstruction_pearson']),
+      panels,
+      os.path.join(out_dir, files['reconstruction_pearson']),
       ylabel='Pearson r (reconstruction, input)',
       title='Reconstruction from each layer down to the input: mean and 95% '
-            'interval over seeds')
+      'interval over seeds',
+  )
   curves = {}
   for arch, entry in archs.items():
     budgets = list(entry['summary']['bort']['adversarial']['success_by_l2'])
-    curves[arch] = {role: [entry['summary'][role]['adversarial'][
-        'success_by_l2'][b] for b in budgets] for role in ROLES}
+    curves[arch] = {
+        role: [
+            entry['summary'][role]['adversarial']['success_by_l2'][b]
+            for b in budgets
+        ]
+        for role in ROLES
+    }
     curves[arch]['_layers'] = [float(b) for b in budgets]
   files['adversarial_success'] = 'adversarial_success_vs_l2.png'
   figures.interval_lines_figure(
-      curves, os.path.join(out_dir, files['adversarial_success']),
-      ylabel='targeted success rate', xlabel='L2 budget (pixel units)',
+      curves,
+      os.path.join(out_dir, files['adversarial_success']),
+      ylabel='targeted success rate',
+      xlabel='L2 budget (pixel units)',
       numeric_x=True,
       title='Targeted PGD-L2, the same attack on each model: success vs '
-            'budget (mean and 95% interval over seeds)')
+      'budget (mean and 95% interval over seeds)',
+  )
   sanity = {}
   for arch, entry in archs.items():
     methods = list(entry['summary']['bort']['saliency']['methods'])
-    methods = [m for m in methods
-               if 'sanity_spearman' in entry['summary']['bort']['saliency'][
-                   'methods'][m]]
-    sanity[arch] = {role: [entry['summary'][role]['saliency']['methods'][m][
-        'sanity_spearman'] for m in methods] for role in ROLES}
+    methods = [
+        m
+        for m in methods
+        if 'sanity_spearman'
+        in entry['summary']['bort']['saliency']['methods'][m]
+    ]
+    sanity[arch] = {
+        role: [
+            entry['summary'][role]['saliency']['methods'][m]['sanity_spearman']
+            for m in methods
+        ]
+        for role in ROLES
+    }
     sanity[arch]['_layers'] = methods
   files['saliency_sanity'] = 'saliency_sanity.png'
   figures.interval_lines_figure(
-      sanity, os.path.join(out_dir, files['saliency_sanity']),
+      sanity,
+      os.path.join(out_dir, files['saliency_sanity']),
       ylabel='Spearman(trained map, initial-network map)',
       title='Model-randomisation sanity check: near 1 = the map ignores '
-            'what the network learned', markers_only=True)
+      'what the network learned',
+      markers_only=True,
+  )
   return files
 
 
-def write_report(report: dict[str, Any], arrays_by_arch: Mapping[str, Any],
-                 out_dir: str) -> dict[str, str]:
+def write_report(
+    report: dict[str, Any], arrays_by_arch: Mapping[str, Any], out_dir: str
+) -> dict[str, str]:
   """Writes the figures, ``report.json`` and ``report.md`` into ``out_dir``.
 
   Raises:
@@ -297,46 +377,78 @@ def write_markdown(report: Mapping[str, Any], out_dir: str) -> str:
   files = report.get('figures', {})
   ci = format_ci
   lines = [
-      '# Bort explainability protocol (MNIST)', '',
+      '# Bort explainability protocol (MNIST)',
+      '',
       f'Baseline `adamw` (gamma 0) vs Bort `bort_adamw`, seeds '
       f'{settings["seeds"]}, for {", ".join(settings["models"])}. Every '
       'number is `mean ± 95% half-width` over the seeds (Student t; with 3 '
       'seeds t = 4.30, so the intervals are wide); per-seed values are in '
       '`report.json`. Comparisons are paired by seed (same initialisation '
       'and data order). Reconstruction numbers are in pixel units (images '
-      'in [0, 1]).', '',
-      '## Acceptance criteria (issue 11)', '']
+      'in [0, 1]).',
+      '',
+      '## Acceptance criteria (issue 11)',
+      '',
+  ]
   acc = report['acceptance']
   if not acc.get('evaluated'):
     lines += [f'Not evaluated: {acc.get("reason")}.', '']
   else:
     lines += _table(
         ['criterion', 'measured', 'threshold', 'met'],
-        [[c['name'], ci(c['value']), c['threshold'],
-          '**yes**' if c['met'] else '**no**'] for c in acc['criteria']])
+        [
+            [
+                c['name'],
+                ci(c['value']),
+                c['threshold'],
+                '**yes**' if c['met'] else '**no**',
+            ]
+            for c in acc['criteria']
+        ],
+    )
     lines += [f'All met: **{"yes" if acc["all_met"] else "no"}**.', '']
   lines += ['## Runs and accuracy', '']
   rows = []
   for arch, entry in report['architectures'].items():
     for role in ROLES:
       info = next(iter(entry['runs'].values()))[role]
-      train_seconds = [entry['runs'][s][role]['train_seconds']
-                       for s in entry['runs']]
-      rows.append([arch, role, info['optimizer'], info['gamma'],
-                   info['epochs'], info['train_examples'] or 'all',
-                   ci(entry['summary'][role]['test_accuracy'], 4),
-                   f'{sum(t or 0 for t in train_seconds):.0f}'])
+      train_seconds = [
+          entry['runs'][s][role]['train_seconds'] for s in entry['runs']
+      ]
+      rows.append(
+          [
+              arch,
+              role,
+              info['optimizer'],
+              info['gamma'],
+              info['epochs'],
+              info['train_examples'] or 'all',
+              ci(entry['summary'][role]['test_accuracy'], 4),
+              f'{sum(t or 0 for t in train_seconds):.0f}',
+          ]
+      )
     gap = entry['comparisons'].get('accuracy_gap_points')
     rows.append([arch, 'gap (points)', '', '', '', '', ci(gap, 2), ''])
-  lines += _table(['model', 'run', 'optimizer', 'gamma', 'epochs',
-                   'train examples', 'test accuracy (10000)',
-                   'train s (all seeds)'], rows)
+  lines += _table(
+      [
+          'model',
+          'run',
+          'optimizer',
+          'gamma',
+          'epochs',
+          'train examples',
+          'test accuracy (10000)',
+          'train s (all seeds)',
+      ],
+      rows,
+  )
 
   lines += [
-      '## 1. Reconstruction', '',
+      '## 1. Reconstruction',
+      '',
       'From the output of each conv/dense layer (after its activation) down '
-      'to the input. `transpose`: the Bort paper\'s backtracking map '
-      '(transposed weights, default `auto` scaling); `pinv`: each layer\'s '
+      "to the input. `transpose`: the Bort paper's backtracking map "
+      "(transposed weights, default `auto` scaling); `pinv`: each layer's "
       'least-squares inverse (the fair baseline for a model not trained '
       'with Bort: it uses the same information without assuming '
       'orthogonality). Headline metrics are gain-invariant: Pearson r and '
@@ -345,7 +457,9 @@ def write_markdown(report: Mapping[str, Any], out_dir: str) -> str:
       'Plain pixel MSE is secondary: it mostly measures brightness (a '
       'constant image scores about as well as a blurred digit). Pearson r '
       'and affine MSE are not gameable by rescaling; SSIM is sensitive to '
-      'contrast and clipping.', '']
+      'contrast and clipping.',
+      '',
+  ]
   for arch, entry in report['architectures'].items():
     summary, comp = entry['summary'], entry['comparisons']
     rec = {role: summary[role]['reconstruction'] for role in ROLES}
@@ -356,66 +470,123 @@ def write_markdown(report: Mapping[str, Any], out_dir: str) -> str:
         b = rec['baseline']['chain'][method][layer]
         t = rec['bort']['chain'][method][layer]
         c = comp['reconstruction'][method][layer]
-        rows.append([method, layer, ci(b['pearson_r']), ci(t['pearson_r']),
-                     ci(c['pearson_r_difference']), ci(b['affine_mse'], 4),
-                     ci(t['affine_mse'], 4), ci(c['affine_mse_ratio']),
-                     ci(b['ssim']), ci(t['ssim']), ci(b['mse'], 4),
-                     ci(t['mse'], 4)])
+        rows.append(
+            [
+                method,
+                layer,
+                ci(b['pearson_r']),
+                ci(t['pearson_r']),
+                ci(c['pearson_r_difference']),
+                ci(b['affine_mse'], 4),
+                ci(t['affine_mse'], 4),
+                ci(c['affine_mse_ratio']),
+                ci(b['ssim']),
+                ci(t['ssim']),
+                ci(b['mse'], 4),
+                ci(t['mse'], 4),
+            ]
+        )
     inv = {role: rec[role]['inversion'] for role in ROLES}
     c = comp['reconstruction']['optimisation_top_layer']
-    rows.append([f'optimisation ({inv["bort"]["steps"]["mean"]:.0f} Adam '
-                 f'steps, {inv["bort"]["num_examples"]["mean"]:.0f} ex.)',
-                 inv['bort']['layer'], ci(inv['baseline']['pearson_r']),
-                 ci(inv['bort']['pearson_r']), ci(c['pearson_r_difference']),
-                 ci(inv['baseline']['affine_mse'], 4),
-                 ci(inv['bort']['affine_mse'], 4), ci(c['affine_mse_ratio']),
-                 ci(inv['baseline']['ssim']), ci(inv['bort']['ssim']),
-                 ci(inv['baseline']['mse'], 4), ci(inv['bort']['mse'], 4)])
-    lines += ['Full chain, from the layer down to the input '
-              f'({rec["bort"]["num_examples"]["mean"]:.0f} test images; '
-              f'`pinv` on the first '
-              f'{rec["bort"]["num_pinv_examples"]["mean"]:.0f}, conjugate '
-              f'gradients with at most '
-              f'{rec["bort"]["pinv_maxiter"]["mean"]:.0f} iterations per '
-              'convolution):', '']
+    rows.append(
+        [
+            f'optimisation ({inv["bort"]["steps"]["mean"]:.0f} Adam '
+            f'steps, {inv["bort"]["num_examples"]["mean"]:.0f} ex.)',
+            inv['bort']['layer'],
+            ci(inv['baseline']['pearson_r']),
+            ci(inv['bort']['pearson_r']),
+            ci(c['pearson_r_difference']),
+            ci(inv['baseline']['affine_mse'], 4),
+            ci(inv['bort']['affine_mse'], 4),
+            ci(c['affine_mse_ratio']),
+            ci(inv['baseline']['ssim']),
+            ci(inv['bort']['ssim']),
+            ci(inv['baseline']['mse'], 4),
+            ci(inv['bort']['mse'], 4),
+        ]
+    )
+    lines += [
+        'Full chain, from the layer down to the input '
+        f'({rec["bort"]["num_examples"]["mean"]:.0f} test images; '
+        f'`pinv` on the first '
+        f'{rec["bort"]["num_pinv_examples"]["mean"]:.0f}, conjugate '
+        f'gradients with at most '
+        f'{rec["bort"]["pinv_maxiter"]["mean"]:.0f} iterations per '
+        'convolution):',
+        '',
+    ]
     lines += _table(
-        ['method', 'from layer', 'r baseline', 'r Bort', 'r Bort - baseline',
-         'affine MSE baseline', 'affine MSE Bort', 'ratio Bort/baseline',
-         'SSIM baseline', 'SSIM Bort', 'pixel MSE baseline',
-         'pixel MSE Bort'], rows)
+        [
+            'method',
+            'from layer',
+            'r baseline',
+            'r Bort',
+            'r Bort - baseline',
+            'affine MSE baseline',
+            'affine MSE Bort',
+            'ratio Bort/baseline',
+            'SSIM baseline',
+            'SSIM Bort',
+            'pixel MSE baseline',
+            'pixel MSE Bort',
+        ],
+        rows,
+    )
     rows = []
     for method in ('transpose', 'pinv'):
       for layer in rec['bort']['per_layer'][method]:
         b = rec['baseline']['per_layer'][method][layer]
         t = rec['bort']['per_layer'][method][layer]
-        rows.append([method, layer, ci(b['pearson_r']), ci(t['pearson_r']),
-                     ci(b['relative_mse']), ci(t['relative_mse'])])
-    lines += ['Per layer: the layer\'s input recovered from its own output '
-              '(before the activation; relative MSE = ||h_hat - h||^2 / '
-              f'||h||^2; the first '
-              f'{rec["bort"]["num_pinv_examples"]["mean"]:.0f} images):', '']
-    lines += _table(['method', 'layer', 'r baseline', 'r Bort',
-                     'rel. MSE baseline', 'rel. MSE Bort'], rows)
+        rows.append(
+            [
+                method,
+                layer,
+                ci(b['pearson_r']),
+                ci(t['pearson_r']),
+                ci(b['relative_mse']),
+                ci(t['relative_mse']),
+            ]
+        )
+    lines += [
+        "Per layer: the layer's input recovered from its own output "
+        '(before the activation; relative MSE = ||h_hat - h||^2 / '
+        f'||h||^2; the first '
+        f'{rec["bort"]["num_pinv_examples"]["mean"]:.0f} images):',
+        '',
+    ]
+    lines += _table(
+        [
+            'method',
+            'layer',
+            'r baseline',
+            'r Bort',
+            'rel. MSE baseline',
+            'rel. MSE Bort',
+        ],
+        rows,
+    )
     key = f'{arch}/reconstruction_layers'
     if key in files:
       lines += [f'![{arch} reconstructions per layer]({files[key]})', '']
   if 'reconstruction_pearson' in files:
-    lines += [f'![Pearson r per layer]({files["reconstruction_pearson"]})',
-              '']
+    lines += [f'![Pearson r per layer]({files["reconstruction_pearson"]})', '']
 
   lines += [
-      '## 2. Saliency', '',
-      'SAT (the paper\'s backtracking saliency, from the top spatial layer) '
+      '## 2. Saliency',
+      '',
+      "SAT (the paper's backtracking saliency, from the top spatial layer) "
       'and the gradient baselines. Sanity check (Adebayo et al. 2018): '
-      'Spearman rank correlation between a method\'s maps on the trained '
+      "Spearman rank correlation between a method's maps on the trained "
       'network and on the same network at its initialisation (same '
-      'architecture, the run\'s init seed), mean over the examples. A '
+      "architecture, the run's init seed), mean over the examples. A "
       'method that explains what the network learned should score well '
       'below 1; near 1 it fails the check. Deletion AUC (lower is better) '
       'and insertion AUC (higher is better), deleted pixels set to black; '
       'both can be gamed by maps that track ink rather than the model '
       '(gradient x input and integrated gradients are zero on black pixels '
-      'by construction).', '']
+      'by construction).',
+      '',
+  ]
   for arch, entry in report['architectures'].items():
     summary = entry['summary']
     sal = {role: summary[role]['saliency'] for role in ROLES}
@@ -423,29 +594,55 @@ def write_markdown(report: Mapping[str, Any], out_dir: str) -> str:
     sat = sal['bort']['sat']
     if sat:
       k, channels = sat['k']['mean'], sat['channels']['mean']
-      lines += [f'SAT from `{sat["layer"]}`, k = {k:.0f} of {channels:.0f} '
-                'channels' + (' (k = min(256, C) keeps every channel: the '
-                              'top-k selection does nothing here)'
-                              if k >= channels else '') + '.', '']
+      lines += [
+          f'SAT from `{sat["layer"]}`, k = {k:.0f} of {channels:.0f} '
+          'channels'
+          + (
+              ' (k = min(256, C) keeps every channel: the '
+              'top-k selection does nothing here)'
+              if k >= channels
+              else ''
+          )
+          + '.',
+          '',
+      ]
     else:
       lines += ['No spatial layer: SAT not computed.', '']
     rows = []
     for method in sal['bort']['methods']:
       b, t = sal['baseline']['methods'][method], sal['bort']['methods'][method]
-      rows.append([method, ci(b.get('sanity_spearman')),
-                   ci(t.get('sanity_spearman')), ci(b['deletion_auc']),
-                   ci(t['deletion_auc']), ci(b['insertion_auc']),
-                   ci(t['insertion_auc'])])
-    lines += _table(['method', 'sanity r_s baseline', 'sanity r_s Bort',
-                     'deletion AUC baseline', 'deletion AUC Bort',
-                     'insertion AUC baseline', 'insertion AUC Bort'], rows)
+      rows.append(
+          [
+              method,
+              ci(b.get('sanity_spearman')),
+              ci(t.get('sanity_spearman')),
+              ci(b['deletion_auc']),
+              ci(t['deletion_auc']),
+              ci(b['insertion_auc']),
+              ci(t['insertion_auc']),
+          ]
+      )
+    lines += _table(
+        [
+            'method',
+            'sanity r_s baseline',
+            'sanity r_s Bort',
+            'deletion AUC baseline',
+            'deletion AUC Bort',
+            'insertion AUC baseline',
+            'insertion AUC Bort',
+        ],
+        rows,
+    )
     if sat:
       for role in ROLES:
         value = sal[role]['methods']['sat']['sanity_spearman']['mean']
-        verdict = ('fails' if value >= 0.5 else 'passes')
-        lines.append(f'- SAT on the {role} model {verdict} the sanity check '
-                     f'(trained-vs-initial rank correlation {value:.2f}; '
-                     'threshold used for this sentence: 0.5).')
+        verdict = 'fails' if value >= 0.5 else 'passes'
+        lines.append(
+            f'- SAT on the {role} model {verdict} the sanity check '
+            f'(trained-vs-initial rank correlation {value:.2f}; '
+            'threshold used for this sentence: 0.5).'
+        )
       lines.append('')
     key = f'{arch}/saliency'
     if key in files:
@@ -454,44 +651,67 @@ def write_markdown(report: Mapping[str, Any], out_dir: str) -> str:
     lines += [f'![sanity check]({files["saliency_sanity"]})', '']
 
   lines += [
-      '## 3. Adversarial samples', '',
+      '## 3. Adversarial samples',
+      '',
       'The same attack on every model: targeted PGD-L2 (random target '
       'class other than the label), at fixed L2 budgets in pixel units; '
       'a model whose success needs a larger budget is more robust. '
       '`L2 for 90%`: the smallest budget at which the success rate reaches '
       '0.9 (interpolated; `not reached` if some seed never does). Transfer: '
       'the samples at the transfer budget, classified by an independently '
-      'trained model (the next seed\'s model of the same optimizer). '
+      "trained model (the next seed's model of the same optimizer). "
       '`ours`: our backtracking procedure (not from the paper), with its '
       'own success rate and median L2. Target-likeness (cosine between the '
       'perturbation and the difference of the class-mean images) is kept '
       'as one column; it is weak: it rewards perturbations that look like '
       'a fixed class template whatever the model computes, and when it '
       'rises on a Bort model for PGD as much as for ours, it measures the '
-      'model\'s gradient geometry, not an explanation.',
-      '']
+      "model's gradient geometry, not an explanation.",
+      '',
+  ]
   for arch, entry in report['architectures'].items():
     summary, comp = entry['summary'], entry['comparisons']
     adv = {role: summary[role]['adversarial'] for role in ROLES}
     budgets = list(adv['bort']['success_by_l2'])
     lines += [f'### {arch}', '']
-    rows = [[budget, ci(adv['baseline']['success_by_l2'][budget]),
-             ci(adv['bort']['success_by_l2'][budget]),
-             ci(comp['adversarial_success_difference'][budget])]
-            for budget in budgets]
-    lines += _table(['L2 budget', 'success baseline', 'success Bort',
-                     'Bort - baseline'], rows)
-    rows = [[role, ci(adv[role]['l2_at_90'] or {'mean': None}),
-             ci(adv[role]['transfer']['success_rate']),
-             ci(adv[role]['pgd_target_likeness']),
-             ci(adv[role]['ours']['success_rate']),
-             ci(adv[role]['ours']['l2_median']),
-             ci(adv[role]['ours']['target_likeness'])] for role in ROLES]
+    rows = [
+        [
+            budget,
+            ci(adv['baseline']['success_by_l2'][budget]),
+            ci(adv['bort']['success_by_l2'][budget]),
+            ci(comp['adversarial_success_difference'][budget]),
+        ]
+        for budget in budgets
+    ]
+    lines += _table(
+        ['L2 budget', 'success baseline', 'success Bort', 'Bort - baseline'],
+        rows,
+    )
+    rows = [
+        [
+            role,
+            ci(adv[role]['l2_at_90'] or {'mean': None}),
+            ci(adv[role]['transfer']['success_rate']),
+            ci(adv[role]['pgd_target_likeness']),
+            ci(adv[role]['ours']['success_rate']),
+            ci(adv[role]['ours']['l2_median']),
+            ci(adv[role]['ours']['target_likeness']),
+        ]
+        for role in ROLES
+    ]
     budget = adv['bort']['transfer_budget']['mean']
-    lines += _table(['model', 'L2 for 90%', f'transfer success (L2 '
-                     f'{budget:g})', f'PGD target-likeness (L2 {budget:g})',
-                     'ours: success', 'ours: median L2',
-                     'ours: target-likeness'], rows)
+    lines += _table(
+        [
+            'model',
+            'L2 for 90%',
+            f'transfer success (L2 ' f'{budget:g})',
+            f'PGD target-likeness (L2 {budget:g})',
+            'ours: success',
+            'ours: median L2',
+            'ours: target-likeness',
+        ],
+        rows,
+    )
   if 'adversarial_success' in files:
     lines += [f'![success vs L2]({files["adversarial_success"]})', '']
 
