@@ -134,3 +134,18 @@ def test_per_model_option():
   assert runs['bort_invertible_cnn'][1]['bort'].train_examples == (
       explain_program.DEFAULT_TRAIN_EXAMPLES['bort_invertible_cnn']
   )
+
+
+def test_cli_refuses_an_unwritable_output_before_any_work(
+    tmp_path, capsys, monkeypatch
+):
+  out = tmp_path / 'report'
+  out.write_text('a file, not a folder')
+
+  def fail(*args, **kwargs):
+    raise AssertionError('MNIST was loaded before the output was checked')
+
+  monkeypatch.setattr(explain_program, '_load_mnist', fail)
+  status = explain_program.main(['--out', str(out)])
+  assert status != 0
+  assert str(out) in capsys.readouterr().err

@@ -51,7 +51,8 @@ from bort_jax.data import mnist_idx
 from bort_jax.programs import train as train_program
 from bort_jax.programs.explain import experiment, measure, protocol, report
 from bort_jax.programs.prepare_mnist import IDX_DIR_ENV
-from bort_jax.training import checkpoint, loop, modeling
+from bort_jax.training import checkpoint, errors, loop, modeling, numerics
+from bort_jax.training import workdir as workdir_lib
 
 __all__ = [
     'DEFAULT_EPOCHS',
@@ -274,6 +275,7 @@ def _load_mnist(args: argparse.Namespace):
 
 def _restore(run_dir: str) -> tuple[Any, dict[str, Any]]:
   model, config = checkpoint.restore_model(run_dir)
+  numerics.check_finite_params(model, what=f'the model in {run_dir}')
   dataset = config.get('dataset', 'mnist')
   if dataset != 'mnist':
     raise ValueError(
@@ -379,6 +381,7 @@ def run(args: argparse.Namespace) -> dict[str, str]:
     raise ValueError(
         'give both --baseline-workdir and --bort-workdir, or ' 'neither'
     )
+  workdir_lib.check_output_dir(args.out)
   t0 = time.perf_counter()
   args.data_dir, train, test = _load_mnist(args)
   spec = test.spec
@@ -455,6 +458,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   args = build_parser().parse_args(argv)
   try:
     run(args)
+  except errors.BortError as error:
+    print(f'bort-explain: error: {error}', file=sys.stderr)
+    return error.exit_code
   except (ValueError, FileNotFoundError, FileExistsError) as error:
     print(f'bort-explain: error: {error}', file=sys.stderr)
     return 2
