@@ -25,6 +25,9 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import bort_jax
+from mesh_testing import is_spec
+from mesh_testing import make_tree as make_layout_tree
+from mesh_testing import path_str
 
 NUM_STEPS = 2
 NUM_DEVICES = 8
@@ -53,21 +56,8 @@ OPTIMIZERS = {
 }
 
 
-def is_spec(x):
-  return isinstance(x, tuple) and len(x) == 2 and isinstance(x[1], P)
-
-
-def path_str(path):
-  return jax.tree_util.keystr(path, simple=True, separator='/')
-
-
 def make_tree(seed, scale):
-  rng = np.random.default_rng(seed)
-  return jax.tree.map(
-      lambda leaf: (scale * rng.standard_normal(leaf[0])).astype(np.float32),
-      LAYOUT,
-      is_leaf=is_spec,
-  )
+  return make_layout_tree(LAYOUT, seed, scale)
 
 
 def main():

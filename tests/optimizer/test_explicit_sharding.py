@@ -10,22 +10,13 @@ auto-axes mesh (default options). Every result must keep its kernel's
 sharding and equal the single-device, one-by-one values.
 """
 
-import json
-import os
-import subprocess
-import sys
-
 import pytest
 
-SCRIPT = os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), 'explicit_sharding_check.py'
-)
-REPO_ROOT = os.path.dirname(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-)
+import mesh_testing
+
 OPTIMIZERS = ['bort_sgd', 'bort_adamw', 'lion_chain']
 VARIANTS = ['explicit_batched', 'explicit_one_by_one', 'auto_default']
-NUM_DEVICES = 8
+NUM_DEVICES = mesh_testing.NUM_DEVICES
 KERNELS = {
     'dense_out',
     'dense_out_twin',
@@ -41,26 +32,9 @@ KERNELS = {
 
 @pytest.fixture(scope='module')
 def mesh_run():
-  env = dict(os.environ)
-  env['XLA_FLAGS'] = (
-      env.get('XLA_FLAGS', '')
-      + f' --xla_force_host_platform_device_count={NUM_DEVICES}'
-  ).strip()
-  env['JAX_PLATFORMS'] = 'cpu'
-  completed = subprocess.run(
-      [sys.executable, SCRIPT],
-      check=False,
-      env=env,
-      cwd=REPO_ROOT,
-      capture_output=True,
-      text=True,
-      timeout=900,
+  return mesh_testing.run_check_script(
+      'explicit_sharding_check.py', timeout=900
   )
-  assert completed.returncode == 0, (
-      f'explicit_sharding_check.py exited with {completed.returncode}\n'
-      f'stdout:\n{completed.stdout[-3000:]}\nstderr:\n{completed.stderr[-3000:]}'
-  )
-  return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
 def _records(run, optimizer, variant, kind=None):

@@ -8,47 +8,17 @@ along the output axis, along the fan-in, or replicated), runs jitted
 for every step), and compares each result with the same run on one device.
 """
 
-import json
-import os
-import subprocess
-import sys
-
 import pytest
 
-SCRIPT = os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), 'sharding_check.py'
-)
-REPO_ROOT = os.path.dirname(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-)
+import mesh_testing
+
 OPTIMIZERS = ['bort_adamw', 'bort_sgd']
-NUM_DEVICES = 8
+NUM_DEVICES = mesh_testing.NUM_DEVICES
 
 
 @pytest.fixture(scope='module')
 def sharded_run():
-  env = dict(os.environ)
-  env['XLA_FLAGS'] = (
-      env.get('XLA_FLAGS', '')
-      + f' --xla_force_host_platform_device_count={NUM_DEVICES}'
-  ).strip()
-  env['JAX_PLATFORMS'] = 'cpu'
-  env['PYTHONPATH'] = os.pathsep.join(
-      filter(None, [REPO_ROOT, env.get('PYTHONPATH')])
-  )
-  completed = subprocess.run(
-      [sys.executable, SCRIPT],
-      env=env,
-      cwd=REPO_ROOT,
-      capture_output=True,
-      text=True,
-      timeout=300,
-  )
-  assert completed.returncode == 0, (
-      f'sharding_check.py exited with {completed.returncode}\n'
-      f'stdout:\n{completed.stdout[-3000:]}\nstderr:\n{completed.stderr[-3000:]}'
-  )
-  return json.loads(completed.stdout.strip().splitlines()[-1])
+  return mesh_testing.run_check_script('sharding_check.py', timeout=300)
 
 
 def test_subprocess_has_an_eight_device_mesh(sharded_run):
