@@ -778,7 +778,9 @@ def test_8_sigint_saves_a_checkpoint(tmp_path, mnist_data_dir, capsys):
   stopped = int(
       err.split('bort-train: interrupted (SIGINT) at step ')[1].split(';')[0]
   )
-  assert checkpoint_steps(workdir) == [stopped]
+  # The newest checkpoint is the interrupted step (on a slow machine a regular
+  # epoch-end checkpoint may come before it).
+  assert checkpoint_steps(workdir)[-1] == stopped
   assert strict_records(workdir)[-1]['step'] <= stopped
   code, err = run_cli([*args, '--resume', '--max-steps', stopped + 2], capsys)
   assert code == 0, err
