@@ -102,6 +102,22 @@ def default_mask(params: PyTree) -> PyTree:
   return jax.tree_util.tree_map_with_path(is_kernel, params)
 
 
+def _check_every_pattern_matches(params: PyTree, compiled, caller: str) -> None:
+  """Raises if a pattern matches no kernel path; the message lists them."""
+  kernel_paths = [
+      path_string(path)
+      for path, leaf in jax.tree_util.tree_leaves_with_path(params)
+      if is_kernel(path, leaf)
+  ]
+  unmatched = [
+      c.pattern for c in compiled if not any(c.search(p) for p in kernel_paths)
+  ]
+  if unmatched:
+    raise ValueError(
+        f'{caller}: {unmatched} match no kernel; the kernels are {kernel_paths}'
+    )
+
+
 def kernels_except(*patterns: str) -> Callable[[PyTree], PyTree]:
   """A mask function: :func:`default_mask` minus the kernels named by ``patterns``.
 
@@ -134,20 +150,7 @@ def kernels_except(*patterns: str) -> Callable[[PyTree], PyTree]:
 
   def mask(params: PyTree) -> PyTree:
     _check_called_with_params(params, 'kernels_except')
-    kernel_paths = [
-        path_string(path)
-        for path, leaf in jax.tree_util.tree_leaves_with_path(params)
-        if is_kernel(path, leaf)
-    ]
-    unmatched = [
-        c.pattern
-        for c in compiled
-        if not any(c.search(p) for p in kernel_paths)
-    ]
-    if unmatched:
-      raise ValueError(
-          f'kernels_except: {unmatched} match no kernel; the kernels are {kernel_paths}'
-      )
+    _check_every_pattern_matches(params, compiled, 'kernels_except')
 
     def selected(path, leaf) -> bool:
       return is_kernel(path, leaf) and not any(
@@ -243,21 +246,7 @@ def stacked_dimension_numbers(
 
   def dimension_numbers(params: PyTree) -> PyTree:
     _check_called_with_params(params, 'stacked_dimension_numbers')
-    kernel_paths = [
-        path_string(path)
-        for path, leaf in jax.tree_util.tree_leaves_with_path(params)
-        if is_kernel(path, leaf)
-    ]
-    unmatched = [
-        c.pattern
-        for c in compiled
-        if not any(c.search(p) for p in kernel_paths)
-    ]
-    if unmatched:
-      raise ValueError(
-          f'stacked_dimension_numbers: {unmatched} match no kernel; the kernels are '
-          f'{kernel_paths}'
-      )
+    _check_every_pattern_matches(params, compiled, 'stacked_dimension_numbers')
 
     def numbers(path, leaf):
       if not is_kernel(path, leaf):
