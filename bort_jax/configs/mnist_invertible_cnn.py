@@ -9,10 +9,26 @@ layer is square or overcomplete does that make the transposed weights a
 left inverse (``docs/method.md`` §5). In :class:`InvertibleCNN` (config
 ``mnist_cnn``) three of four layers are wide, and Wᵀ can only project.
 
-Recipe: that of ``mnist_cnn`` (the AdamW family) so that the two CNNs are
-compared on equal terms: 2 epochs, batch 64, AdamW learning rate 2e-3 with a
-cosine schedule to 0, weight decay 1e-4 on the kernels, amplitude 1, Bort
-gamma 2 (about the authors' per-step retraction, see ``mnist_cnn``).
+Recipe: the AdamW family of ``mnist_cnn`` (2 epochs, batch 64, AdamW
+learning rate 2e-3 with a cosine schedule to 0, weight decay 1e-4 on the
+kernels, amplitude 1) with a stronger Bort gamma, 30. BortA moves the kernels
+by ``lr * gamma * (W Wᵀ W - W)`` per step, so gamma sets how far Adam's task
+steps can pull the singular values from 1 before the correction pulls them
+back; the transposed inverse needs them close to 1. Measured on MNIST (all
+60000 training images, 2 epochs, seed 0; accuracy on the 10000 test images,
+Pearson r of the transposed-weight reconstruction from ``down2_lrelu``):
+
+  =========  ========  =====  ==========================
+  gamma      accuracy  r      singular values of down2
+  =========  ========  =====  ==========================
+  0 (AdamW)  98.56%    0.37   0.003 to 2.79
+  10         98.17%    0.86   0.69 to 1.20
+  30         98.19%    0.999  0.97 to 1.08
+  =========  ========  =====  ==========================
+
+At gamma 2 (``mnist_cnn``'s value) and 20000 images the smallest singular
+value of ``down1`` was 0.02 and r 0.71. The price of 30 is about 0.4 points
+of accuracy against AdamW; ``bort-explain`` measures it over 3 seeds.
 
 The classifier is left out of the Bort term (``bort_exclude``, the pattern
 :data:`bort_jax.models.BORT_INVERTIBLE_CNN_CLASSIFIER_PATTERN`): it maps
@@ -39,6 +55,6 @@ def get_config():
   config.batch_size = 64
   config.learning_rate = 2e-3
   config.weight_decay = 1e-4
-  config.gamma = 2.0
+  config.gamma = 30.0
   config.bort_exclude = (BORT_INVERTIBLE_CNN_CLASSIFIER_PATTERN,)
   return config

@@ -83,7 +83,7 @@ def test_cli_smoke(tmp_path, mnist_data_dir, monkeypatch):
     assert arch['runs']['0'][role]['workdir'] == str(run_dir)
     assert loop.last_evaluation(run_dir)['epoch'] == 1
   assert arch['runs']['0']['baseline']['gamma'] == 0.0
-  assert arch['runs']['0']['bort']['gamma'] == 2.0
+  assert arch['runs']['0']['bort']['gamma'] == 30.0  # the preset's
   # Finished runs are read back, not trained again.
   metrics = {
       p: p.stat().st_mtime_ns for p in (out / 'runs').rglob('metrics.jsonl')

@@ -27,7 +27,9 @@ def test_protocol_configs_pairs_and_layout():
   assert pair['baseline'].optimizer == 'adamw'
   assert pair['baseline'].gamma == 0.0
   assert pair['bort'].optimizer == 'bort_adamw'
-  assert pair['bort'].gamma == 2.0
+  # One gamma for every architecture: the preset recipe's.
+  assert pair['bort'].gamma == 30.0
+  assert runs['mlp'][0]['bort'].gamma == 30.0
   assert pair['bort'].bort_exclude == ('^layers/9/kernel$',)
   assert pair['bort'].seed == 2
   assert pair['bort'].train_examples == 100
@@ -39,16 +41,24 @@ def test_protocol_configs_pairs_and_layout():
   )
 
 
+def test_protocol_configs_explicit_gamma():
+  runs = protocol.protocol_configs(['mlp'], [0], gamma=0.5)
+  assert runs['mlp'][0]['bort'].gamma == 0.5
+  assert runs['mlp'][0]['baseline'].gamma == 0.0
+
+
 @pytest.mark.parametrize(
-    'architectures,seeds,match',
+    'architectures,seeds,gamma,match',
     [
-        (['resnet'], [0], 'unknown architecture'),
-        (['mlp'], [], 'at least one seed'),
+        (['resnet'], [0], None, 'unknown architecture'),
+        (['mlp'], [], None, 'at least one seed'),
+        (['mlp'], [0], 0.0, 'gamma must be finite and positive'),
+        (['mlp'], [0], float('nan'), 'gamma must be finite and positive'),
     ],
 )
-def test_protocol_configs_bad_input(architectures, seeds, match):
+def test_protocol_configs_bad_input(architectures, seeds, gamma, match):
   with pytest.raises(ValueError, match=match):
-    protocol.protocol_configs(architectures, seeds)
+    protocol.protocol_configs(architectures, seeds, gamma=gamma)
 
 
 def test_confidence_over_seeds():

@@ -3,8 +3,10 @@
 The protocol compares, for each architecture, a baseline (``adamw``, gamma
 0) with Bort (``bort_adamw``) over several seeds. Every run is a packaged
 recipe with the AdamW-family settings of ``mnist_cnn`` (learning rate 2e-3,
-weight decay 1e-4, Bort gamma 2), its own epochs and batch size (or those
-given), the full test set for the accuracy, and the seed. Runs live in
+weight decay 1e-4) and one Bort gamma for every architecture, that of the
+Bort-invertible preset ``mnist_invertible_cnn`` (30), so that between the
+CNN rows only the architecture differs; each recipe keeps its epochs and
+batch size (or those given). Accuracy is measured on the full test set. Runs live in
 ``WORKDIR/<config>/seed<k>/<optimizer>``; a finished run whose
 ``config.json`` equals the protocol's config is read back, not retrained.
 
@@ -34,6 +36,7 @@ from bort_jax.training import loop
 
 __all__ = [
     'ARCHITECTURE_CONFIGS',
+    'GAMMA_RECIPE',
     'PAIR',
     'aggregate',
     'check_finite',
@@ -54,6 +57,9 @@ ARCHITECTURE_CONFIGS: dict[str, str] = {
     'mlp': 'mnist_mlp',
 }
 
+#: The recipe whose Bort gamma every architecture's ``bort`` run uses.
+GAMMA_RECIPE = 'mnist_invertible_cnn'
+
 #: Roles and optimizers of each compared pair.
 PAIR: tuple[tuple[str, str], ...] = (
     ('baseline', 'adamw'),
@@ -67,7 +73,7 @@ def protocol_configs(
     *,
     learning_rate: float = 2e-3,
     weight_decay: float = 1e-4,
-    gamma: float = 2.0,
+    gamma: float | None = None,
     epochs: Mapping[str, int] | None = None,
     train_examples: Mapping[str, int] | None = None,
 ) -> dict[str, dict[int, dict[str, ml_collections.ConfigDict]]]:
@@ -78,7 +84,8 @@ def protocol_configs(
     seeds: the seeds (initialisation and data order) of the repeats.
     learning_rate: peak AdamW learning rate of every run.
     weight_decay: AdamW weight decay of every run.
-    gamma: the Bort coefficient of the ``bort`` runs (the baseline has 0).
+    gamma: the Bort coefficient of every ``bort`` run (the baseline has 0);
+      default: that of :data:`GAMMA_RECIPE`.
     epochs: per-architecture epochs (default: each recipe's).
     train_examples: per-architecture number of training examples, the
       first N of the training set (default, or 0: all 60000).
@@ -97,6 +104,10 @@ def protocol_configs(
     )
   if not seeds:
     raise ValueError('give at least one seed')
+  if gamma is None:
+    gamma = configs.get_config(GAMMA_RECIPE).gamma
+  if not (math.isfinite(gamma) and gamma > 0):
+    raise ValueError(f'gamma must be finite and positive, got {gamma}')
   epochs = dict(epochs or {})
   train_examples = dict(train_examples or {})
   out = {}
