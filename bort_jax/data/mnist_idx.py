@@ -25,7 +25,6 @@ import gzip
 import logging
 import os
 import struct
-import sys
 import tempfile
 import urllib.parse
 import zlib
@@ -401,8 +400,6 @@ def prepare_mnist(
       data_path,
       Path(idx_dir).absolute(),
   )
-  if not sys.stderr.isatty():  # tfds' progress bars write lines to a log file
-    tfds.disable_progress_bar()
   # The download manager is unused but creates its folders: keep them out of
   # data_dir.
   with tempfile.TemporaryDirectory(prefix='bort_mnist_dl_') as download_dir:

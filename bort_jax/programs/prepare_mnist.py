@@ -18,11 +18,24 @@ import sys
 import time
 from collections.abc import Sequence
 
+import tensorflow_datasets as tfds
+
 from bort_jax import data
 from bort_jax.data import mnist_idx
 
 #: The environment variable naming the folder of the IDX files.
 IDX_DIR_ENV = 'BORT_MNIST_IDX_DIR'
+
+
+def quiet_tfds_off_terminal() -> None:
+  """Turns tfds' progress bars off when stderr is not a terminal.
+
+  Off a terminal they write one line per update into the log. The switch is
+  global to the process, so only programs (which own the process) call it;
+  the library leaves tfds' setting as the caller has it.
+  """
+  if not sys.stderr.isatty():
+    tfds.disable_progress_bar()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
   """Entry point of ``bort-prepare-mnist``; returns the exit status."""
   args = build_parser().parse_args(argv)
+  quiet_tfds_off_terminal()
   data_dir = data.resolve_data_dir(args.data_dir)
   start = time.perf_counter()
   try:

@@ -59,6 +59,7 @@ from ml_collections import config_flags
 
 from bort_jax import configs, data
 from bort_jax.data import mnist_idx
+from bort_jax.programs import prepare_mnist
 from bort_jax.programs.prepare_mnist import IDX_DIR_ENV
 from bort_jax.training import checkpoint, errors, loop, optimizer_factory, parallel
 
@@ -422,6 +423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser = build_parser()
   args, extra = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
   _report_warnings()
+  prepare_mnist.quiet_tfds_off_terminal()
   if args.mnist_idx_dir is None:
     args.mnist_idx_dir = os.environ.get(IDX_DIR_ENV) or None
   try:

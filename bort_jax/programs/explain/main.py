@@ -52,6 +52,7 @@ from bort_jax import configs, data
 from bort_jax.data import mnist_idx
 from bort_jax.programs import train as train_program
 from bort_jax.programs.explain import experiment, measure, protocol, report
+from bort_jax.programs import prepare_mnist
 from bort_jax.programs.prepare_mnist import IDX_DIR_ENV
 from bort_jax.training import checkpoint, errors, loop, modeling, numerics
 from bort_jax.training import workdir as workdir_lib
@@ -68,7 +69,11 @@ __all__ = [
 #: Epochs per architecture of the default (two-CPU) budget.
 DEFAULT_EPOCHS = {'bort_invertible_cnn': 2, 'invertible_cnn': 2, 'mlp': 2}
 #: Training examples per architecture of the default budget (0: all).
-DEFAULT_TRAIN_EXAMPLES = {'bort_invertible_cnn': 0, 'invertible_cnn': 0, 'mlp': 0}
+DEFAULT_TRAIN_EXAMPLES = {
+    'bort_invertible_cnn': 0,
+    'invertible_cnn': 0,
+    'mlp': 0,
+}
 
 
 def _names(text: str) -> list[str]:
@@ -455,6 +460,7 @@ def run(args: argparse.Namespace) -> dict[str, str]:
 def main(argv: Sequence[str] | None = None) -> int:
   """Entry point of ``bort-explain``; returns the exit status."""
   args = build_parser().parse_args(argv)
+  prepare_mnist.quiet_tfds_off_terminal()
   try:
     run(args)
   except errors.BortError as error:
