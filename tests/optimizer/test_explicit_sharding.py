@@ -14,10 +14,6 @@ import pytest
 
 import mesh_testing
 
-# One worker runs every test here, so the module's fixture runs once
-# (pytest -n 2 --dist loadgroup, as the README says).
-pytestmark = pytest.mark.xdist_group('explicit_sharding')
-
 OPTIMIZERS = ['bort_sgd', 'bort_adamw', 'lion_chain']
 VARIANTS = ['explicit_batched', 'explicit_one_by_one', 'auto_default']
 NUM_DEVICES = mesh_testing.NUM_DEVICES

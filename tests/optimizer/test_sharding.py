@@ -12,10 +12,6 @@ import pytest
 
 import mesh_testing
 
-# One worker runs every test here, so the module's fixture runs once
-# (pytest -n 2 --dist loadgroup, as the README says).
-pytestmark = pytest.mark.xdist_group('sharding')
-
 OPTIMIZERS = ['bort_adamw', 'bort_sgd']
 NUM_DEVICES = mesh_testing.NUM_DEVICES
 

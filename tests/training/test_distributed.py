@@ -21,10 +21,6 @@ from bort_jax.training import loop
 
 import distributed_worker  # tests/training is on the path (pytest's rootdir-relative imports)
 
-# One worker runs every test here, so the module's fixture runs once
-# (pytest -n 2 --dist loadgroup, as the README says).
-pytestmark = pytest.mark.xdist_group('distributed')
-
 WORKER = Path(distributed_worker.__file__)
 
 

@@ -10,10 +10,6 @@ import sys
 
 import pytest
 
-# One worker runs every test here, so the module's fixture runs once
-# (pytest -n 2 --dist loadgroup, as the README says).
-pytestmark = pytest.mark.xdist_group('reproduce_mnist')
-
 
 @pytest.fixture(scope='module')
 def reproduction(tmp_path_factory, mnist_data_dir, repo_root, subprocess_env):
