@@ -4,6 +4,9 @@ import pathlib
 
 import nbclient
 import nbformat
+import pytest
+
+pytestmark = pytest.mark.expensive
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / 'experiments' / 'notebooks' / 'quickstart.ipynb'

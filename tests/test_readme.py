@@ -10,6 +10,8 @@ import re
 
 import pytest
 
+pytestmark = pytest.mark.expensive
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 README = (ROOT / 'README.md').read_text()
 CI = (ROOT / '.ci' / 'run').read_text()

@@ -10,6 +10,8 @@ from bort_jax.programs.explain import main as explain_program
 from bort_jax.programs.explain import protocol
 from bort_jax.training import loop
 
+pytestmark = pytest.mark.expensive
+
 TINY = [
     '--models',
     'bort_invertible_cnn',

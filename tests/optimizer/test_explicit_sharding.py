@@ -14,6 +14,8 @@ import pytest
 
 import mesh_testing
 
+pytestmark = pytest.mark.expensive
+
 OPTIMIZERS = ['bort_sgd', 'bort_adamw', 'lion_chain']
 VARIANTS = ['explicit_batched', 'explicit_one_by_one', 'auto_default']
 NUM_DEVICES = mesh_testing.NUM_DEVICES

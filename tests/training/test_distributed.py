@@ -21,6 +21,8 @@ from bort_jax.training import loop
 
 import distributed_worker  # tests/training is on the path (pytest's rootdir-relative imports)
 
+pytestmark = pytest.mark.expensive
+
 WORKER = Path(distributed_worker.__file__)
 
 

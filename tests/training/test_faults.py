@@ -40,6 +40,8 @@ from bort_jax.programs import train as train_program
 from bort_jax.training import checkpoint, errors, loop, metrics_log, numerics, preflight
 from bort_jax.training import workdir as workdir_lib
 
+pytestmark = pytest.mark.expensive
+
 TINY = {
     'epochs': 2,
     'batch_size': 64,

@@ -20,6 +20,8 @@ import tensorflow_datasets as tfds
 from bort_jax import configs
 from bort_jax.training import loop
 
+pytestmark = pytest.mark.expensive
+
 NUM_EXAMPLES = 8
 
 # config -> the changes that shrink its model.

@@ -17,6 +17,8 @@ from bort_jax.training import parallel
 
 import multidevice_check  # tests/training is on the path (pytest's rootdir-relative imports)
 
+pytestmark = pytest.mark.expensive
+
 CHECK = Path(__file__).with_name('multidevice_check.py')
 
 

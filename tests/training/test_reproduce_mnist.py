@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.expensive
+
 
 @pytest.fixture(scope='module')
 def reproduction(tmp_path_factory, mnist_data_dir, repo_root, subprocess_env):

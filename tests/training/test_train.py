@@ -13,6 +13,8 @@ from bort_jax.data import mnist_idx
 from bort_jax.programs import train as train_program
 from bort_jax.training import checkpoint, input_pipeline, loop
 
+pytestmark = pytest.mark.expensive
+
 EPOCH_FIELDS = {
     'step',
     'epoch',
