@@ -226,39 +226,36 @@ def test_batch_not_divisible_by_the_devices(
   assert 'Traceback' not in result.stderr
 
 
-def test_preflight_batch_checks():
-  with pytest.raises(
-      errors.ConfigError, match='not divisible by the 2 processes'
-  ):
-    preflight.check_batch_sizes(
-        batch_size=64,
-        eval_batch_size=101,
-        train_examples=640,
-        devices=2,
-        processes=2,
-    )
-  with pytest.raises(
-      errors.ConfigError, match='eval_batch_size 100 .* the 8 devices'
-  ):
-    preflight.check_batch_sizes(
-        batch_size=64,
-        eval_batch_size=100,
-        train_examples=640,
-        devices=8,
-        processes=1,
-    )
-  with pytest.raises(
-      errors.ConfigError, match='the 4 devices'
-  ):  # pmap: per process
-    preflight.check_batch_sizes(
-        batch_size=36,
-        eval_batch_size=64,
-        train_examples=640,
-        devices=8,
-        processes=2,
-        local_devices=4,
-        pmap=True,
-    )
+@pytest.mark.parametrize(
+    'sizes,match',
+    [
+        (
+            dict(eval_batch_size=101, devices=2, processes=2),
+            'not divisible by the 2 processes',
+        ),
+        (
+            dict(eval_batch_size=100, devices=8, processes=1),
+            'eval_batch_size 100 .* the 8 devices',
+        ),
+        (  # pmap: per process
+            dict(
+                batch_size=36,
+                devices=8,
+                processes=2,
+                local_devices=4,
+                pmap=True,
+            ),
+            'the 4 devices',
+        ),
+    ],
+)
+def test_preflight_batch_checks_refuse(sizes, match):
+  arguments = dict(batch_size=64, eval_batch_size=64, train_examples=640)
+  with pytest.raises(errors.ConfigError, match=match):
+    preflight.check_batch_sizes(**{**arguments, **sizes})
+
+
+def test_preflight_batch_checks_accept_pmap_per_process():
   preflight.check_batch_sizes(
       batch_size=64,
       eval_batch_size=64,
