@@ -4,7 +4,7 @@ r"""Adversarial samples: Bort's explainable ones (our design), FGSM and PGD.
 Bort paper synthesises adversarial samples from a Bort-trained model "without
 additional parameters and training" but does not publish how; the procedure
 here is **our design**. It uses only the forward pass and the backtracking map
-:math:`g` (:func:`bort_jax.explain.inverse.reconstruct`), never a gradient of
+:math:`g` (:func:`bort_jax.explain.backtrack.backtrack`), never a gradient of
 the network:
 
 1. :math:`z = f_{\le L}(x)`, the representation fed to the linear classifier
@@ -293,7 +293,8 @@ def explainable_adversarial(
     num_scales: int = 21,
     step_fraction: float = 0.5,
     num_steps: int = 3,
-    layer_name: chain.LayerRef | None = None,
+    layer_name: inverse.LayerSpec = None,
+    classifier: tuple[Any, Any] | None = None,
     method: inverse.Method = 'transpose',
     scaling: inverse.Scaling = 'auto',
     inverse_options: Mapping[str, Any] | None = None,
@@ -307,8 +308,9 @@ def explainable_adversarial(
   weights and the backtracking map.
 
   Args:
-    model: an invertible model ending with a linear classifier whose output
-      is the logits: one of ours or any ``nnx.Sequential`` (see
+    model: a classifier ``model(x) -> logits``: a layer chain ending with a
+      linear classifier (ours, any ``nnx.Sequential``), or any module or
+      function with the representation given by ``layer_name`` (see
       :func:`~bort_jax.explain.inverse.reconstruct`).
     x: ``[N, ...]`` inputs.
     targets: ``[N]`` target classes.
@@ -324,9 +326,13 @@ def explainable_adversarial(
     step_fraction: ``'example'`` mode: :math:`\beta`, the fraction of the
       remaining way to :math:`z_t` covered by each step.
     num_steps: iterations.
-    layer_name: the representation moved, by name or index (default:
-      :func:`classifier_input_layer`; in ``'classifier'`` mode it must be the
-      classifier's input).
+    layer_name: the representation moved: a chain's layer name or index
+      (default: :func:`classifier_input_layer`; in ``'classifier'`` mode it
+      must be the classifier's input), or a function from the input to it.
+    classifier: ``(kernel [features, classes], bias or None)`` of the linear
+      classifier that reads the representation; taken from a chain's last
+      layer when omitted, needed when ``layer_name`` is a function
+      (``'classifier'`` mode).
     method: the layer inverses of the backtracking map, ``'transpose'``
       (the paper's) or ``'pinv'`` (least squares).
     scaling: layer-inverse scaling of the backtracking map.
@@ -355,41 +361,54 @@ def explainable_adversarial(
     )
   if num_steps < 1:
     raise ValueError(f'num_steps must be positive, got {num_steps}')
-  default_layer = classifier_input_layer(model)
-  layer_name = default_layer if layer_name is None else layer_name
-  index = chain.resolve_layer(model, layer_name)  # Raises for a bad layer.
   _check_labels(x, targets, 'targets')
-  input_shape = x.shape[1:]
-  shapes = chain.layer_shapes(model, input_shape, x.dtype)
-  num_classes = shapes[-1][1][-1]
-  options = dict(inverse_options or {})
-
-  def g(z):
-    return inverse.reconstruct(
-        model,
-        z,
-        layer_name,
-        input_shape,
-        method=method,
-        scaling=scaling,
-        **options,
-    )
-
-  def forward(x):
-    return chain.forward_to(model, x, layer_name)
+  is_chain = isinstance(layer_name, (str, int)) or layer_name is None
+  if is_chain:
+    default_layer = classifier_input_layer(model)
+    layer_name = default_layer if layer_name is None else layer_name
+    index = chain.resolve_layer(model, layer_name)  # Raises for a bad layer.
+  num_classes = jax.eval_shape(model, x).shape[-1]
+  g = inverse.backtracking_map(
+      model,
+      layer_name,
+      x.shape[1:],
+      x.dtype,
+      method=method,
+      scaling=scaling,
+      **dict(inverse_options or {}),
+  )
+  forward = inverse.representation_fn(model, layer_name)
 
   if mode == 'classifier':
-    if index != chain.resolve_layer(model, default_layer):
-      raise ValueError(
-          f"mode='classifier' moves the classifier's input ({default_layer!r}), "
-          f'not {layer_name!r}'
+    if classifier is None:
+      if not is_chain:
+        raise ValueError(
+            "mode='classifier' with the layer given as a function needs "
+            'classifier=(kernel, bias), the weights of the linear classifier '
+            "that reads the function's output"
+        )
+      if index != chain.resolve_layer(model, default_layer):
+        raise ValueError(
+            "mode='classifier' moves the classifier's input "
+            f'({default_layer!r}), not {layer_name!r}'
+        )
+      last = chain.layer_chain(model).layers[-1]
+      classifier = (
+          last.kernel[...],
+          None if last.bias is None else last.bias[...],
       )
-    classifier = chain.layer_chain(model).layers[-1]
-    kernel = classifier.kernel[...]
-    bias = classifier.bias
+    kernel, bias = classifier
+    kernel = jnp.asarray(kernel)
     bias = (
-        jnp.zeros((num_classes,), kernel.dtype) if bias is None else bias[...]
+        jnp.zeros((num_classes,), kernel.dtype)
+        if bias is None
+        else jnp.asarray(bias)
     )
+    if kernel.ndim != 2 or kernel.shape[-1] != num_classes:
+      raise ValueError(
+          f'the classifier kernel must be [features, {num_classes}], got '
+          f'{kernel.shape}'
+      )
     target_rows = jax.nn.one_hot(targets, num_classes, dtype=bool)
 
     scales = jnp.geomspace(1.0, max_scale, num_scales).astype(x.dtype)

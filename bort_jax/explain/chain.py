@@ -75,26 +75,12 @@ class LayerChain(NamedTuple):
 
 
 def _not_a_chain_message(model: Any) -> str:
-  kinds = (
-      sorted(
-          {
-              type(node).__name__
-              for _, node in nnx.iter_graph(model)
-              if isinstance(
-                  node, (nnx.BatchNorm, nnx.LayerNorm, nnx.MultiHeadAttention)
-              )
-          }
-      )
-      if isinstance(model, nnx.Module)
-      else []
-  )
-  detail = f' (it contains {", ".join(kinds)} layers)' if kinds else ''
   return (
       f'{type(model).__name__} is neither an nnx.Sequential nor a '
-      'NamedSequential, so its layers cannot be walked in order'
-      f'{detail}. Residual additions and '
-      'attention have no inverse; put the sequential part of the model in an '
-      'nnx.Sequential to explain it.'
+      'NamedSequential, so its layers cannot be addressed by name or index. '
+      'Name the layer to explain by a function from the input to its output '
+      '(e.g. lambda x: model.features(x)), or pass None to explain the '
+      "model's own output"
   )
 
 

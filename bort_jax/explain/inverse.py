@@ -1,83 +1,29 @@
-r"""Layer inverses and the backtracking map of a sequential model.
+r"""The backtracking map of a model: from a layer's output back to its input.
 
-A Bort-trained layer has (nearly) bounded, orthogonal weight vectors, so its
-input is recovered from its output with the *transposed* weights. This module
-implements the layer-by-layer approximate inverse of the Bort paper (see
-``docs/method.md`` §5.1), a least-squares alternative, and :func:`reconstruct`,
-which maps the output of any chosen layer back to input space (the
-*backtracking map* :math:`g` of the saliency algorithm).
+:func:`reconstruct` maps the representation of an input at some layer back
+to input space: :math:`\hat x = g(z)`, the *backtracking map* of the Bort
+paper (``docs/method.md``). It is built on
+:func:`~bort_jax.explain.backtrack.backtrack`, which runs any JAX function's
+primitives backwards, so the model may be
 
-**Models.** :func:`reconstruct` walks any layer chain
-(:mod:`~bort_jax.explain.chain`): the package's
-:class:`~bort_jax.models.layers.NamedSequential` models (layer by name or
-index) and any user's ``nnx.Sequential`` (layer by index, negative allowed),
-whose elements may be modules or plain functions (``nnx.relu``,
-``functools.partial(nnx.leaky_relu, negative_slope=0.5)``,
-``jax.nn.leaky_relu``, pooling partials, a flattening lambda).
+* any function of one array, with the layer to explain named by a function:
+  ``reconstruct(f, z, input_shape=...)`` with ``f`` the model up to that
+  layer (an NNX module of any structure, ``functools.partial(linen.apply,
+  variables)``, a plain function);
+* a layer chain (our ``NamedSequential`` models, any ``nnx.Sequential``)
+  with the layer named by its name or index, as
+  ``reconstruct(model, z, 'down2_lrelu', (28, 28, 1))``.
 
-**Which inverse.** Each layer's inverse is looked up in the registry of
-:mod:`~bort_jax.explain.registry` (by module type, or by function identity
-through ``functools.partial``); the built-in inverses below are registered
-there, and :func:`~bort_jax.explain.registry.register_inverse` adds a
-user's own. A plain function that only reshapes is recognised from its
-jaxpr. A layer with no inverse fails at once, naming the layer and how to
-register one.
+``method='transpose'`` (default) is the paper's map (transposed weights);
+``method='pinv'`` inverts every linear primitive by least squares, the fair
+baseline for models not trained with Bort. See
+:mod:`~bort_jax.explain.kernels` for the per-layer mathematics and
+:mod:`~bort_jax.explain.rules` for the primitives covered.
 
-**Method.** ``method='transpose'`` (default) is the paper's inverse;
-``method='pinv'`` uses each layer's least-squares inverse: the exact
-pseudo-inverse of a Dense kernel (:func:`dense_pinv`) and conjugate
-gradients on the normal equations of the whole convolution operator
-(:func:`conv_pinv`, :func:`least_squares_inverse`), a fair baseline for
-models not trained with Bort. Exact inverses (activations, BatchNorm,
-reshapes) and the pooling inverse are the same under both.
-
-Notation (torch orientation): a layer's weight matrix :math:`W` has one row
-:math:`w_c` per output unit, fan-in columns. In Flax the matrix is
-``kernel.reshape(-1, out)``, i.e. :math:`W^\top`.
-
-* **Dense** :math:`y = W x + b`:
-  :math:`\hat x = W^\top D^{-1} (y - b)` with :math:`D` a diagonal scaling
-  (see *scaling* below).
-* **Conv** (any stride, padding, kernel dilation): subtract the bias, scale
-  channel :math:`c` by :math:`1/D_c`, multiply every spatial position by
-  :math:`W^\top` (one patch estimate per output position), fold the patches
-  back onto the image (col2im, computed as the linear transpose of the
-  convolution) and divide every pixel by the number of patches that cover it
-  (pixels no patch covers come back as 0). With
-  :math:`W^\top W = a I` this is exactly the pseudo-inverse of the whole
-  convolution operator :math:`A`: :math:`A^\top A = a\,\mathrm{diag}(\text{count})`,
-  so :math:`A^+ = \mathrm{diag}(\text{count})^{-1} A^\top / a`. With
-  :math:`W W^\top = a I` and non-overlapping patches it is again :math:`A^+`.
-* **LeakyReLU** (slope :math:`s > 0`): exact,
-  :math:`\max(y, 0) + \min(y, 0) / s`. **ReLU**: pass-through (what was cut is
-  lost).
-* **Max/average pooling**: the patches are filled with the pooled value and
-  folded back like a convolution's (nearest-neighbour upsampling for
-  non-overlapping windows; the pseudo-inverse of average pooling).
-* **Flatten** (and reshaping functions): reshape back. **Dropout**: identity
-  (eval mode).
-* **BatchNorm** in eval mode (running statistics): the affine map it is,
-  inverted exactly, :math:`x = (y - \beta)/\gamma\,\sqrt{\sigma^2 +
-  \epsilon} + \mu` (:func:`batch_norm_inverse`); in training mode it depends
-  on the batch and has no inverse.
-* **Residual additions, attention, LayerNorm**: no inverse; asking for one
-  raises a ``ValueError``.
-
-*Scaling* :math:`D`. ``'row'`` (the paper's procedure) divides unit
-:math:`c` by :math:`\lVert w_c\rVert^2`; with mutually orthogonal rows
-(:math:`W W^\top` diagonal, only possible when the layer has at most as many
-units as its fan-in) :math:`W^\top D^{-1}` is the pseudo-inverse
-:math:`W^\top (W W^\top)^{-1}`. An *overcomplete* layer (more units than
-fan-in, e.g. the first 3x3 convolution of an MNIST CNN: 9 inputs, 32 units)
-cannot have orthogonal rows; Bort drives its *columns* to be orthogonal,
-:math:`W^\top W = a I` (every singular value :math:`\sqrt a`), and then the
-pseudo-inverse is :math:`W^\top / a`. ``'frame'`` uses that single factor,
-estimated as the mean squared singular value
-:math:`a = \lVert W\rVert_F^2 / \min(\text{units}, \text{fan-in})`.
-``'auto'`` (the default, our choice) uses ``'row'`` for layers with
-``units <= fan_in`` and ``'frame'`` for overcomplete ones, so that both are
-the pseudo-inverse under the Bort constraint. Every function here is pure,
-jittable and batched over a leading axis.
+In a chain, a layer type with an inverse declared by
+:func:`~bort_jax.explain.register_inverse` is inverted by that function
+(through :func:`~bort_jax.explain.backtrack.custom_inverse`); every other
+layer by the rules of its primitives.
 
 Example:
   >>> import jax, jax.numpy as jnp
@@ -93,15 +39,15 @@ Example:
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from jax import lax
 
+from bort_jax.explain import backtrack as backtrack_lib
+from bort_jax.explain import kernels
 from bort_jax.explain.chain import (
     LayerRef,
     describe_layer,
@@ -110,857 +56,25 @@ from bort_jax.explain.chain import (
     layer_shapes,
     resolve_layer,
 )
-from bort_jax.explain.registry import (
-    InverseFn,
-    find_inverse,
-    register_inverse,
-    unwrap_partial,
-)
-from bort_jax.models.layers import (
-    AvgPool,
-    Flatten,
-    LeakyReLU,
-    MaxPool,
-    NamedSequential,
-    ReLU,
-)
+from bort_jax.explain.registry import find_inverse
 
 __all__ = [
-    'METHODS',
-    'PINV_MAXITER',
-    'PINV_TOL',
-    'SCALINGS',
-    'batch_norm_inverse',
-    'conv_inverse',
-    'conv_pinv',
-    'dense_inverse',
-    'dense_pinv',
-    'flatten_inverse',
+    'Method',
+    'Scaling',
+    'backtracking_map',
     'invertible_layer_names',
     'layer_input_shapes',
     'layer_inverse',
-    'leaky_relu_inverse',
-    'least_squares_inverse',
-    'pool_inverse',
     'reconstruct',
     'reconstruct_all',
-    'relu_inverse',
-    'unit_scales',
+    'representation_fn',
 ]
 
 Scaling = Literal['auto', 'row', 'frame']
-Padding = str | int | Sequence[tuple[int, int]]
-
-#: The accepted values of the ``scaling`` argument.
-SCALINGS: tuple[str, ...] = ('auto', 'row', 'frame')
 Method = Literal['transpose', 'pinv']
-#: The accepted values of the ``method`` argument.
-METHODS: tuple[str, ...] = ('transpose', 'pinv')
-#: Default conjugate-gradient iterations and relative tolerance of ``'pinv'``.
-PINV_MAXITER, PINV_TOL = 100, 1e-6
-_HIGHEST = lax.Precision.HIGHEST
-
-
-def _check_scaling(scaling: str) -> None:
-  if scaling not in SCALINGS:
-    raise ValueError(
-        f'unknown scaling {scaling!r}; valid scalings: {list(SCALINGS)}'
-    )
-
-
-def unit_scales(
-    matrix: jax.Array, scaling: Scaling = 'auto', eps: float = 1e-8
-) -> jax.Array:
-  r"""The per-unit divisors :math:`D_c` of the transposed-weight inverse.
-
-  Args:
-    matrix: ``[fan_in, units]`` (Flax orientation: columns are output units).
-    scaling: ``'row'`` (:math:`\lVert w_c\rVert^2`), ``'frame'``
-      (:math:`\lVert W\rVert_F^2 / \min(\text{units}, \text{fan-in})` for every
-      unit) or ``'auto'`` (``'row'`` if ``units <= fan_in`` else ``'frame'``).
-    eps: added to the divisors.
-
-  Returns:
-    ``[units]`` positive divisors.
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> unit_scales(jnp.array([[3.0, 0.0], [0.0, 1.0]]), 'row')
-    Array([9., 1.], dtype=float32)
-    >>> unit_scales(jnp.array([[3.0, 0.0], [0.0, 1.0]]), 'frame')
-    Array([5., 5.], dtype=float32)
-  """
-  _check_scaling(scaling)
-  fan_in, units = matrix.shape
-  if scaling == 'auto':
-    scaling = 'row' if units <= fan_in else 'frame'
-  squares = jnp.square(matrix)
-  if scaling == 'row':
-    return jnp.sum(squares, axis=0) + eps
-  return jnp.full(
-      (units,), jnp.sum(squares) / min(fan_in, units) + eps, matrix.dtype
-  )
-
-
-def dense_inverse(
-    y: jax.Array,
-    kernel: jax.Array,
-    bias: jax.Array | None = None,
-    *,
-    scaling: Scaling = 'auto',
-    eps: float = 1e-8,
-) -> jax.Array:
-  r"""Inverts ``y = x @ kernel + bias``: :math:`\hat x = W^\top D^{-1}(y - b)`.
-
-  Args:
-    y: ``[..., units]`` layer outputs.
-    kernel: Flax kernel ``[fan_in, units]``.
-    bias: ``[units]`` or ``None``.
-    scaling: see :func:`unit_scales`.
-    eps: added to the divisors.
-
-  Returns:
-    ``[..., fan_in]`` input estimates; the exact input when the kernel's
-    columns (units) are orthogonal and ``x`` lies in their span.
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> k = jnp.array([[0.0, 2.0], [1.0, 0.0]])  # orthogonal units
-    >>> dense_inverse(jnp.array([3.0, 4.0]) @ k, k)
-    Array([3., 4.], dtype=float32)
-  """
-  if y.shape[-1] != kernel.shape[-1]:
-    raise ValueError(
-        f'dense_inverse: y has {y.shape[-1]} features but the kernel '
-        f'{kernel.shape} has {kernel.shape[-1]} output units'
-    )
-  if bias is not None:
-    y = y - bias
-  y = y / unit_scales(kernel, scaling, eps)
-  return jnp.matmul(y, kernel.T, precision=_HIGHEST)
-
-
-def _pair(value: int | Sequence[int], what: str) -> tuple[int, int]:
-  if isinstance(value, int):
-    return (value, value)
-  pair = tuple(int(v) for v in value)
-  if len(pair) != 2:
-    raise ValueError(f'{what} must be an int or a pair of ints, got {value!r}')
-  return pair
-
-
-def _explicit_padding(
-    padding: Padding,
-    spatial: tuple[int, int],
-    window: tuple[int, int],
-    strides: tuple[int, int],
-    dilation: tuple[int, int] = (1, 1),
-) -> tuple[tuple[int, int], tuple[int, int]]:
-  """``(low, high)`` pairs for 'SAME'/'VALID', an int or explicit pairs."""
-  if isinstance(padding, str):
-    if padding.upper() not in ('SAME', 'VALID'):
-      raise ValueError(
-          f'padding {padding!r} has no inverse here; use SAME, VALID or explicit '
-          '(low, high) pairs'
-      )
-    effective = tuple((w - 1) * d + 1 for w, d in zip(window, dilation))
-    return tuple(
-        lax.padtype_to_pads(spatial, effective, strides, padding.upper())
-    )
-  if isinstance(padding, int):
-    return ((padding, padding), (padding, padding))
-  pads = tuple(
-      (int(pair), int(pair))
-      if isinstance(pair, int)
-      else tuple(int(p) for p in pair)
-      for pair in padding
-  )
-  if len(pads) != 2 or any(len(p) != 2 for p in pads):
-    raise ValueError(f'padding must be two (low, high) pairs, got {padding!r}')
-  return pads
-
-
-def _fold(
-    forward, y: jax.Array, x_shape: tuple[int, ...], what: str
-) -> jax.Array:
-  """``forward^T(y) / forward^T(1)``-style fold: transpose of a linear map.
-
-  ``forward`` maps ``[N, H, W, C_in]`` to something of ``y``'s shape.
-  """
-  x_struct = jax.ShapeDtypeStruct(x_shape, y.dtype)
-  out = jax.eval_shape(forward, x_struct)
-  if out.shape != y.shape:
-    raise ValueError(
-        f'{what}: an input of shape {x_shape[1:]} gives outputs of shape '
-        f'{out.shape[1:]}, but the given outputs have shape {y.shape[1:]}'
-    )
-  (x,) = jax.linear_transpose(forward, x_struct)(y)
-  return x
-
-
-def conv_inverse(
-    y: jax.Array,
-    kernel: jax.Array,
-    bias: jax.Array | None = None,
-    *,
-    input_shape: Sequence[int],
-    strides: int | Sequence[int] = 1,
-    padding: Padding = 'VALID',
-    kernel_dilation: int | Sequence[int] = 1,
-    scaling: Scaling = 'auto',
-    eps: float = 1e-8,
-) -> jax.Array:
-  r"""Approximate inverse of a 2D convolution (NHWC), by transposed filters.
-
-  .. math::
-    \hat x = \mathrm{diag}(\text{count})^{-1}\,
-      \mathrm{col2im}\bigl(W^\top D^{-1} (y_p - b)\bigr)_p
-
-  where :math:`y_p` is the output at position :math:`p` and ``count`` the
-  number of patches covering each pixel (0-count pixels stay 0).
-
-  Args:
-    y: ``[N, H', W', C_out]`` convolution outputs.
-    kernel: Flax kernel ``[kh, kw, C_in, C_out]``.
-    bias: ``[C_out]`` or ``None``.
-    input_shape: ``(H, W)`` or ``(H, W, C_in)``: the spatial size of the
-      convolution's input (several input sizes can give the same output
-      size when the stride is above 1).
-    strides: the convolution's strides.
-    padding: ``'SAME'``, ``'VALID'``, an int, or ``((lo, hi), (lo, hi))``.
-    kernel_dilation: the convolution's kernel dilation.
-    scaling: see :func:`unit_scales`.
-    eps: added to the divisors.
-
-  Returns:
-    ``[N, H, W, C_in]``: the pseudo-inverse of the convolution applied to
-    ``y - b`` when the filters are orthogonal (see the module docstring).
-
-  Raises:
-    ValueError: if ``y`` does not have the shape the convolution gives for
-      ``input_shape``.
-
-  Example:
-    >>> import jax, jax.numpy as jnp
-    >>> q, _ = jnp.linalg.qr(jax.random.normal(jax.random.key(0), (4, 4)))
-    >>> kernel = q.reshape(2, 2, 1, 4)  # 2x2 patches, 4 orthonormal filters
-    >>> x = jax.random.normal(jax.random.key(1), (1, 6, 6, 1))
-    >>> y = jax.lax.conv_general_dilated(x, kernel, (1, 1), 'VALID',
-    ...     dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-    >>> x_hat = conv_inverse(y, kernel, input_shape=(6, 6), strides=1)
-    >>> bool(jnp.allclose(x_hat, x, atol=1e-5))
-    True
-  """
-  if kernel.ndim != 4:
-    raise ValueError(
-        f'conv_inverse expects a [kh, kw, C_in, C_out] kernel, got {kernel.shape}'
-    )
-  kh, kw, c_in, c_out = kernel.shape
-  if y.ndim != 4 or y.shape[-1] != c_out:
-    raise ValueError(
-        f'conv_inverse: expected outputs [N, H, W, {c_out}] for a kernel '
-        f'{kernel.shape}, got shape {y.shape}'
-    )
-  input_shape = tuple(int(s) for s in input_shape)
-  if len(input_shape) == 3 and input_shape[-1] != c_in:
-    raise ValueError(
-        f'conv_inverse: input_shape {input_shape} has {input_shape[-1]} channels '
-        f'but the kernel {kernel.shape} expects {c_in}'
-    )
-  if len(input_shape) not in (2, 3):
-    raise ValueError(
-        f'input_shape must be (H, W) or (H, W, C), got {input_shape}'
-    )
-  spatial = input_shape[:2]
-  strides = _pair(strides, 'strides')
-  dilation = _pair(kernel_dilation, 'kernel_dilation')
-  pads = _explicit_padding(padding, spatial, (kh, kw), strides, dilation)
-
-  def conv(x, k):
-    return lax.conv_general_dilated(
-        x,
-        k,
-        strides,
-        pads,
-        rhs_dilation=dilation,
-        dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
-        precision=_HIGHEST,
-    )
-
-  if bias is not None:
-    y = y - bias
-  y = y / unit_scales(kernel.reshape(-1, c_out), scaling, eps)
-  n = y.shape[0]
-  summed = _fold(
-      lambda x: conv(x, kernel), y, (n, *spatial, c_in), 'conv_inverse'
-  )
-  ones_kernel = jnp.ones((kh, kw, 1, 1), y.dtype)
-  count = _fold(
-      lambda x: conv(x, ones_kernel),
-      jnp.ones((1, *y.shape[1:3], 1), y.dtype),
-      (1, *spatial, 1),
-      'conv_inverse',
-  )
-  return summed / jnp.maximum(count, 1.0)
-
-
-def pool_inverse(
-    y: jax.Array,
-    *,
-    input_shape: Sequence[int],
-    window: int | Sequence[int] = 2,
-    strides: int | Sequence[int] | None = None,
-    padding: Padding = 'VALID',
-) -> jax.Array:
-  r"""Inverse of max or average pooling: fill each window, fold, average.
-
-  Every pooled value is copied to all pixels of its window and each pixel
-  is the mean of the values of the windows covering it; for
-  non-overlapping windows this is nearest-neighbour upsampling (the
-  pseudo-inverse of average pooling). Pixels no window covers are 0.
-
-  Args:
-    y: ``[N, H', W', C]`` pooled maps.
-    input_shape: ``(H, W)`` or ``(H, W, C)`` of the pooling's input.
-    window: pooling window.
-    strides: pooling strides (default: ``window``).
-    padding: ``'SAME'``, ``'VALID'``, an int, or ``((lo, hi), (lo, hi))``.
-
-  Returns:
-    ``[N, H, W, C]``.
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> pool_inverse(jnp.array([[[[1.0], [2.0]]]]), input_shape=(2, 4))[0, ..., 0]
-    Array([[1., 1., 2., 2.],
-           [1., 1., 2., 2.]], dtype=float32)
-  """
-  if y.ndim != 4:
-    raise ValueError(
-        f'pool_inverse expects [N, H, W, C] maps, got shape {y.shape}'
-    )
-  window = _pair(window, 'window')
-  strides = window if strides is None else _pair(strides, 'strides')
-  input_shape = tuple(int(s) for s in input_shape)
-  spatial = input_shape[:2]
-  pads = _explicit_padding(padding, spatial, window, strides)
-
-  def sum_pool(x):
-    return lax.reduce_window(
-        x,
-        jnp.zeros((), x.dtype),
-        lax.add,
-        (1, *window, 1),
-        (1, *strides, 1),
-        ((0, 0), *pads, (0, 0)),
-    )
-
-  n, c = y.shape[0], y.shape[-1]
-  summed = _fold(sum_pool, y, (n, *spatial, c), 'pool_inverse')
-  count = _fold(
-      sum_pool,
-      jnp.ones((1, *y.shape[1:3], 1), y.dtype),
-      (1, *spatial, 1),
-      'pool_inverse',
-  )
-  return summed / jnp.maximum(count, 1.0)
-
-
-def leaky_relu_inverse(y: jax.Array, slope: float) -> jax.Array:
-  r"""Exact inverse of LeakyReLU: :math:`\max(y, 0) + \min(y, 0) / s`.
-
-  Args:
-    y: outputs.
-    slope: the negative slope :math:`s` (``> 0``; ``0`` is a ReLU and passes
-      ``y`` through).
-
-  Returns:
-    The inputs, same shape as ``y``.
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> leaky_relu_inverse(jnp.array([-1.0, 3.0]), 0.5)
-    Array([-2.,  3.], dtype=float32)
-  """
-  if slope < 0:
-    raise ValueError(
-        f'a LeakyReLU with negative slope {slope} is not invertible'
-    )
-  if slope == 0:
-    return relu_inverse(y)
-  return jnp.where(y >= 0, y, y / jnp.asarray(slope, y.dtype))
-
-
-def relu_inverse(y: jax.Array) -> jax.Array:
-  """The ReLU "inverse": pass-through (negative inputs are lost).
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> relu_inverse(jnp.array([0.0, 3.0]))
-    Array([0., 3.], dtype=float32)
-  """
-  return y
-
-
-def flatten_inverse(y: jax.Array, input_shape: Sequence[int]) -> jax.Array:
-  """Reshapes ``[N, D]`` back to ``[N, *input_shape]``.
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> flatten_inverse(jnp.zeros((2, 12)), (2, 2, 3)).shape
-    (2, 2, 2, 3)
-  """
-  input_shape = tuple(int(s) for s in input_shape)
-  size = 1
-  for s in input_shape:
-    size *= s
-  if y.ndim != 2 or y.shape[-1] != size:
-    raise ValueError(
-        f'flatten_inverse: cannot reshape outputs of shape {y.shape} to '
-        f'[N, *{input_shape}] ({size} features per example)'
-    )
-  return y.reshape(y.shape[0], *input_shape)
-
-
-def _check_output_shape(
-    forward, y: jax.Array, x_shape: tuple[int, ...], what: str
-) -> None:
-  """Raises unless ``forward`` maps ``x_shape`` inputs to ``y``'s shape."""
-  out = jax.eval_shape(forward, jax.ShapeDtypeStruct(x_shape, y.dtype))
-  if out.shape != y.shape:
-    raise ValueError(
-        f'{what}: an input of shape {x_shape[1:]} gives outputs of shape '
-        f'{out.shape[1:]}, but the given outputs have shape {y.shape[1:]}'
-    )
-
-
-def least_squares_inverse(
-    forward: Callable[[jax.Array], jax.Array],
-    y: jax.Array,
-    input_shape: Sequence[int],
-    *,
-    maxiter: int = PINV_MAXITER,
-    tol: float = PINV_TOL,
-) -> jax.Array:
-  r"""Least-squares inverse of an affine map, by conjugate gradients.
-
-  For :math:`f(x) = A x + b` (``forward``, batched over a leading axis and
-  acting on each example alone), solves the normal equations
-
-  .. math::
-    A^\top A\, x = A^\top (y - b)
-
-  for every example with ``jax.scipy.sparse.linalg.cg`` from :math:`x_0 = 0`:
-  :math:`b = f(0)`, :math:`A` is the linearisation of ``forward`` at 0
-  (``jax.linearize``) and :math:`A^\top` its transpose
-  (``jax.linear_transpose``); no matrix is formed. The result is
-  :math:`A^+ (y - b)`: the input itself when :math:`A` is injective, and the
-  minimum-norm least-squares solution otherwise (CG started at 0 stays in
-  the row space of :math:`A`). Jittable; examples are solved in parallel
-  with ``vmap``.
-
-  Args:
-    forward: an affine map ``[N, *input_shape] -> [N, ...]`` (e.g. a
-      convolution with its bias).
-    y: ``[N, ...]`` outputs.
-    input_shape: one example's input shape (no batch axis).
-    maxiter: the most CG iterations (default 100). In exact arithmetic CG
-      ends after at most as many iterations as :math:`A^\top A` has distinct
-      eigenvalues; a well-conditioned convolution needs a few dozen.
-    tol: relative residual at which CG stops,
-      :math:`\lVert A^\top A x - A^\top(y - b)\rVert \le \mathrm{tol}\,
-      \lVert A^\top (y - b)\rVert` (default 1e-6, near float32 accuracy).
-
-  Returns:
-    ``[N, *input_shape]``.
-
-  Raises:
-    ValueError: if ``forward`` does not map inputs of ``input_shape`` to
-      outputs of ``y``'s shape, or ``maxiter``/``tol`` are not positive.
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> forward = lambda x: jnp.concatenate([x, 2.0 * x], axis=-1) + 1.0
-    >>> least_squares_inverse(forward, forward(jnp.array([[1.0, -2.0]])), (2,))
-    Array([[ 1., -2.]], dtype=float32)
-  """
-  if int(maxiter) < 1:
-    raise ValueError(f'maxiter must be a positive int, got {maxiter}')
-  if not tol > 0:
-    raise ValueError(f'tol must be positive, got {tol}')
-  input_shape = tuple(int(s) for s in input_shape)
-  _check_output_shape(
-      forward, y, (y.shape[0], *input_shape), 'least_squares_inverse'
-  )
-  zeros = jnp.zeros((1, *input_shape), y.dtype)
-  offset, linear = jax.linearize(forward, zeros)
-  transpose = jax.linear_transpose(linear, zeros)
-
-  def normal_operator(x):
-    (x,) = transpose(linear(x))
-    return x
-
-  def solve(y_n):
-    (rhs,) = transpose(y_n[None] - offset)
-    x, _ = jax.scipy.sparse.linalg.cg(
-        normal_operator, rhs, tol=tol, atol=0.0, maxiter=int(maxiter)
-    )
-    return x[0]
-
-  return jax.vmap(solve)(y)
-
-
-def dense_pinv(
-    y: jax.Array, kernel: jax.Array, bias: jax.Array | None = None
-) -> jax.Array:
-  r"""Exact least-squares inverse of ``y = x @ kernel + bias``.
-
-  :math:`\hat x = (y - b)\, K^+` with :math:`K^+` the Moore-Penrose
-  pseudo-inverse of the ``[fan_in, units]`` kernel (``jnp.linalg.pinv``, by
-  SVD): the input itself when the kernel has full row rank (at least as many
-  units as inputs), the minimum-norm solution otherwise.
-
-  Args:
-    y: ``[..., units]`` layer outputs.
-    kernel: Flax kernel ``[fan_in, units]``.
-    bias: ``[units]`` or ``None``.
-
-  Returns:
-    ``[..., fan_in]``.
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> k = jnp.array([[1.0, 1.0, 0.0], [0.0, 1.0, 3.0]])  # Not orthogonal.
-    >>> b = jnp.full((3,), 0.5)
-    >>> x_hat = dense_pinv(jnp.array([[2.0, -1.0]]) @ k + b, k, b)
-    >>> x_hat.round(4)
-    Array([[ 2., -1.]], dtype=float32)
-  """
-  if y.shape[-1] != kernel.shape[-1]:
-    raise ValueError(
-        f'dense_pinv: y has {y.shape[-1]} features but the kernel '
-        f'{kernel.shape} '
-        f'has {kernel.shape[-1]} output units'
-    )
-  if bias is not None:
-    y = y - bias
-  return jnp.matmul(y, jnp.linalg.pinv(kernel), precision=_HIGHEST)
-
-
-def conv_pinv(
-    y: jax.Array,
-    kernel: jax.Array,
-    bias: jax.Array | None = None,
-    *,
-    input_shape: Sequence[int],
-    strides: int | Sequence[int] = 1,
-    padding: Padding = 'VALID',
-    kernel_dilation: int | Sequence[int] = 1,
-    input_dilation: int | Sequence[int] = 1,
-    feature_group_count: int = 1,
-    maxiter: int = PINV_MAXITER,
-    tol: float = PINV_TOL,
-) -> jax.Array:
-  r"""Least-squares inverse of a 2D convolution (NHWC), by conjugate gradients.
-
-  :math:`\hat x = A^+ (y - b)` with :math:`A` the whole convolution operator
-  (not patch by patch): see :func:`least_squares_inverse`. Exact whenever
-  the convolution is injective, whatever its filters, e.g. a random
-  stride-1 3x3 convolution from 1 to 8 channels, which
-  :func:`conv_inverse` only approximates (its filters are not orthogonal
-  and its patches are wide: 9 inputs, 8 units).
-
-  Args:
-    y: ``[N, H', W', C_out]`` convolution outputs.
-    kernel: Flax kernel ``[kh, kw, C_in / groups, C_out]``.
-    bias: ``[C_out]`` or ``None``.
-    input_shape: ``(H, W)`` or ``(H, W, C_in)`` of the convolution's input.
-    strides, padding, kernel_dilation: as in :func:`conv_inverse`.
-    input_dilation: the convolution's input dilation.
-    feature_group_count: the convolution's feature groups.
-    maxiter, tol: see :func:`least_squares_inverse`.
-
-  Returns:
-    ``[N, H, W, C_in]``.
-
-  Example:
-    >>> import jax, jax.numpy as jnp
-    >>> kernel = jax.random.normal(jax.random.key(0), (3, 3, 1, 8))
-    >>> x = jax.random.normal(jax.random.key(1), (1, 6, 6, 1))
-    >>> y = jax.lax.conv_general_dilated(x, kernel, (1, 1), 'SAME',
-    ...     dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-    >>> x_hat = conv_pinv(y, kernel, input_shape=(6, 6), padding='SAME')
-    >>> bool(jnp.allclose(x_hat, x, atol=1e-4))
-    True
-  """
-  if kernel.ndim != 4:
-    raise ValueError(
-        f'conv_pinv expects a [kh, kw, C_in, C_out] kernel, got {kernel.shape}'
-    )
-  kh, kw, group_in, c_out = kernel.shape
-  c_in = group_in * int(feature_group_count)
-  if y.ndim != 4 or y.shape[-1] != c_out:
-    raise ValueError(
-        f'conv_pinv: expected outputs [N, H, W, {c_out}] for a kernel '
-        f'{kernel.shape}, '
-        f'got shape {y.shape}'
-    )
-  input_shape = tuple(int(s) for s in input_shape)
-  if len(input_shape) not in (2, 3):
-    raise ValueError(
-        f'input_shape must be (H, W) or (H, W, C), got {input_shape}'
-    )
-  if len(input_shape) == 3 and input_shape[-1] != c_in:
-    raise ValueError(
-        f'conv_pinv: input_shape {input_shape} has {input_shape[-1]} channels '
-        f'but the kernel {kernel.shape} with {feature_group_count} groups '
-        f'expects {c_in}'
-    )
-  spatial = input_shape[:2]
-  strides = _pair(strides, 'strides')
-  dilation = _pair(kernel_dilation, 'kernel_dilation')
-  lhs_dilation = _pair(input_dilation, 'input_dilation')
-  dilated = tuple((s - 1) * d + 1 for s, d in zip(spatial, lhs_dilation))
-  pads = _explicit_padding(padding, dilated, (kh, kw), strides, dilation)
-
-  def conv(x):
-    return lax.conv_general_dilated(
-        x,
-        kernel,
-        strides,
-        pads,
-        lhs_dilation=lhs_dilation,
-        rhs_dilation=dilation,
-        dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
-        feature_group_count=int(feature_group_count),
-        precision=_HIGHEST,
-    )
-
-  _check_output_shape(conv, y, (y.shape[0], *spatial, c_in), 'conv_pinv')
-  if bias is not None:
-    y = y - bias
-  return least_squares_inverse(
-      conv, y, (*spatial, c_in), maxiter=maxiter, tol=tol
-  )
-
-
-def batch_norm_inverse(
-    y: jax.Array,
-    mean: jax.Array,
-    var: jax.Array,
-    scale: jax.Array | None = None,
-    bias: jax.Array | None = None,
-    *,
-    epsilon: float = 1e-5,
-    axis: int | Sequence[int] = -1,
-) -> jax.Array:
-  r"""Exact inverse of batch normalisation with fixed (running) statistics.
-
-  In eval mode a BatchNorm is the affine map
-  :math:`y = (x - \mu)\,\gamma / \sqrt{\sigma^2 + \epsilon} + \beta`, so
-
-  .. math::
-    x = (y - \beta) / \gamma \cdot \sqrt{\sigma^2 + \epsilon} + \mu.
-
-  Args:
-    y: outputs.
-    mean, var: the running statistics :math:`\mu, \sigma^2`, shaped like the
-      feature axes of ``y``.
-    scale, bias: :math:`\gamma, \beta` or ``None`` (1 and 0).
-    epsilon: :math:`\epsilon`.
-    axis: the feature axis (or axes) of ``y``.
-
-  Returns:
-    The inputs, same shape as ``y``.
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> batch_norm_inverse(jnp.array([[1.0, 1.0]]), jnp.array([0.0, 2.0]),
-    ...                    jnp.array([4.0, 1.0]), epsilon=0.0)
-    Array([[2., 3.]], dtype=float32)
-  """
-  axes = (axis,) if isinstance(axis, int) else tuple(axis)
-  axes = tuple(a % y.ndim for a in axes)
-  shape = [y.shape[a] if a in axes else 1 for a in range(y.ndim)]
-  feature_shape = tuple(y.shape[a] for a in sorted(axes))
-
-  def broadcast(v):
-    v = jnp.asarray(v)
-    if v.size != math.prod(feature_shape):
-      raise ValueError(
-          f'batch_norm_inverse: statistics of shape {v.shape} do not match the '
-          f'feature axes {axes} of outputs of shape {y.shape}'
-      )
-    return v.reshape(shape)
-
-  if bias is not None:
-    y = y - broadcast(bias)
-  std = jnp.sqrt(broadcast(var) + epsilon)
-  if scale is not None:
-    std = std / broadcast(scale)
-  return y * std + broadcast(mean)
-
-
-def _value(variable: Any) -> jax.Array | None:
-  return None if variable is None else variable[...]
-
-
-def _check_method(method: str) -> None:
-  if method not in METHODS:
-    raise ValueError(
-        f'unknown method {method!r}; valid methods: {list(METHODS)}'
-    )
-
-
-# Built-in inverses, registered below through the public registry. Every one
-# has the signature inverse_fn(layer, y, input_shape, *, method, **options).
-
-
-def _unsupported(kind: str) -> ValueError:
-  return ValueError(f'{kind} has no inverse here')
-
-
-def _linear_inverse(
-    layer, y, input_shape, *, method, scaling='auto', eps=1e-8, **options
-):
-  del input_shape, options
-  kernel, bias = _value(layer.kernel), _value(layer.bias)
-  if method == 'pinv':
-    return dense_pinv(y, kernel, bias)
-  return dense_inverse(y, kernel, bias, scaling=scaling, eps=eps)
-
-
-def _conv_layer_inverse(
-    layer,
-    y,
-    input_shape,
-    *,
-    method,
-    scaling='auto',
-    eps=1e-8,
-    maxiter=PINV_MAXITER,
-    tol=PINV_TOL,
-    **options,
-):
-  del options
-  if len(input_shape) != 3:
-    raise ValueError(
-        f'only 2D convolutions are supported, input shape {input_shape}'
-    )
-  if isinstance(layer.padding, str) and layer.padding.upper() not in (
-      'SAME',
-      'VALID',
-  ):
-    raise _unsupported(f'a convolution with {layer.padding} padding')
-  kernel = _value(layer.kernel)
-  if layer.mask is not None:
-    kernel = kernel * layer.mask
-  common = {
-      'input_shape': input_shape,
-      'strides': layer.strides or 1,
-      'padding': layer.padding,
-      'kernel_dilation': layer.kernel_dilation or 1,
-  }
-  if method == 'pinv':
-    return conv_pinv(
-        y,
-        kernel,
-        _value(layer.bias),
-        input_dilation=layer.input_dilation or 1,
-        feature_group_count=layer.feature_group_count,
-        maxiter=maxiter,
-        tol=tol,
-        **common,
-    )
-  if layer.feature_group_count != 1:
-    raise ValueError(
-        _no_inverse_message(
-            'a grouped convolution '
-            f'(feature_group_count={layer.feature_group_count})'
-        )
-    )
-  if layer.input_dilation not in (1, None, (1, 1)):
-    raise ValueError(_no_inverse_message('an input-dilated convolution'))
-  return conv_inverse(
-      y, kernel, _value(layer.bias), scaling=scaling, eps=eps, **common
-  )
-
-
-def _batch_norm_layer_inverse(layer, y, input_shape, *, method, **options):
-  del input_shape, method, options
-  if not layer.use_running_average:
-    raise ValueError(
-        'a BatchNorm layer has no inverse in training mode '
-        f'(use_running_average={layer.use_running_average}): its output '
-        'depends on '
-        'the batch statistics. Call model.eval() (or build it with '
-        'use_running_average=True) to invert it with its running statistics'
-    )
-  return batch_norm_inverse(
-      y,
-      _value(layer.mean),
-      _value(layer.var),
-      _value(layer.scale),
-      _value(layer.bias),
-      epsilon=layer.epsilon,
-      axis=layer.axis,
-  )
-
-
-def _leaky_relu_module_inverse(layer, y, input_shape, **options):
-  del input_shape, options
-  return leaky_relu_inverse(y, layer.slope)
-
-
-def _leaky_relu_function_inverse(function, y, input_shape, **options):
-  """``jax.nn.leaky_relu`` (slope 0.01) or a partial with ``negative_slope``."""
-  del input_shape, options
-  slope = _bound_arguments(function).get('negative_slope', 0.01)
-  return leaky_relu_inverse(y, slope)
-
-
-def _pass_through(layer, y, input_shape, **options):
-  del layer, input_shape, options
-  return y
-
-
-def _pool_module_inverse(layer, y, input_shape, **options):
-  del options
-  return pool_inverse(
-      y,
-      input_shape=input_shape,
-      window=layer.window,
-      strides=layer.strides,
-      padding=layer.padding,
-  )
-
-
-def _pool_function_inverse(function, y, input_shape, **options):
-  """``nnx.max_pool``/``nnx.avg_pool`` partials: ``window_shape`` etc. bound."""
-  del options
-  arguments = _bound_arguments(function)
-  if 'window_shape' not in arguments:
-    raise ValueError(
-        f'{unwrap_partial(function).__name__} needs its window_shape: use '
-        'functools.partial(nnx.max_pool, window_shape=(2, 2), strides=(2, 2))'
-    )
-  return pool_inverse(
-      y,
-      input_shape=input_shape,
-      window=arguments['window_shape'],
-      strides=arguments.get('strides'),
-      padding=arguments.get('padding', 'VALID'),
-  )
-
-
-def _flatten_module_inverse(layer, y, input_shape, **options):
-  del layer, options
-  return flatten_inverse(y, input_shape)
-
-
-def _sequence_inverse(layer, y, input_shape, **options):
-  """A nested sequence: its own backtracking map from its last layer."""
-  return reconstruct(layer, y, -1, input_shape, **options)
+#: How the layer to explain is named: a chain's layer name or index, or a
+#: function from the model's input to that layer's output.
+LayerSpec = LayerRef | Callable[[jax.Array], jax.Array] | None
 
 
 def _bound_arguments(function: Any) -> dict[str, Any]:
@@ -979,112 +93,209 @@ def _bound_arguments(function: Any) -> dict[str, Any]:
     if p.args:
       raise ValueError(
           f'{describe_layer(p)} binds positional arguments, which take the '
-          'place '
-          f'of the layer input; pass them by keyword, e.g. '
+          'place of the layer input; pass them by keyword, e.g. '
           f'functools.partial({describe_layer(function)}, negative_slope=0.5)'
       )
     keywords.update(p.keywords)
   return keywords
 
 
-_RESHAPES = frozenset({'reshape', 'squeeze', 'expand_dims'})
-
-
-def _is_reshape(function: Any, input_shape: Sequence[int], dtype: Any) -> bool:
-  """Whether a plain callable only reshapes (e.g. a flattening lambda)."""
-  if isinstance(function, nnx.Module) or not callable(function):
-    return False
-  try:
-    jaxpr = jax.make_jaxpr(function)(
-        jax.ShapeDtypeStruct((2, *input_shape), dtype)
+def _check_layer(layer: Any, label: str) -> None:
+  """Layer-level refusals that the primitives alone cannot explain."""
+  if isinstance(layer, nnx.BatchNorm) and not layer.use_running_average:
+    raise ValueError(
+        f'{label}: a BatchNorm layer has no inverse in training mode '
+        f'(use_running_average={layer.use_running_average}): its output '
+        'depends on the batch statistics. Call model.eval() (or build it with '
+        'use_running_average=True) to invert it with its running statistics'
     )
-  except (TypeError, ValueError):
+  if (
+      isinstance(layer, nnx.Dropout)
+      and not layer.deterministic
+      and layer.rate > 0
+  ):
+    raise ValueError(
+        f'{label}: a Dropout layer in training mode drops random units and has '
+        'no inverse. Call model.eval() (or build it with deterministic=True)'
+    )
+  if isinstance(layer, functools.partial):
+    _bound_arguments(layer)
+
+
+def _is_chain(model: Any) -> bool:
+  try:
+    layer_chain(model)
+  except ValueError:
     return False
-
-  def only_reshapes(jaxpr):
-    for eqn in jaxpr.eqns:
-      inner = eqn.params.get('jaxpr')
-      if inner is not None and eqn.primitive.name in ('jit', 'pjit'):
-        if not only_reshapes(getattr(inner, 'jaxpr', inner)):
-          return False
-      elif eqn.primitive.name not in _RESHAPES:
-        return False
-    return True
-
-  out = jaxpr.out_avals
-  return (
-      only_reshapes(jaxpr.jaxpr)
-      and len(out) == 1
-      and out[0].shape[0] == 2
-      and out[0].size == 2 * math.prod(input_shape)
-  )
+  return True
 
 
-def _reshape_inverse(function, y, input_shape, **options):
-  del function, options
-  return y.reshape(y.shape[0], *input_shape)
+def _chain_layers(
+    model: Any, stop: int, settings: dict[str, Any], shapes
+) -> list[Callable[[jax.Array], jax.Array]]:
+  """The layers up to ``stop``, a registered inverse attached where given."""
+  layers = []
+  for i, layer in enumerate(layer_chain(model).layers[: stop + 1]):
+    _check_layer(layer, layer_label(model, i))
+    inverse_fn = find_inverse(layer)
+    if inverse_fn is not None:
+      in_shape = shapes[i][0]
+
+      def inverse(y, layer=layer, inverse_fn=inverse_fn, in_shape=in_shape):
+        return inverse_fn(layer, y, in_shape, **settings)
+
+      layer = backtrack_lib.custom_inverse(layer, inverse)
+    layers.append(layer)
+  return layers
 
 
-def _no_inverse_message(kind: str) -> str:
-  return (
-      f'{kind} has no inverse (the Bort backtracking map inverts Dense, Conv, '
-      'eval-mode BatchNorm, LeakyReLU, ReLU, pooling, Flatten, reshapes and '
-      'Dropout '
-      'layers, and the ones declared with bort_jax.explain.register_inverse)'
-  )
+def representation_fn(
+    model: Any, layer: LayerSpec = None
+) -> Callable[[jax.Array], jax.Array]:
+  """The function from the model's input to the representation to explain.
+
+  Args:
+    model: a layer chain, an NNX module, or any function of one array.
+    layer: a chain's layer name or index (the model up to that layer), a
+      function (returned as is), or ``None`` (the whole model).
+
+  Returns:
+    ``x -> z``.
+
+  Raises:
+    ValueError: a name or index on a model that is not a chain, or a bad
+      layer address.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from flax import nnx
+    >>> model = nnx.Sequential(nnx.Linear(2, 3, rngs=nnx.Rngs(0)), nnx.relu)
+    >>> representation_fn(model, 0)(jnp.ones((1, 2))).shape
+    (1, 3)
+  """
+  if layer is None:
+    if not callable(model):
+      raise ValueError(f'{type(model).__name__} is not callable')
+    return model
+  if callable(layer) and not isinstance(layer, (str, int)):
+    return layer
+  stop = resolve_layer(model, layer)
+  layers = layer_chain(model).layers[: stop + 1]
+
+  def forward(x):
+    for one in layers:
+      x = one(x)
+    return x
+
+  return forward
 
 
-def _unregistered_message(label: str, layer: Any) -> str:
-  function = unwrap_partial(layer)
-  if isinstance(layer, nnx.Module) or not callable(layer):
-    what = type(layer).__name__
-  else:
-    what = getattr(function, '__name__', type(function).__name__)
-  return (
-      f'{label} has no inverse: nothing is registered for {what}. Declare one '
-      'with '
-      f'bort_jax.explain.register_inverse({what}, inverse_fn), where '
-      'inverse_fn(layer, y, input_shape, *, method, **options) returns the '
-      "layer's input [N, *input_shape] from its output y"
-  )
-
-
-def _find_layer_inverse(
-    layer: Any,
-    label: str,
-    input_shape: Sequence[int] | None = None,
+def backtracking_map(
+    model: Any,
+    layer: LayerSpec,
+    input_shape: Sequence[int],
     dtype: Any = jnp.float32,
-) -> InverseFn:
-  """The inverse of ``layer``; else a ``ValueError`` naming it and the fix."""
-  inverse_fn = find_inverse(layer)
-  if inverse_fn is not None:
-    return inverse_fn
-  if input_shape is not None and _is_reshape(layer, input_shape, dtype):
-    return _reshape_inverse
-  raise ValueError(_unregistered_message(label, layer))
+    *,
+    method: Method = 'transpose',
+    scaling: Scaling = 'auto',
+    eps: float = 1e-8,
+    maxiter: int = kernels.PINV_MAXITER,
+    tol: float = kernels.PINV_TOL,
+    **options: Any,
+) -> Callable[[jax.Array], jax.Array]:
+  """``g`` for the representation of ``model`` at ``layer``, any batch size.
+
+  Built with :func:`~bort_jax.explain.backtrack.backtrack` on one example
+  and mapped over the batch axis, so every example is inverted on its own
+  (fixed-point and least-squares solves included). Checks everything
+  (layer, shapes, a rule for every primitive) when called.
+
+  Args:
+    model: a layer chain, an NNX module, or a function of one array.
+    layer: see :func:`representation_fn`.
+    input_shape: one example's input shape.
+    dtype: the input dtype.
+    method, scaling, eps, maxiter, tol: see
+      :func:`~bort_jax.explain.backtrack.backtrack`.
+    **options: ``residual_iterations``, ``gauss_newton_steps``, ``rules``;
+      in a chain, also passed on to registered inverses.
+
+  Returns:
+    ``g(z)``: ``[N, *representation shape]`` to ``[N, *input_shape]``.
+
+  Raises:
+    ValueError: a bad layer or input shape, a layer or primitive without an
+      inverse (named), or a bad option.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from flax import nnx
+    >>> layer = nnx.Linear(3, 3, rngs=nnx.Rngs(0))
+    >>> g = backtracking_map(layer, None, (3,), method='pinv')
+    >>> x = jnp.ones((2, 3))
+    >>> bool(jnp.allclose(g(layer(x)), x, atol=1e-4))
+    True
+  """
+  kernels.check_method(method)
+  kernels.check_scaling(scaling)
+  input_shape = tuple(int(s) for s in input_shape)
+  settings = {
+      'method': method,
+      'scaling': scaling,
+      'eps': eps,
+      'maxiter': maxiter,
+      'tol': tol,
+  }
+  backtrack_options = {
+      k: options.pop(k)
+      for k in ('residual_iterations', 'gauss_newton_steps', 'rules')
+      if k in options
+  }
+  x_like = jax.ShapeDtypeStruct((1, *input_shape), dtype)
+  is_name = isinstance(layer, (str, int))
+  if is_name:
+    stop = resolve_layer(model, layer)
+    shapes = layer_shapes(model, input_shape, dtype)
+    layers = _chain_layers(model, stop, {**settings, **options}, shapes)
+
+    def f(x):
+      for one in layers:
+        x = one(x)
+      return x
+
+  else:
+    if options:
+      raise TypeError(f'unexpected options {sorted(options)}')
+    f = representation_fn(model, layer)
+  try:
+    g_one = backtrack_lib.backtrack(f, x_like, **settings, **backtrack_options)
+  except ValueError as error:
+    if not is_name:
+      raise
+    raise _name_failing_layer(model, stop, shapes, settings, error) from error
+
+  def g(z: jax.Array) -> jax.Array:
+    return jax.vmap(lambda z_n: g_one(z_n[None])[0])(z)
+
+  return g
 
 
-for _layer_type, _inverse_fn in (
-    (nnx.Linear, _linear_inverse),
-    (nnx.Conv, _conv_layer_inverse),
-    (nnx.BatchNorm, _batch_norm_layer_inverse),
-    (nnx.Dropout, _pass_through),
-    (LeakyReLU, _leaky_relu_module_inverse),
-    (ReLU, _pass_through),
-    (MaxPool, _pool_module_inverse),
-    (AvgPool, _pool_module_inverse),
-    (Flatten, _flatten_module_inverse),
-    (NamedSequential, _sequence_inverse),
-    (nnx.Sequential, _sequence_inverse),
-    (jax.nn.relu, _pass_through),
-    (jax.nn.leaky_relu, _leaky_relu_function_inverse),
-    (nnx.relu, _pass_through),
-    (nnx.leaky_relu, _leaky_relu_function_inverse),
-    (nnx.max_pool, _pool_function_inverse),
-    (nnx.avg_pool, _pool_function_inverse),
-):
-  register_inverse(_layer_type, _inverse_fn)
-del _layer_type, _inverse_fn
+def _name_failing_layer(model, stop, shapes, settings, error) -> ValueError:
+  """The error of the first layer of a chain that has no inverse alone."""
+  layers = layer_chain(model).layers
+  for i in range(stop + 1):
+    if find_inverse(layers[i]) is not None:
+      continue
+    x_like = jax.ShapeDtypeStruct((1, *shapes[i][0]), jnp.float32)
+    try:
+      backtrack_lib.backtrack(layers[i], x_like, **settings)
+    except ValueError as layer_error:
+      return ValueError(
+          f'{layer_label(model, i)} has no inverse: {layer_error}. For a '
+          'layer type of your own, bort_jax.explain.register_inverse('
+          f'{describe_layer(layers[i])}, inverse_fn) declares one'
+      )
+  return error
 
 
 def layer_inverse(
@@ -1095,37 +306,24 @@ def layer_inverse(
     method: Method = 'transpose',
     scaling: Scaling = 'auto',
     eps: float = 1e-8,
-    maxiter: int = PINV_MAXITER,
-    tol: float = PINV_TOL,
+    maxiter: int = kernels.PINV_MAXITER,
+    tol: float = kernels.PINV_TOL,
     **options: Any,
 ) -> jax.Array:
-  """Applies the inverse of one layer, looked up in the registry.
+  """Maps one layer's outputs back to its inputs.
 
   Args:
-    layer: a module (``nnx.Linear``, ``nnx.Conv``, eval-mode
-      ``nnx.BatchNorm``, ``nnx.Dropout``, ``LeakyReLU``, ``ReLU``,
-      ``MaxPool``, ``AvgPool``, ``Flatten``, a nested sequence, or a type
-      given to :func:`~bort_jax.explain.register_inverse`) or a plain
-      function (``nnx.relu``, ``nnx.leaky_relu`` and partials, pooling
-      partials, a reshape).
+    layer: a module or a function of one array (a chain of one).
     y: the layer's outputs ``[N, ...]``.
-    input_shape: the shape of one example of the layer's input (no batch axis).
-    method: ``'transpose'`` (the Bort paper's transposed weights) or
-      ``'pinv'`` (least squares: :func:`dense_pinv`, :func:`conv_pinv`).
-      Layers with an exact inverse have the same one under both.
-    scaling: see :func:`unit_scales` (``'transpose'``, Dense and Conv only).
-    eps: added to the divisors (``'transpose'``).
-    maxiter, tol: CG iterations and relative tolerance of
-      :func:`conv_pinv` (``'pinv'``).
-    **options: passed on to registered inverses.
+    input_shape: one example's input shape (no batch axis).
+    method, scaling, eps, maxiter, tol, options: see :func:`reconstruct`.
 
   Returns:
     ``[N, *input_shape]`` input estimates.
 
   Raises:
-    ValueError: for a layer with no registered inverse (the message says
-      how to register one), a BatchNorm in training mode, an unknown method,
-      or a convolution the method cannot invert.
+    ValueError: a layer without an inverse (named), a BatchNorm in training
+      mode, or a bad option.
 
   Example:
     >>> import jax.numpy as jnp
@@ -1133,18 +331,10 @@ def layer_inverse(
     >>> layer_inverse(LeakyReLU(0.5), jnp.array([[-1.0, 2.0]]), (2,))
     Array([[-2.,  2.]], dtype=float32)
   """
-  _check_method(method)
-  _check_scaling(scaling)
-  input_shape = tuple(int(s) for s in input_shape)
-  label = (
-      f'a {type(layer).__name__} layer'
-      if isinstance(layer, nnx.Module)
-      else (f'the function {describe_layer(layer)}')
-  )
-  inverse_fn = _find_layer_inverse(layer, label, input_shape, y.dtype)
-  return inverse_fn(
-      layer,
+  return reconstruct(
+      nnx.Sequential(layer),
       y,
+      0,
       input_shape,
       method=method,
       scaling=scaling,
@@ -1183,153 +373,138 @@ def layer_input_shapes(
 
 
 def invertible_layer_names(
-    model: Any, input_shape: Sequence[int] | None = None
+    model: Any, input_shape: Sequence[int]
 ) -> tuple[str, ...] | tuple[int, ...]:
   """The layers :func:`reconstruct` can start from: all of them, or an error.
 
   Args:
     model: a ``NamedSequential`` or any ``nnx.Sequential``.
-    input_shape: one example's shape; needed only to recognise plain
-      reshaping functions (e.g. ``lambda x: x.reshape(len(x), -1)``) as
-      invertible.
+    input_shape: one example's shape.
 
   Returns:
     The layer names, or ``(0, 1, ..., L - 1)`` for a model without names.
 
   Raises:
     ValueError: if the model is not a layer chain, or a layer has no
-      registered inverse (the message names the first such layer).
+      inverse (the message names the first such layer).
 
   Example:
     >>> from flax import nnx
     >>> model = nnx.Sequential(nnx.Linear(2, 2, rngs=nnx.Rngs(0)), nnx.relu)
-    >>> invertible_layer_names(model)
+    >>> invertible_layer_names(model, (2,))
     (0, 1)
   """
   layers, names = layer_chain(model)
-  shapes = None if input_shape is None else layer_shapes(model, input_shape)
-  for i, layer in enumerate(layers):
-    _find_layer_inverse(
-        layer, layer_label(model, i), None if shapes is None else shapes[i][0]
-    )
+  backtracking_map(model, len(layers) - 1, input_shape)
   return names if names is not None else tuple(range(len(layers)))
-
-
-def _is_traced(tree: Any) -> bool:
-  return any(
-      isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(tree)
-  )
 
 
 def reconstruct(
     model: Any,
     representation: jax.Array,
-    layer_name: LayerRef,
-    input_shape: Sequence[int],
+    layer_name: LayerSpec = None,
+    input_shape: Sequence[int] | None = None,
     *,
     method: Method = 'transpose',
     scaling: Scaling = 'auto',
     eps: float = 1e-8,
-    maxiter: int = PINV_MAXITER,
-    tol: float = PINV_TOL,
+    maxiter: int = kernels.PINV_MAXITER,
+    tol: float = kernels.PINV_TOL,
     **options: Any,
 ) -> jax.Array:
   r"""Maps the output of a layer back to input space (the backtracking map).
 
-  Applies :func:`layer_inverse` from the chosen layer down to the first:
-  :math:`\hat x = g(z) = f_1^{-1}(\cdots f_L^{-1}(z))`, the backtracking map
-  of the Bort paper. Every check (layer address, an inverse for every layer,
-  input and representation shapes, method, and, outside ``jit``, an
-  abstract run of the whole map) happens before anything is computed.
-  Jittable with the model as an argument (``layer_name``, ``input_shape``,
-  ``method`` and ``scaling`` static).
+  :math:`\hat x = g(z)`: for a chain
+  :math:`g = f_1^{-1} \circ \cdots \circ f_L^{-1}`, each layer inverted by
+  the rules of its primitives (or its registered inverse); for any other
+  model, the same run backwards over its primitives, residual blocks
+  included (see :func:`~bort_jax.explain.backtrack.backtrack`). Every check
+  happens before anything is computed. Jittable with the model as an
+  argument (``layer_name``, ``input_shape``, ``method`` and ``scaling``
+  static).
 
   Args:
-    model: our ``NamedSequential`` models (``MLP``, ``InvertibleCNN``,
-      ``VGG16``, ``InvertibleVGG16``) or any ``nnx.Sequential`` whose layers
-      have inverses (built in, or declared with
-      :func:`~bort_jax.explain.register_inverse`), in eval mode.
+    model: a layer chain (our ``NamedSequential`` models, any
+      ``nnx.Sequential``), an NNX module of any structure, or a function of
+      one array (e.g. ``functools.partial(linen_model.apply, variables)``),
+      in eval mode.
     representation: ``[N, ...]``, the output of that layer for a batch of
       ``N`` inputs (or any array of that shape).
-    layer_name: the layer: a name (models with names) or an index
-      (negative allowed).
+    layer_name: a chain's layer name or index; a function from the input to
+      the layer's output; or ``None``: the output of ``model`` itself.
     input_shape: one input example's shape, e.g. ``(28, 28, 1)``.
     method: ``'transpose'`` (default: the paper's transposed-weight
-      inverse, exact for orthogonal weights) or ``'pinv'`` (each layer's
-      least-squares inverse: :func:`dense_pinv`, :func:`conv_pinv`; a fair
-      baseline for models not trained with Bort).
-    scaling: see :func:`unit_scales` (``'transpose'``).
+      inverse, exact for orthogonal weights) or ``'pinv'`` (least squares;
+      a fair baseline for models not trained with Bort).
+    scaling: see :func:`~bort_jax.explain.kernels.unit_scales`
+      (``'transpose'``).
     eps: added to the divisors (``'transpose'``).
     maxiter, tol: conjugate-gradient iterations and relative tolerance of
-      the convolutions' least-squares inverse (``'pinv'``; see
-      :func:`least_squares_inverse`).
-    **options: passed on to registered inverses.
+      the least-squares solves (``'pinv'``; see
+      :func:`~bort_jax.explain.kernels.least_squares_inverse`).
+    **options: ``residual_iterations``, ``gauss_newton_steps``, ``rules``
+      of :func:`~bort_jax.explain.backtrack.backtrack`; in a chain, also
+      passed on to registered inverses.
 
   Returns:
     ``[N, *input_shape]`` reconstructions.
 
   Raises:
-    ValueError: the model is not a layer chain (e.g. a ResNet), the layer
-      does not exist or the index is out of range, a layer has no inverse,
-      ``input_shape`` does not fit the model, ``representation`` does not
-      have that layer's output shape, or an unknown ``method``/``scaling``.
+    ValueError: a bad layer address, a layer or primitive without an
+      inverse, an ``input_shape`` that does not fit the model, a
+      ``representation`` without that layer's output shape, or an unknown
+      ``method``/``scaling``.
 
   Example:
-    >>> import functools, jax.numpy as jnp
+    >>> import jax, jax.numpy as jnp
     >>> from flax import nnx
-    >>> model = nnx.Sequential(
-    ...     nnx.Conv(1, 4, (2, 2), strides=2, rngs=nnx.Rngs(0)),
-    ...     functools.partial(nnx.leaky_relu, negative_slope=0.5))
-    >>> x = jnp.ones((3, 8, 8, 1))
-    >>> reconstruct(model, model(x), -1, (8, 8, 1), method='pinv').shape
-    (3, 8, 8, 1)
+    >>> class Block(nnx.Module):  # Not a Sequential: a __call__ of its own.
+    ...   def __init__(self, rngs):
+    ...     self.conv = nnx.Conv(1, 4, (2, 2), strides=2, rngs=rngs)
+    ...   def __call__(self, x):
+    ...     return jax.nn.leaky_relu(self.conv(x), 0.5)
+    >>> block = Block(nnx.Rngs(0))
+    >>> x = jax.random.normal(jax.random.key(1), (3, 8, 8, 1))
+    >>> x_hat = reconstruct(block, block(x), input_shape=(8, 8, 1),
+    ...                     method='pinv')
+    >>> bool(jnp.allclose(x_hat, x, atol=1e-4))
+    True
   """
-  _check_method(method)
-  _check_scaling(scaling)
-  layers, _ = layer_chain(model)
-  stop = resolve_layer(model, layer_name)
+  if input_shape is None:
+    raise ValueError('reconstruct needs the input_shape of one example')
   input_shape = tuple(int(s) for s in input_shape)
   dtype = representation.dtype
-  shapes = layer_shapes(model, input_shape, dtype)
-  inverses = [
-      _find_layer_inverse(layers[i], layer_label(model, i), shapes[i][0], dtype)
-      for i in range(stop + 1)
-  ]
-  expected = shapes[stop][1]
+  g = backtracking_map(
+      model,
+      layer_name,
+      input_shape,
+      dtype,
+      method=method,
+      scaling=scaling,
+      eps=eps,
+      maxiter=maxiter,
+      tol=tol,
+      **options,
+  )
+  expected = jax.eval_shape(
+      representation_fn(model, layer_name),
+      jax.ShapeDtypeStruct((1, *input_shape), dtype),
+  ).shape[1:]
   if (
       representation.ndim != len(expected) + 1
       or representation.shape[1:] != expected
   ):
+    where = (
+        layer_label(model, resolve_layer(model, layer_name))
+        if isinstance(layer_name, (str, int))
+        else 'the model'
+    )
     raise ValueError(
         f'representation has shape {tuple(representation.shape)}, but '
-        f'{layer_label(model, stop)} outputs [N, *{expected}] for inputs of '
-        'shape '
+        f'{where} outputs [N, *{expected}] for inputs of shape '
         f'{input_shape}; expected {("N", *expected)}'
     )
-  settings = {
-      'method': method,
-      'scaling': scaling,
-      'eps': eps,
-      'maxiter': maxiter,
-      'tol': tol,
-      **options,
-  }
-
-  def backtrack(model, y):
-    layers = layer_chain(model).layers
-    for i in range(stop, -1, -1):
-      y = inverses[i](layers[i], y, shapes[i][0], **settings)
-      if tuple(y.shape[1:]) != shapes[i][0]:
-        raise ValueError(
-            f'the inverse of {layer_label(model, i)} returned shape '
-            f'{tuple(y.shape)}, '
-            f'expected [N, *{shapes[i][0]}]'
-        )
-    return y
-
-  if not _is_traced((model, representation)):
-    jax.eval_shape(backtrack, model, representation)  # Fail before computing.
-  return backtrack(model, representation)
+  return g(representation)
 
 
 def reconstruct_all(
@@ -1341,7 +516,7 @@ def reconstruct_all(
   """Runs ``x`` forward and reconstructs it from each layer in ``layer_names``.
 
   Args:
-    model: an invertible model (see :func:`reconstruct`).
+    model: a layer chain (see :func:`reconstruct`).
     x: ``[N, *input_shape]`` inputs.
     layer_names: layers to reconstruct from, names or indices (default:
       all, by name, or by index for a model without names).

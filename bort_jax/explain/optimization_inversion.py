@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
-from bort_jax.explain import chain
+from bort_jax.explain import inverse
 
 __all__ = ['invert_by_optimization', 'total_variation']
 
@@ -67,7 +67,7 @@ def total_variation(x: jax.Array, beta: float = 2.0) -> jax.Array:
 def invert_by_optimization(
     model: Any,
     representation: jax.Array,
-    layer_name: chain.LayerRef,
+    layer_name: inverse.LayerSpec,
     input_shape: Sequence[int],
     key: jax.Array,
     *,
@@ -83,11 +83,13 @@ def invert_by_optimization(
   r"""Reconstructs inputs from a representation by gradient descent on the input.
 
   Args:
-    model: a layer chain: one of our ``NamedSequential`` models or any
-      ``nnx.Sequential`` (its layers need no inverse).
+    model: a layer chain (one of our ``NamedSequential`` models, any
+      ``nnx.Sequential``), an NNX module or a function of one array; nothing
+      in it needs an inverse.
     representation: ``[N, ...]`` outputs of ``layer_name``.
-    layer_name: the layer that produced ``representation``, by name or index
-      (negative allowed).
+    layer_name: the layer that produced ``representation``: a chain's layer
+      name or index (negative allowed), a function from the input to it, or
+      ``None`` (the model's output).
     input_shape: one input example's shape, e.g. ``(28, 28, 1)``.
     key: PRNG key of the random start.
     num_steps: Adam steps.
@@ -116,17 +118,18 @@ def invert_by_optimization(
     (2, 28, 28, 1)
   """
   input_shape = tuple(int(s) for s in input_shape)
-  index = chain.resolve_layer(model, layer_name)
-  expected = chain.layer_shapes(model, input_shape, representation.dtype)[
-      index
-  ][1]
+  forward = inverse.representation_fn(model, layer_name)
+  expected = jax.eval_shape(
+      forward, jax.ShapeDtypeStruct((1, *input_shape), representation.dtype)
+  ).shape[1:]
   if (
       representation.ndim != len(expected) + 1
       or representation.shape[1:] != expected
   ):
     raise ValueError(
         f'representation has shape {tuple(representation.shape)}, but layer '
-        f'{layer_name!r} outputs [N, *{expected}] for inputs of shape {input_shape}'
+        f'{layer_name!r} outputs [N, *{expected}] for inputs of shape '
+        f'{input_shape}'
     )
   n = representation.shape[0]
   target = representation.reshape(n, -1)
@@ -134,7 +137,7 @@ def invert_by_optimization(
   images = len(input_shape) == 3
 
   def loss_fn(x):
-    z = chain.forward_to(model, x, index).reshape(n, -1)
+    z = forward(x).reshape(n, -1)
     loss = jnp.sum(jnp.square(z - target), axis=-1) / target_norm
     loss += (
         l2_weight * jnp.sum(jnp.square(x.reshape(n, -1)), axis=-1) / x[0].size

@@ -1,12 +1,14 @@
-r"""The registry of layer inverses used by the backtracking map.
+r"""Inverses of layer types declared by the user, for layer chains.
 
-:func:`~bort_jax.explain.reconstruct` inverts a chain of layers one at a
-time; the inverse of each layer is looked up here. The built-in inverses
-(``nnx.Linear``, ``nnx.Conv``, eval-mode ``nnx.BatchNorm``, ``nnx.Dropout``,
-the layers of :mod:`bort_jax.models.layers`, ``nnx.relu``,
-``nnx.leaky_relu`` and their ``functools.partial``\ s, ``nnx.max_pool``,
-``nnx.avg_pool``, nested sequences) are registered through the same
-:func:`register_inverse` a user calls for their own layers.
+:func:`~bort_jax.explain.reconstruct` maps a representation back through
+the primitives of each layer (:mod:`~bort_jax.explain.rules`). A layer type
+whose primitives have no rule (or whose inverse is known in closed form)
+can be given one here: in a layer chain, every layer of a registered type
+(or a registered function, also through ``functools.partial``) is inverted
+by its registered function instead, through
+:func:`~bort_jax.explain.backtrack.custom_inverse`. Outside chains, wrap the
+sub-function in :func:`~bort_jax.explain.backtrack.custom_inverse`
+directly.
 
 An inverse function has the signature
 

@@ -2,17 +2,18 @@ r"""Saliency maps: Bort's backtracking (SAT) and gradient baselines.
 
 * :func:`backtracking_saliency`: Algorithm 1 of the Bort paper ("SAT"), which
   explains a prediction with the backtracking map :math:`g` (the
-  layer-by-layer inverse of :func:`bort_jax.explain.inverse.reconstruct`)
+  inverse of :func:`bort_jax.explain.backtrack.backtrack`)
   instead of gradients.
 * :func:`feature_visualization`: backtrack one channel of a representation.
 * Baselines: :func:`vanilla_gradient` (Simonyan et al. 2014),
   :func:`gradient_x_input` (Shrikumar et al. 2016) and
   :func:`integrated_gradients` (Sundararajan et al. 2017).
 
-All functions take the model (an NNX module, passed as an argument so that
-``jax.jit`` traces its parameters; the backtracking procedures take our
-``NamedSequential`` models or any ``nnx.Sequential``, a layer by name or
-index) and arrays, and are batched over examples
+All functions take the model (an NNX module or any function of one array,
+passed as an argument so that ``jax.jit`` traces its parameters; the
+backtracking procedures take the layer to explain by name or index in a
+layer chain, or as a function from the input to that layer, see
+:func:`~bort_jax.explain.inverse.reconstruct`) and arrays, and are batched over examples
 with ``vmap``/``lax.map`` rather than Python loops. Images are NHWC. Reduce
 the gradient attributions ``[N, H, W, C]`` to maps with
 :func:`attribution_map`.
@@ -72,55 +73,60 @@ def resolve_k(k: int | None, channels: int) -> int:
 
 
 def _output_shape(
-    model: Any, x: jax.Array, layer_name: chain.LayerRef
+    model: Any, x: jax.Array, layer_name: inverse.LayerSpec
 ) -> tuple[int, ...]:
   """The layer's per-example output shape (checks the layer and ``x``)."""
-  index = chain.resolve_layer(model, layer_name)
-  return chain.layer_shapes(model, x.shape[1:], x.dtype)[index][1]
+  if isinstance(layer_name, (str, int)):
+    index = chain.resolve_layer(model, layer_name)
+    return chain.layer_shapes(model, x.shape[1:], x.dtype)[index][1]
+  f = inverse.representation_fn(model, layer_name)
+  return tuple(jax.eval_shape(f, x).shape[1:])
 
 
 def _check_spatial(
-    model: Any, x: jax.Array, layer_name: chain.LayerRef
+    model: Any, x: jax.Array, layer_name: inverse.LayerSpec
 ) -> tuple[int, ...]:
   """The layer's per-example output shape; must be ``(h, w, C)``."""
   out = _output_shape(model, x, layer_name)
   if len(out) != 3:
     raise ValueError(
-        f'layer {layer_name!r} outputs shape {out}; backtracking saliency needs a '
-        'spatial feature map (h, w, C), e.g. the top convolutional layer'
+        f'layer {_describe(layer_name)} outputs shape {out}; backtracking '
+        'saliency needs a spatial feature map (h, w, C), e.g. the top '
+        'convolutional layer'
     )
   return out
 
 
+def _describe(layer_name: inverse.LayerSpec) -> str:
+  if isinstance(layer_name, (str, int)):
+    return repr(layer_name)
+  return 'the output of the model' if layer_name is None else 'the function'
+
+
 def _backtracking_map(
     model: Any,
-    layer_name: chain.LayerRef,
-    input_shape: tuple[int, ...],
+    layer_name: inverse.LayerSpec,
+    x: jax.Array,
     method: str,
     scaling: str,
     inverse_options: Mapping[str, Any] | None,
 ) -> Callable[[jax.Array], jax.Array]:
-  """``g``: :func:`~bort_jax.explain.inverse.reconstruct` from the layer."""
-  options = dict(inverse_options or {})
-
-  def g(maps):
-    return inverse.reconstruct(
-        model,
-        maps,
-        layer_name,
-        input_shape,
-        method=method,
-        scaling=scaling,
-        **options,
-    )
-
-  return g
+  """``g``: :func:`~bort_jax.explain.inverse.backtracking_map` of the layer."""
+  return inverse.backtracking_map(
+      model,
+      layer_name,
+      x.shape[1:],
+      x.dtype,
+      method=method,
+      scaling=scaling,
+      **dict(inverse_options or {}),
+  )
 
 
 def backtracking_saliency(
     model: Any,
     x: jax.Array,
-    layer_name: chain.LayerRef,
+    layer_name: inverse.LayerSpec = None,
     *,
     k: int | None = None,
     impulse: float = SAT_B,
@@ -154,11 +160,13 @@ def backtracking_saliency(
   maximum is on the border the map is all zero.
 
   Args:
-    model: an invertible model: one of ours, or any ``nnx.Sequential`` whose
-      layers have inverses (see :func:`~bort_jax.explain.inverse.reconstruct`).
+    model: an invertible model: a layer chain, an NNX module or a function
+      of one array (see :func:`~bort_jax.explain.inverse.reconstruct`).
     x: ``[N, H, W, C_in]`` inputs.
-    layer_name: a layer with a spatial output ``(h, w, C)``, by name or index,
-      e.g. ``'down2_lrelu'`` of the ``InvertibleCNN``.
+    layer_name: a layer with a spatial output ``(h, w, C)``: a chain's
+      layer name or index (e.g. ``'down2_lrelu'`` of the ``InvertibleCNN``),
+      a function from the input to that layer, or ``None`` (the model's
+      output).
     k: channels kept; ``None`` (default) is the paper's 256 lowered to the
       channel count (see :func:`resolve_k`).
     impulse: :math:`B` (paper: 1000).
@@ -189,10 +197,8 @@ def backtracking_saliency(
   """
   h, w, channels = _check_spatial(model, x, layer_name)
   k = resolve_k(k, channels)
-  g = _backtracking_map(
-      model, layer_name, x.shape[1:], method, scaling, inverse_options
-  )
-  z = chain.forward_to(model, x, layer_name)
+  g = _backtracking_map(model, layer_name, x, method, scaling, inverse_options)
+  z = inverse.representation_fn(model, layer_name)(x)
   base = g(jnp.zeros((1, h, w, channels), x.dtype))[0]
 
   def one(z_n):
@@ -222,7 +228,7 @@ def backtracking_saliency(
 def feature_visualization(
     model: Any,
     x: jax.Array,
-    layer_name: chain.LayerRef,
+    layer_name: inverse.LayerSpec,
     channel: int | jax.Array,
     *,
     method: inverse.Method = 'transpose',
@@ -237,10 +243,10 @@ def feature_visualization(
   each example.
 
   Args:
-    model: an invertible model (ours, or an ``nnx.Sequential``).
+    model: an invertible model (see :func:`backtracking_saliency`).
     x: ``[N, ...]`` inputs.
     layer_name: the layer whose output is backtracked (last axis =
-      channels), by name or index.
+      channels), as in :func:`backtracking_saliency`.
     channel: an int, or ``[N]`` ints (one channel per example).
     method: ``'transpose'`` or ``'pinv'`` layer inverses.
     scaling: layer-inverse scaling.
@@ -265,12 +271,11 @@ def feature_visualization(
   channels = out[-1]
   if isinstance(channel, int) and not 0 <= channel < channels:
     raise ValueError(
-        f'channel {channel} is out of range: layer {layer_name!r} has {channels}'
+        f'channel {channel} is out of range: layer {_describe(layer_name)} '
+        f'has {channels}'
     )
-  g = _backtracking_map(
-      model, layer_name, x.shape[1:], method, scaling, inverse_options
-  )
-  z = chain.forward_to(model, x, layer_name)
+  g = _backtracking_map(model, layer_name, x, method, scaling, inverse_options)
+  z = inverse.representation_fn(model, layer_name)(x)
   channel = jnp.broadcast_to(jnp.asarray(channel), (x.shape[0],))
   keep = jax.nn.one_hot(channel, channels, dtype=z.dtype)
   keep = keep.reshape(x.shape[0], *([1] * (len(out) - 1)), channels)

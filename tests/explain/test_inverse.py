@@ -69,7 +69,7 @@ def test_conv_inverse_is_the_pseudo_inverse_for_orthonormal_columns(
   y = normal(2, y_shape)
   expected = (_operator_pinv(forward, x) @ y.ravel()).reshape(x.shape)
   inverse = jax.jit(
-      lambda y: explain.conv_inverse(
+      lambda y: explain.kernels.conv_inverse(
           y,
           kernel,
           input_shape=(size, size, cin),
@@ -93,7 +93,9 @@ def test_conv_inverse_is_the_pseudo_inverse_for_orthogonal_rows_without_overlap(
   y = _conv(x, kernel, (2, 2), 'VALID') + 0.3
   bias = jnp.full((cout,), 0.3)
   expected = _operator_pinv(forward, x) @ (y - bias).ravel()
-  got = explain.conv_inverse(y, kernel, bias, input_shape=(6, 6), strides=2)
+  got = explain.kernels.conv_inverse(
+      y, kernel, bias, input_shape=(6, 6), strides=2
+  )
   np.testing.assert_allclose(got.ravel(), expected, atol=2e-5)
 
 
@@ -104,7 +106,7 @@ def test_dense_inverse_is_the_pseudo_inverse_of_scaled_orthogonal_kernels(
   kernel = 1.7 * orthonormal(5, fan_in, units)
   bias = jnp.arange(units, dtype=jnp.float32)
   y = normal(6, (4, units))
-  got = explain.dense_inverse(y, kernel, bias)
+  got = explain.kernels.dense_inverse(y, kernel, bias)
   np.testing.assert_allclose(
       got, (y - bias) @ jnp.linalg.pinv(kernel), atol=1e-5
   )
@@ -113,22 +115,26 @@ def test_dense_inverse_is_the_pseudo_inverse_of_scaled_orthogonal_kernels(
 def test_unit_scales_modes():
   w = jnp.array([[3.0, 0.0, 1.0], [0.0, 1.0, 1.0]])  # fan_in 2, units 3
   np.testing.assert_allclose(
-      explain.unit_scales(w, 'row', eps=0), [9.0, 1.0, 2.0]
+      explain.kernels.unit_scales(w, 'row', eps=0), [9.0, 1.0, 2.0]
   )
-  np.testing.assert_allclose(explain.unit_scales(w, 'frame', eps=0), [6.0] * 3)
-  np.testing.assert_allclose(explain.unit_scales(w, 'auto', eps=0), [6.0] * 3)
   np.testing.assert_allclose(
-      explain.unit_scales(w.T, 'auto', eps=0), [10.0, 2.0]
+      explain.kernels.unit_scales(w, 'frame', eps=0), [6.0] * 3
+  )
+  np.testing.assert_allclose(
+      explain.kernels.unit_scales(w, 'auto', eps=0), [6.0] * 3
+  )
+  np.testing.assert_allclose(
+      explain.kernels.unit_scales(w.T, 'auto', eps=0), [10.0, 2.0]
   )
   with pytest.raises(ValueError, match='unknown scaling'):
-    explain.unit_scales(w, 'columns')
+    explain.kernels.unit_scales(w, 'columns')
 
 
 @pytest.mark.parametrize('slope', [0.01, 0.5, 1.0, 2.0])
 def test_leaky_relu_inverse_is_exact(slope):
   x = normal(7, (5, 7))
   np.testing.assert_allclose(
-      explain.leaky_relu_inverse(LeakyReLU(slope)(x), slope),
+      explain.kernels.leaky_relu_inverse(LeakyReLU(slope)(x), slope),
       x,
       rtol=1e-6,
       atol=1e-6,
@@ -137,10 +143,10 @@ def test_leaky_relu_inverse_is_exact(slope):
 
 def test_relu_and_zero_slope_pass_through_and_negative_slope_fails():
   y = jnp.array([0.0, 2.0])
-  np.testing.assert_array_equal(explain.relu_inverse(y), y)
-  np.testing.assert_array_equal(explain.leaky_relu_inverse(y, 0.0), y)
+  np.testing.assert_array_equal(explain.kernels.relu_inverse(y), y)
+  np.testing.assert_array_equal(explain.kernels.leaky_relu_inverse(y, 0.0), y)
   with pytest.raises(ValueError, match='negative slope'):
-    explain.leaky_relu_inverse(y, -0.5)
+    explain.kernels.leaky_relu_inverse(y, -0.5)
 
 
 @pytest.mark.parametrize('layer_type', [MaxPool, AvgPool])
@@ -162,7 +168,7 @@ def test_pool_inverse_shapes_and_constants(
   got = explain.layer_inverse(layer, y, x.shape[1:])
   assert got.shape == x.shape
   covered = (
-      explain.pool_inverse(
+      explain.kernels.pool_inverse(
           jnp.ones_like(y),
           input_shape=x.shape[1:],
           window=window,
@@ -179,7 +185,7 @@ def test_pool_inverse_shapes_and_constants(
 
 def test_pool_inverse_is_nearest_neighbour_upsampling_without_overlap():
   y = normal(8, (2, 3, 4, 5))
-  got = explain.pool_inverse(y, input_shape=(6, 8), window=2)
+  got = explain.kernels.pool_inverse(y, input_shape=(6, 8), window=2)
   np.testing.assert_allclose(
       got, jnp.repeat(jnp.repeat(y, 2, axis=1), 2, axis=2)
   )
@@ -191,11 +197,14 @@ def test_flatten_and_dropout_inverses():
       explain.layer_inverse(Flatten(), Flatten()(x), (3, 4, 5)), x
   )
   dropout = nnx.Dropout(0.5, rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match='Dropout layer in training mode'):
+    explain.layer_inverse(dropout, x, x.shape[1:])
+  dropout.eval()
   np.testing.assert_array_equal(
       explain.layer_inverse(dropout, x, x.shape[1:]), x
   )
   with pytest.raises(ValueError, match='cannot reshape'):
-    explain.flatten_inverse(jnp.zeros((2, 7)), (2, 3))
+    explain.kernels.flatten_inverse(jnp.zeros((2, 7)), (2, 3))
 
 
 LOSSLESS_LAYERS = ['conv1', 'conv1_lrelu', 'down1', 'down1_lrelu', 'flatten']
@@ -283,20 +292,30 @@ def test_reconstruct_shapes_on_the_invertible_models(build, input_shape, layer):
   assert out.shape == (2, *input_shape)
 
 
-def test_reconstruct_rejects_models_without_inverse():
+def test_a_model_that_is_not_a_chain_needs_its_layer_as_a_function():
   resnet = nnx.eval_shape(lambda: ResNet18(num_classes=10, rngs=nnx.Rngs(0)))
-  with pytest.raises(ValueError, match='BatchNorm.*no inverse'):
+  with pytest.raises(
+      ValueError, match='Name the layer to explain by a function'
+  ):
     explain.reconstruct(resnet, jnp.zeros((1, 10)), 'classifier', (32, 32, 3))
 
 
-def test_layer_inverse_rejects_batchnorm_and_grouped_convs():
+def test_layer_inverse_refuses_training_batchnorm_and_inverts_grouped_convs():
   with pytest.raises(ValueError, match='BatchNorm layer has no inverse'):
     explain.layer_inverse(
         nnx.BatchNorm(4, rngs=nnx.Rngs(0)), jnp.zeros((1, 4)), (4,)
     )
-  grouped = conv(4, 4, (3, 3), feature_group_count=2)
-  with pytest.raises(ValueError, match='grouped convolution'):
-    explain.layer_inverse(grouped, jnp.zeros((1, 5, 5, 4)), (5, 5, 4))
+  # Two groups, each 2 channels x 2x2 patches = 8 inputs to 8 orthonormal
+  # units (stride 2): the transposed weights invert it exactly.
+  grouped = conv(4, 16, (2, 2), strides=2, feature_group_count=2)
+  kernel = jnp.concatenate(
+      [orthonormal(i, 8, 8).reshape(2, 2, 2, 8) for i in range(2)], axis=-1
+  )
+  grouped.kernel[...] = kernel
+  x = normal(3, (2, 4, 4, 4))
+  np.testing.assert_allclose(
+      explain.layer_inverse(grouped, grouped(x), (4, 4, 4)), x, atol=1e-5
+  )
 
 
 @pytest.mark.parametrize(
@@ -347,13 +366,19 @@ def test_reconstruct_bad_scaling(lossless_cnn):
 def test_conv_inverse_bad_shapes():
   kernel = jnp.zeros((3, 3, 2, 4))
   with pytest.raises(ValueError, match=r'expected outputs \[N, H, W, 4\]'):
-    explain.conv_inverse(jnp.zeros((1, 5, 5, 3)), kernel, input_shape=(5, 5))
+    explain.kernels.conv_inverse(
+        jnp.zeros((1, 5, 5, 3)), kernel, input_shape=(5, 5)
+    )
   with pytest.raises(ValueError, match='has 3 channels but the kernel'):
-    explain.conv_inverse(jnp.zeros((1, 3, 3, 4)), kernel, input_shape=(5, 5, 3))
+    explain.kernels.conv_inverse(
+        jnp.zeros((1, 3, 3, 4)), kernel, input_shape=(5, 5, 3)
+    )
   with pytest.raises(ValueError, match='gives outputs of shape'):
-    explain.conv_inverse(jnp.zeros((1, 4, 4, 4)), kernel, input_shape=(5, 5))
+    explain.kernels.conv_inverse(
+        jnp.zeros((1, 4, 4, 4)), kernel, input_shape=(5, 5)
+    )
   with pytest.raises(ValueError, match='CIRCULAR'):
-    explain.conv_inverse(
+    explain.kernels.conv_inverse(
         jnp.zeros((1, 5, 5, 4)), kernel, input_shape=(5, 5), padding='CIRCULAR'
     )
 

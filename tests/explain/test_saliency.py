@@ -77,12 +77,12 @@ def test_sat_batches_jits_and_is_in_unit_range(lossless_cnn, images):
 
 
 def test_resolve_k():
-  assert explain.resolve_k(None, 64) == 64
-  assert explain.resolve_k(None, 1024) == 256
-  assert explain.resolve_k(64, 64) == 64
+  assert explain.saliency.resolve_k(None, 64) == 64
+  assert explain.saliency.resolve_k(None, 1024) == 256
+  assert explain.saliency.resolve_k(64, 64) == 64
   for k in (0, 65):
     with pytest.raises(ValueError, match=f'k={k} is not in'):
-      explain.resolve_k(k, 64)
+      explain.saliency.resolve_k(k, 64)
 
 
 def test_sat_errors():

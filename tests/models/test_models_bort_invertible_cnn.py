@@ -81,7 +81,7 @@ def test_default_mnist_shapes(abstract_model, abstract_apply):
       'flatten': (7 * 7 * 256,),
       'classifier': (10,),
   }
-  shapes = explain.layer_input_shapes(model, (28, 28, 1))
+  shapes = explain.chain.layer_shapes(model, (28, 28, 1))
   for name, (_, out_shape) in zip(LAYER_NAMES, shapes):
     assert out_shape == expected[name.removesuffix('_lrelu')], name
   assert abstract_apply(model, (2, 28, 28, 1)).shape == (2, 10)

@@ -82,7 +82,7 @@ def top_conv_layer(model: Any, input_shape: tuple[int, ...]) -> str:
 
   For a model without one (the MLP), the classifier's input layer.
   """
-  shapes = explain.layer_input_shapes(model, input_shape)
+  shapes = explain.chain.layer_shapes(model, input_shape)
   spatial = [
       name for name, (_, out) in zip(model.layer_names, shapes) if len(out) == 3
   ]

@@ -374,7 +374,7 @@ def measure_model(
       if method == 'transpose':
         arrays['reconstruction'][layer] = np.asarray(p_hat[:f])
   per_layer: dict[str, Any] = {m: {} for m in ('transpose', 'pinv')}
-  shapes = explain.layer_input_shapes(model, input_shape)
+  shapes = explain.chain.layer_shapes(model, input_shape)
   outputs = model.intermediates(x[:n_pinv])
   for i in weighted_layers(model):
     name = model.layer_names[i]
@@ -445,7 +445,7 @@ def measure_model(
   if spatial:
     layer = spatial[-1]
     channels = int(shapes[model.layer_index(layer)][1][-1])
-    k = explain.resolve_k(config.sat_k, channels)
+    k = explain.saliency.resolve_k(config.sat_k, channels)
     sat_info = {'layer': layer, 'k': k, 'channels': channels}
     maps['sat'], timings['sat'] = _timed(
         lambda: _sat(model, xs, layer=layer, k=k)
