@@ -20,7 +20,7 @@ from (a chain's layer name or index, or a function up to that layer):
 * the metrics: MSE, PSNR, SSIM, Pearson r, affine-fitted MSE,
   deletion/insertion AUC, attack success, perturbation norms.
 
-Where the pieces live: :mod:`~bort_jax.explain.backtrack` (the
+Where the pieces live: :mod:`~bort_jax.explain.interpreter` (the
 transformation, :func:`custom_inverse`), :mod:`~bort_jax.explain.rules`
 (one backward rule per primitive), :mod:`~bort_jax.explain.kernels` (the
 linear algebra: transposed-weight and least-squares inverses of Dense, Conv,
@@ -52,8 +52,8 @@ from bort_jax.explain.adversarial import classifier_input_layer
 from bort_jax.explain.adversarial import explainable_adversarial
 from bort_jax.explain.adversarial import fgsm
 from bort_jax.explain.adversarial import pgd
-from bort_jax.explain.backtrack import backtrack
-from bort_jax.explain.backtrack import custom_inverse
+from bort_jax.explain.interpreter import backtrack
+from bort_jax.explain.interpreter import custom_inverse
 from bort_jax.explain.inverse import backtracking_map
 from bort_jax.explain.inverse import layer_inverse
 from bort_jax.explain.inverse import reconstruct

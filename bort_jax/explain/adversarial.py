@@ -4,7 +4,7 @@ r"""Adversarial samples: Bort's explainable ones (our design), FGSM and PGD.
 Bort paper synthesises adversarial samples from a Bort-trained model "without
 additional parameters and training" but does not publish how; the procedure
 here is **our design**. It uses only the forward pass and the backtracking map
-:math:`g` (:func:`bort_jax.explain.backtrack.backtrack`), never a gradient of
+:math:`g` (:func:`bort_jax.explain.interpreter.backtrack`), never a gradient of
 the network:
 
 1. :math:`z = f_{\le L}(x)`, the representation fed to the linear classifier

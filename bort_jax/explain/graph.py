@@ -3,7 +3,7 @@ r"""A function of one array as a graph of primitives, ready to run backwards.
 :func:`trace_graph` traces ``f`` with :func:`jax.make_jaxpr` and flattens its
 jaxpr into :class:`Node`\ s: calls (``jit``, ``custom_jvp_call``,
 ``custom_vjp_call``, ``remat``...) are inlined, except those marked by
-:func:`~bort_jax.explain.backtrack.custom_inverse`, which stay one node.
+:func:`~bort_jax.explain.interpreter.custom_inverse`, which stay one node.
 Every variable is an ``int``. A variable *depends* on the input when some
 path of nodes leads from the input to it; the others are constants (the
 parameters closed over by ``f`` and whatever is computed from them alone),
@@ -15,7 +15,7 @@ variable that every path from the input to it passes through. A node with
 two operands that depend on the input (a residual addition, LeakyReLU's
 ``select_n``, attention) is a *join*; the sub-graph between its dominator
 and its output is a *block*, the unit that
-:mod:`~bort_jax.explain.backtrack` inverts as a whole.
+:mod:`~bort_jax.explain.interpreter` inverts as a whole.
 
 Example:
   >>> import jax.numpy as jnp
@@ -319,8 +319,11 @@ def trace_graph(
   )
 
 
-def source_summary(node: Node) -> str:
-  """Where ``node`` comes from: the innermost user frame and ``f``'s line."""
+def source_summary(node: Node) -> str | None:
+  """Where ``node`` comes from: ``f``'s line and the innermost user frame.
+
+  ``None`` when the traceback holds no frame outside JAX.
+  """
   try:
     from jax._src import source_info_util  # pylint: disable=g-import-not-at-top
 
@@ -332,7 +335,7 @@ def source_summary(node: Node) -> str:
   except Exception:  # noqa: BLE001 (private API; the message stays useful)
     frames = []
   if not frames:
-    return 'an unknown line'
+    return None
 
   def describe(frame):
     return f'{frame.file_name}:{frame.start_line} ({frame.function_name})'

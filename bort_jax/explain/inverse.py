@@ -3,7 +3,7 @@ r"""The backtracking map of a model: from a layer's output back to its input.
 :func:`reconstruct` maps the representation of an input at some layer back
 to input space: :math:`\hat x = g(z)`, the *backtracking map* of the Bort
 paper (``docs/method.md``). It is built on
-:func:`~bort_jax.explain.backtrack.backtrack`, which runs any JAX function's
+:func:`~bort_jax.explain.interpreter.backtrack`, which runs any JAX function's
 primitives backwards, so the model may be
 
 * any function of one array, with the layer to explain named by a function:
@@ -22,7 +22,7 @@ baseline for models not trained with Bort. See
 
 In a chain, a layer type with an inverse declared by
 :func:`~bort_jax.explain.register_inverse` is inverted by that function
-(through :func:`~bort_jax.explain.backtrack.custom_inverse`); every other
+(through :func:`~bort_jax.explain.interpreter.custom_inverse`); every other
 layer by the rules of its primitives.
 
 Example:
@@ -46,7 +46,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from bort_jax.explain import backtrack as backtrack_lib
+from bort_jax.explain import interpreter
 from bort_jax.explain import kernels
 from bort_jax.explain.chain import (
     LayerRef,
@@ -144,7 +144,7 @@ def _chain_layers(
       def inverse(y, layer=layer, inverse_fn=inverse_fn, in_shape=in_shape):
         return inverse_fn(layer, y, in_shape, **settings)
 
-      layer = backtrack_lib.custom_inverse(layer, inverse)
+      layer = interpreter.custom_inverse(layer, inverse)
     layers.append(layer)
   return layers
 
@@ -205,7 +205,7 @@ def backtracking_map(
 ) -> Callable[[jax.Array], jax.Array]:
   """``g`` for the representation of ``model`` at ``layer``, any batch size.
 
-  Built with :func:`~bort_jax.explain.backtrack.backtrack` on one example
+  Built with :func:`~bort_jax.explain.interpreter.backtrack` on one example
   and mapped over the batch axis, so every example is inverted on its own
   (fixed-point and least-squares solves included). Checks everything
   (layer, shapes, a rule for every primitive) when called.
@@ -216,7 +216,7 @@ def backtracking_map(
     input_shape: one example's input shape.
     dtype: the input dtype.
     method, scaling, eps, maxiter, tol: see
-      :func:`~bort_jax.explain.backtrack.backtrack`.
+      :func:`~bort_jax.explain.interpreter.backtrack`.
     **options: ``residual_iterations``, ``gauss_newton_steps``, ``rules``;
       in a chain, also passed on to registered inverses.
 
@@ -268,7 +268,7 @@ def backtracking_map(
       raise TypeError(f'unexpected options {sorted(options)}')
     f = representation_fn(model, layer)
   try:
-    g_one = backtrack_lib.backtrack(f, x_like, **settings, **backtrack_options)
+    g_one = interpreter.backtrack(f, x_like, **settings, **backtrack_options)
   except ValueError as error:
     if not is_name:
       raise
@@ -288,7 +288,7 @@ def _name_failing_layer(model, stop, shapes, settings, error) -> ValueError:
       continue
     x_like = jax.ShapeDtypeStruct((1, *shapes[i][0]), jnp.float32)
     try:
-      backtrack_lib.backtrack(layers[i], x_like, **settings)
+      interpreter.backtrack(layers[i], x_like, **settings)
     except ValueError as layer_error:
       return ValueError(
           f'{layer_label(model, i)} has no inverse: {layer_error}. For a '
@@ -418,7 +418,7 @@ def reconstruct(
   :math:`g = f_1^{-1} \circ \cdots \circ f_L^{-1}`, each layer inverted by
   the rules of its primitives (or its registered inverse); for any other
   model, the same run backwards over its primitives, residual blocks
-  included (see :func:`~bort_jax.explain.backtrack.backtrack`). Every check
+  included (see :func:`~bort_jax.explain.interpreter.backtrack`). Every check
   happens before anything is computed. Jittable with the model as an
   argument (``layer_name``, ``input_shape``, ``method`` and ``scaling``
   static).
@@ -443,7 +443,7 @@ def reconstruct(
       the least-squares solves (``'pinv'``; see
       :func:`~bort_jax.explain.kernels.least_squares_inverse`).
     **options: ``residual_iterations``, ``gauss_newton_steps``, ``rules``
-      of :func:`~bort_jax.explain.backtrack.backtrack`; in a chain, also
+      of :func:`~bort_jax.explain.interpreter.backtrack`; in a chain, also
       passed on to registered inverses.
 
   Returns:

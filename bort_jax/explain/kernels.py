@@ -65,6 +65,7 @@ from typing import Literal
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 __all__ = [
@@ -387,7 +388,7 @@ def pool_inverse(
   def sum_pool(x):
     return lax.reduce_window(
         x,
-        jnp.zeros((), x.dtype),
+        np.zeros((), x.dtype),  # Concrete: lax picks the window sum.
         lax.add,
         (1, *window, 1),
         (1, *strides, 1),

@@ -6,8 +6,8 @@ whose primitives have no rule (or whose inverse is known in closed form)
 can be given one here: in a layer chain, every layer of a registered type
 (or a registered function, also through ``functools.partial``) is inverted
 by its registered function instead, through
-:func:`~bort_jax.explain.backtrack.custom_inverse`. Outside chains, wrap the
-sub-function in :func:`~bort_jax.explain.backtrack.custom_inverse`
+:func:`~bort_jax.explain.interpreter.custom_inverse`. Outside chains, wrap the
+sub-function in :func:`~bort_jax.explain.interpreter.custom_inverse`
 directly.
 
 An inverse function has the signature

@@ -42,7 +42,7 @@ paper's map) and ``method='pinv'`` (least squares):
 * ``concatenate`` and ``split``: exact, part by part.
 
 Joins (two operands that depend on the input: LeakyReLU's ``select_n``,
-residual additions) are not rules: :mod:`~bort_jax.explain.backtrack`
+residual additions) are not rules: :mod:`~bort_jax.explain.interpreter`
 inverts them as blocks.
 
 Example:
@@ -61,6 +61,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from bort_jax.explain import kernels
@@ -77,7 +78,7 @@ _HIGHEST = lax.Precision.HIGHEST
 
 
 class Settings(NamedTuple):
-  """How :func:`~bort_jax.explain.backtrack` inverts (see its arguments)."""
+  """How :func:`~bort_jax.explain.interpreter.backtrack` inverts (see its arguments)."""
 
   method: str = 'transpose'
   scaling: str = 'auto'
@@ -247,9 +248,11 @@ def _window_sum(eqn: Equation) -> Callable[[jax.Array], jax.Array]:
   if eqn.node.primitive == 'reduce_sum':
     return eqn.forward
   params = eqn.params
+  # A NumPy zero (concrete even while tracing) makes lax pick the window-sum
+  # primitive, which has a transpose rule.
   return lambda x: lax.reduce_window(
       x,
-      jnp.zeros((), x.dtype),
+      np.zeros((), x.dtype),
       lax.add,
       params['window_dimensions'],
       params['window_strides'],

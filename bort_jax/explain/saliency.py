@@ -2,7 +2,7 @@ r"""Saliency maps: Bort's backtracking (SAT) and gradient baselines.
 
 * :func:`backtracking_saliency`: Algorithm 1 of the Bort paper ("SAT"), which
   explains a prediction with the backtracking map :math:`g` (the
-  inverse of :func:`bort_jax.explain.backtrack.backtrack`)
+  inverse of :func:`bort_jax.explain.interpreter.backtrack`)
   instead of gradients.
 * :func:`feature_visualization`: backtrack one channel of a representation.
 * Baselines: :func:`vanilla_gradient` (Simonyan et al. 2014),

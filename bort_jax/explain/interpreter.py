@@ -171,10 +171,19 @@ def _combine(values: list[jax.Array] | None, aval) -> jax.Array:
   return values[0] if len(values) == 1 else sum(values) / len(values)
 
 
-def _no_rule_error(node: Node, settings: Settings, why: str = '') -> ValueError:
+def _function_name(f: Any) -> str:
+  while isinstance(f, functools.partial):
+    f = f.func
+  return getattr(f, '__qualname__', None) or type(f).__name__
+
+
+def _no_rule_error(
+    node: Node, settings: Settings, f: Any, why: str = ''
+) -> ValueError:
+  where = source_summary(node) or f'the function {_function_name(f)}'
   return ValueError(
       f'backtrack: no {settings.method!r} rule for the primitive '
-      f"'{node.primitive}'{why}, from {source_summary(node)}. Declare one with "
+      f"'{node.primitive}'{why}, from {where}. Declare one with "
       f"backtrack(..., rules={{'{node.primitive}': rule}}) (or wrap the "
       'sub-function in bort_jax.explain.custom_inverse), or use '
       "method='pinv' (least squares)"
@@ -185,8 +194,13 @@ class _Planner:
   """Builds the plans of a graph under one method and rule table."""
 
   def __init__(
-      self, graph: Graph, rules: Mapping[str, Rule], settings: Settings
+      self,
+      graph: Graph,
+      rules: Mapping[str, Rule],
+      settings: Settings,
+      function: Any = None,
   ):
+    self.function = function
     self.graph = graph
     self.rules = rules
     self.settings = settings
@@ -226,7 +240,7 @@ class _Planner:
       if rule is not None:
         return self.rule_step(node, rule, dependent), [node]
       if self.settings.method != 'pinv':
-        raise _no_rule_error(node, self.settings)
+        raise _no_rule_error(node, self.settings, self.function)
     return self.join_step(node)
 
   def rule_step(self, node: Node, rule: Rule, dependent) -> _Step:
@@ -254,6 +268,7 @@ class _Planner:
         raise _no_rule_error(
             node,
             self.settings,
+            self.function,
             ' with several operands that depend on the input',
         )
       invert = self.gauss_newton(source, output, None)
@@ -506,7 +521,7 @@ def backtrack(
   graph = trace_graph(
       f, x_like, keep_call=lambda eqn: _custom_inverse_of(eqn) is not None
   )
-  plan = _Planner(graph, table, settings).plan(graph.input, graph.output)
+  plan = _Planner(graph, table, settings, f).plan(graph.input, graph.output)
   expected = graph.avals[graph.output]
 
   def g(z: jax.Array) -> jax.Array:
