@@ -135,6 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
       '(same config; records after that checkpoint are dropped)',
   )
   parser.add_argument(
+      '--allow-unverified-checkpoint',
+      action='store_true',
+      help='with --resume: accept a checkpoint that has no record in '
+      'checkpoint_records/ to verify it by (otherwise it is refused)',
+  )
+  parser.add_argument(
       '--overwrite',
       action='store_true',
       help='discard a previous run in the work directory (its config.json, '
@@ -369,6 +375,18 @@ def ensure_mnist_prepared(data_dir: str | None, idx_dir: str | None) -> None:
     multihost_utils.sync_global_devices('bort-train: mnist prepared')
 
 
+class _NoOrbaxErrors(logging.Filter):
+  """Drops orbax's error logs (tracebacks of its save threads): the loop
+  reports a failed save as one ``bort-train: error:`` line naming the
+  folder."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not (
+        record.levelno >= logging.ERROR
+        and f'{os.sep}orbax{os.sep}' in (record.pathname or '')
+    )
+
+
 class _WarningFormatter(logging.Formatter):
 
   def format(self, record: logging.LogRecord) -> str:
@@ -389,6 +407,9 @@ def _report_warnings() -> None:
   logger.addHandler(handler)
   logger.setLevel(logging.INFO)
   logger.propagate = False
+  absl_logger = logging.getLogger('absl')
+  if not any(isinstance(f, _NoOrbaxErrors) for f in absl_logger.filters):
+    absl_logger.addFilter(_NoOrbaxErrors())
 
 
 def check_arguments(args: argparse.Namespace) -> None:
@@ -470,6 +491,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           download=args.download,
           resume=args.resume,
           overwrite=args.overwrite,
+          allow_unverified=args.allow_unverified_checkpoint,
           max_steps=args.max_steps,
           progress=not args.no_progress,
           description=name,

@@ -19,6 +19,7 @@ Signals and a second process run in subprocesses; the rest in process.
 import json
 import logging
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -401,7 +402,7 @@ def test_2_skip_nonfinite_steps(tmp_path, mnist_data_dir):
   assert [
       (r['step'], r['train_loss'] is None, r.get('nonfinite_steps'))
       for r in records
-  ] == [(1, False, None), (2, True, 1), (3, True, 1)]
+  ] == [(1, False, None), (2, True, 1), (3, True, 1), (4, True, 1)]
   assert records == json.loads(json.dumps(result.metrics))
   assert bool(numerics.all_finite(result.state.params))
   assert checkpoint_steps(tmp_path / 'skip') == [2, 4]
@@ -599,6 +600,178 @@ def test_4_metrics_consistent_after_a_crash(
   assert_trees_equal(whole.state.params, result.state.params)
 
 
+# A run killed (SIGKILL) or stopped at any point and resumed writes the same
+# records and ends with the same parameters as a run never stopped. 2 epochs of
+# 10 steps, a record every 3 steps, a checkpoint every 5: a checkpoint at an
+# epoch end, and checkpoints holding the sums of a record in progress.
+CRASH_CONFIG = {'log_every_steps': 3, 'checkpoint_every_steps': 5}
+CRASH_ARGS = [
+    *TINY_ARGS,
+    '--set',
+    'log_every_steps=3',
+    '--set',
+    'checkpoint_every_steps=5',
+]
+
+
+@pytest.fixture(scope='module')
+def crash_reference(tmp_path_factory, mnist_data_dir):
+  """The run never stopped: its final params and its records."""
+  workdir = tmp_path_factory.mktemp('never_stopped')
+  result = loop.train_and_evaluate(
+      tiny(**CRASH_CONFIG), workdir, data_dir=mnist_data_dir, progress=False
+  )
+  return result.state.params, strict_records(workdir)
+
+
+@pytest.mark.parametrize(
+    'point, n',
+    [
+        ('after_step', 3),  # a record written, no checkpoint yet
+        ('after_step', 5),  # right after a checkpoint holding a record's sums
+        ('in_eval', 1),  # during the first epoch's evaluation
+        ('after_step', 10),  # at an epoch end, evaluated and saved
+        ('in_eval', 2),  # during the final evaluation
+        ('max_steps', 6),  # --max-steps at a record's step
+        ('max_steps', 10),  # --max-steps at an epoch end
+    ],
+)
+def test_resume_after_a_stop_equals_the_run_never_stopped(
+    point, n, tmp_path, mnist_data_dir, subprocess_env, crash_reference, capsys
+):
+  workdir = tmp_path / 'run'
+  args = [*CRASH_ARGS, '--data-dir', mnist_data_dir, '--workdir', workdir]
+  if point == 'max_steps':
+    code, err = run_cli([*args, '--max-steps', n], capsys)
+    assert code == 0, err
+  else:
+    killed = subprocess.run(
+        [
+            sys.executable,
+            str(Path(__file__).with_name('crash_worker.py')),
+            point,
+            str(n),
+            *map(str, args),
+        ],
+        env=subprocess_env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+  code, err = run_cli([*args, '--resume'], capsys)
+  assert code == 0, err
+  params, records = crash_reference
+  assert without_timing(strict_records(workdir)) == without_timing(records)
+  model, _ = checkpoint.restore_model(workdir)
+  assert_trees_equal(params, nnx.state(model, nnx.Param))
+
+
+def test_unverifiable_checkpoint_refused_unless_allowed(
+    tmp_path, mnist_data_dir, whole_run, capsys
+):
+  """Without checkpoint_records/ no checkpoint can be verified: the resume is
+  refused; allowed explicitly, it ends where the run never stopped ends (the
+  running sums are in the checkpoint itself)."""
+  workdir = tmp_path / 'run'
+  loop.train_and_evaluate(
+      tiny(**RESUME_CONFIG),
+      workdir,
+      data_dir=mnist_data_dir,
+      progress=False,
+      max_steps=5,
+  )
+  shutil.rmtree(workdir / 'checkpoint_records')
+  args = ['--workdir', workdir, '--resume', '--data-dir', mnist_data_dir]
+  code, err = run_cli([*args, '--no-progress'], capsys)
+  assert code == 1
+  assert (
+      'checkpoint 5 cannot be verified: it has no record in '
+      'checkpoint_records/ (pass --allow-unverified-checkpoint'
+  ) in err
+  assert checkpoint_steps(workdir) == [2, 4, 5]
+  code, err = run_cli(
+      [*args, '--no-progress', '--allow-unverified-checkpoint'], capsys
+  )
+  assert code == 0, err
+  assert (
+      'checkpoint 5 has no checkpoint_records record: restored unverified'
+      in err
+  )
+  whole, whole_records = whole_run
+  assert without_timing(strict_records(workdir)) == without_timing(
+      whole_records
+  )
+  model, _ = checkpoint.restore_model(workdir)
+  assert_trees_equal(whole.state.params, nnx.state(model, nnx.Param))
+
+
+def _checkpoints_a_file(workdir, mnist_data_dir):
+  workdir.mkdir()
+  (workdir / 'checkpoints').write_text('')
+  return [], f'{workdir / "checkpoints"} is not a folder'
+
+
+def _newest_checkpoint_a_fifo(workdir, mnist_data_dir):
+  loop.train_and_evaluate(
+      tiny(**RESUME_CONFIG),
+      workdir,
+      data_dir=mnist_data_dir,
+      progress=False,
+      max_steps=4,
+  )
+  shutil.rmtree(workdir / 'checkpoints' / '4')
+  os.mkfifo(workdir / 'checkpoints' / '4')
+  return ['--resume'], f'{workdir / "checkpoints" / "4"} is not a folder'
+
+
+def _file_size_limit(workdir, mnist_data_dir):
+  return [], f'cannot write checkpoints in {workdir / "checkpoints"}'
+
+
+@pytest.mark.parametrize(
+    'fault', [_checkpoints_a_file, _newest_checkpoint_a_fifo, _file_size_limit]
+)
+def test_failed_checkpoint_write_ends_the_run(
+    fault, tmp_path, mnist_data_dir, subprocess_env
+):
+  """No hang: exit 1 and one message naming the path (a subprocess, so that
+  a hang fails the test instead of the suite; the file size limit makes
+  orbax's background writes fail)."""
+  workdir = tmp_path / 'run'
+  extra, message = fault(workdir, mnist_data_dir)
+  limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+  result = subprocess.run(
+      [
+          sys.executable,
+          '-m',
+          'bort_jax.programs.train',
+          *TINY_ARGS,
+          '--set',
+          'checkpoint_every_steps=2',
+          '--data-dir',
+          mnist_data_dir,
+          '--workdir',
+          str(workdir),
+          *extra,
+      ],
+      env=subprocess_env,
+      capture_output=True,
+      text=True,
+      timeout=TIMEOUT,
+      check=False,
+      preexec_fn=limit if fault is _file_size_limit else None,
+  )
+  assert result.returncode == 1, result.stderr
+  errors_ = [
+      line
+      for line in result.stderr.splitlines()
+      if line.startswith('bort-train: error: ')
+  ]
+  assert len(errors_) == 1 and message in errors_[0], result.stderr
+
+
 def test_4_truncate_after(tmp_path):
   path = tmp_path / 'metrics.jsonl'
   path.write_text('{"step": 1}\n{"step": 2}\n{"step": 3}\n{"step": 4, "tr')
@@ -626,7 +799,7 @@ def test_5_previous_run_resume_and_overwrite(tmp_path, mnist_data_dir, capsys):
   assert code == 1
   assert (
       f'bort-train: error: {workdir} holds a previous run (config.json, 1 checkpoint(s), '
-      '1 metrics record(s)); pass resume=True (--resume) to continue it, overwrite=True '
+      '2 metrics record(s)); pass resume=True (--resume) to continue it, overwrite=True '
       '(--overwrite) to discard it'
   ) in err
   code, err = run_cli([*args, '--seed', '1', '--resume'], capsys)
@@ -637,7 +810,7 @@ def test_5_previous_run_resume_and_overwrite(tmp_path, mnist_data_dir, capsys):
   )
   assert code == 0, err
   assert json.loads((workdir / 'config.json').read_text())['seed'] == 1
-  assert [r['step'] for r in strict_records(workdir)] == [1, 2]
+  assert [r['step'] for r in strict_records(workdir)] == [1, 2, 3]
   assert checkpoint_steps(workdir) == [3]
 
 
