@@ -61,7 +61,14 @@ from bort_jax import configs, data
 from bort_jax.data import mnist_idx
 from bort_jax.programs import prepare_mnist
 from bort_jax.programs.prepare_mnist import IDX_DIR_ENV
-from bort_jax.training import checkpoint, errors, loop, optimizer_factory, parallel
+from bort_jax.training import (
+    checkpoint,
+    errors,
+    interrupt,
+    loop,
+    optimizer_factory,
+    parallel,
+)
 
 # Named flag -> config field.
 FLAG_FIELDS = {
@@ -293,6 +300,13 @@ def parse_config(
     config = flag_values.config
   except (flags.Error, AttributeError, KeyError, TypeError) as error:
     raise ValueError(f'bad config override: {error}') from None
+  except Exception as error:  # noqa: BLE001  # pylint: disable=broad-exception-caught
+    # The user's config file: a syntax error, a failed import, a failing
+    # get_config().
+    raise ValueError(
+        f'config file {source} cannot be loaded: '
+        f'{type(error).__name__}: {error}'
+    ) from None
   if len(rest) > 1:
     raise ValueError(f'unrecognized arguments {rest[1:]}')
   if not isinstance(config, ml_collections.ConfigDict):
@@ -427,7 +441,13 @@ def check_arguments(args: argparse.Namespace) -> None:
         'in the work directory, --overwrite discards it'
     )
   workdir = Path(args.workdir)
-  if workdir.exists() and not workdir.is_dir():
+  try:
+    is_file = workdir.exists() and not workdir.is_dir()
+  except OSError as error:  # a name too long, a loop of links...
+    raise errors.ConfigError(
+        f'--workdir {workdir}: {error.strerror or error}'
+    ) from None
+  if is_file:
     raise errors.ConfigError(f'--workdir {workdir} is a file, not a directory')
 
 
@@ -438,9 +458,27 @@ def main(argv: Sequence[str] | None = None) -> int:
   faults it detects (non-finite loss, no usable checkpoint) are printed as
   ``bort-train: error: <message>``, without a traceback: exit status 2 for
   a config or argument no run can use, 1 for the others, 130/143 after
-  SIGINT/SIGTERM (with a checkpoint saved). Other exceptions are bugs and
-  keep their traceback.
+  SIGINT/SIGTERM (with a checkpoint saved; before the training starts,
+  with nothing written). Other exceptions are bugs and keep their
+  traceback.
   """
+  with interrupt.InterruptWatcher() as startup:
+    return _main(argv, startup)
+
+
+def _interrupted(watcher: interrupt.InterruptWatcher) -> int | None:
+  """The exit status if a signal came during the start-up."""
+  if watcher.signal_number is None:
+    return None
+  error = errors.Interrupted(None, watcher.signal_number)
+  print(f'bort-train: {error}', file=sys.stderr)
+  return error.exit_code
+
+
+def _main(
+    argv: Sequence[str] | None, startup: interrupt.InterruptWatcher
+) -> int:
+  """:func:`main` with signals recorded by ``startup``."""
   parser = build_parser()
   args, extra = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
   _report_warnings()
@@ -481,6 +519,8 @@ def main(argv: Sequence[str] | None = None) -> int:
       )
     rows = []
     for name in names:
+      if (code := _interrupted(startup)) is not None:
+        return code
       run_config = configs.replace(config, optimizer=name)
       run_dir = workdir / name if args.compare else workdir
       start = time.perf_counter()
@@ -517,6 +557,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   except ValueError as error:
     print(f'bort-train: error: {error}', file=sys.stderr)
     return 2
+  except OSError as error:  # a full disk, a file-size limit...; names the file
+    print(f'bort-train: error: {error}', file=sys.stderr)
+    return 1
   print(
       f'\n{config.name}: {config.epochs} epochs, batch {config.batch_size}, '
       f'gamma {config.gamma} (bort_* only), work directory {workdir}'

@@ -549,8 +549,42 @@ def train_and_evaluate(
     WorkdirError, PreviousRunError: the work directory cannot be used.
     NonFiniteError: the loss or the parameters stopped being finite.
     CheckpointError: resuming, no checkpoint restores and verifies.
-    Interrupted: SIGINT/SIGTERM; the checkpoint is saved.
+    Interrupted: SIGINT/SIGTERM; the checkpoint is saved (or, during the
+      start-up, nothing was written).
   """
+  # Signals are recorded from the start: one during the start-up (data,
+  # compilation) stops the run before anything is written.
+  with interrupt.InterruptWatcher(enabled=handle_signals) as watcher:
+    return _start(
+        config,
+        workdir,
+        watcher,
+        data_dir=data_dir,
+        download=download,
+        resume=resume,
+        overwrite=overwrite,
+        allow_unverified=allow_unverified,
+        max_steps=max_steps,
+        progress=progress,
+        description=description,
+    )
+
+
+def _start(
+    config,
+    workdir,
+    watcher,
+    *,
+    data_dir,
+    download,
+    resume,
+    overwrite,
+    allow_unverified,
+    max_steps,
+    progress,
+    description,
+) -> TrainResult:
+  """:func:`train_and_evaluate` under its interrupt watcher."""
   configs.validate(config)
   optimizer_factory.split_name(config.optimizer)  # an unknown name fails now
   _check_max_steps(max_steps)
@@ -561,8 +595,13 @@ def train_and_evaluate(
         'discards it'
     )
   workdir = Path(workdir)
-  if workdir.exists() and not workdir.is_dir():
-    raise WorkdirError(f'work directory {workdir} is a file, not a directory')
+  try:
+    if workdir.exists() and not workdir.is_dir():
+      raise WorkdirError(f'work directory {workdir} is a file, not a directory')
+  except OSError as error:  # a name too long, a loop of links...
+    raise ConfigError(
+        f'work directory {workdir}: {error.strerror or error}'
+    ) from None
   train_source, eval_source = input_pipeline.open_splits(
       config, data_dir=data_dir, download=download
   )
@@ -599,10 +638,21 @@ def train_and_evaluate(
     if config_error is None:
       raise
     raise config_error from error
+  except (ValueError, ArithmeticError) as error:  # e.g. a layer of width 0
+    raise ConfigError(
+        f'model_kwargs {configs.to_dict(config).get("model_kwargs")} cannot '
+        f'build model {config.model!r}: {type(error).__name__}: {error}'
+    ) from error
   steps = compile_steps(config, definition, tx, abstract_state)
 
+  if jax.process_count() == 1 and watcher.signal_number is not None:
+    raise Interrupted(None, watcher.signal_number)
   workdir_lib.check_directory(workdir)
   checkpoint.check_folders(workdir)
+  for name in (checkpoint.CONFIG_FILE, METRICS_FILE):
+    path = workdir / name
+    if (path.exists() or path.is_symlink()) and not path.is_file():
+      raise WorkdirError(f'{path} is not a regular file; move it away')
   with _owner_lock(workdir):
     _claim_workdir(workdir, config, resume=resume, overwrite=overwrite)
     if jax.process_count() > 1:  # every process has looked before any writes
@@ -611,28 +661,26 @@ def train_and_evaluate(
     manager = checkpoint.checkpoint_manager(
         workdir, max_to_keep=config.keep_checkpoints
     )
+    watcher.manager = manager
     try:
-      with interrupt.InterruptWatcher(
-          manager, enabled=handle_signals
-      ) as watcher:
-        return _run(
-            config,
-            workdir,
-            steps,
-            manager,
-            watcher,
-            initialize,
-            abstract_state,
-            schedule,
-            train_source,
-            eval_source,
-            steps_per_epoch=steps_per_epoch,
-            stop_step=stop_step,
-            resume=resume,
-            allow_unverified=allow_unverified,
-            progress=progress,
-            description=description,
-        )
+      return _run(
+          config,
+          workdir,
+          steps,
+          manager,
+          watcher,
+          initialize,
+          abstract_state,
+          schedule,
+          train_source,
+          eval_source,
+          steps_per_epoch=steps_per_epoch,
+          stop_step=stop_step,
+          resume=resume,
+          allow_unverified=allow_unverified,
+          progress=progress,
+          description=description,
+      )
     finally:
       checkpoint.finish(manager)
 

@@ -338,6 +338,131 @@ def test_truncated_config_json(tmp_path, mnist_data_dir, capsys):
     )
 
 
+def _config_file(text):
+  def make(tmp_path):
+    path = tmp_path / 'my_config.py'
+    path.write_text(text)
+    return ['--config', path, '--workdir', tmp_path / 'run']
+
+  return make
+
+
+def _tiny_run_with(*extra):
+  return lambda tmp_path: [*TINY_ARGS, '--workdir', tmp_path / 'run', *extra]
+
+
+def _workdir_entry(name):
+  def make(tmp_path):
+    (tmp_path / 'run' / name).mkdir(parents=True)
+    return [*TINY_ARGS, '--workdir', tmp_path / 'run', '--overwrite']
+
+  return make
+
+
+@pytest.mark.parametrize(
+    'make_args, code, message',
+    [
+        (
+            _config_file('def get_config(:\n'),
+            2,
+            'my_config.py cannot be loaded: SyntaxError: ',
+        ),
+        (
+            _config_file('def get_config():\n  raise RuntimeError("boom")\n'),
+            2,
+            'my_config.py cannot be loaded: RuntimeError: boom',
+        ),
+        (
+            _config_file('import no_such_module_here\n'),
+            2,
+            "cannot be loaded: ModuleNotFoundError: No module named 'no_such",
+        ),
+        (
+            _tiny_run_with('--set', 'model_kwargs={"hidden_features": [0]}'),
+            2,
+            "model_kwargs {'hidden_features': [0]} cannot build model 'mlp'",
+        ),
+        (
+            lambda tmp_path: [*TINY_ARGS, '--workdir', tmp_path / ('x' * 300)],
+            2,
+            'File name too long',
+        ),
+        (
+            _workdir_entry('metrics.jsonl'),
+            1,
+            'metrics.jsonl is not a regular file',
+        ),
+        (_workdir_entry('config.json'), 1, 'config.json is not a regular file'),
+    ],
+)
+def test_bad_inputs_give_one_line(
+    make_args, code, message, tmp_path, mnist_data_dir, capsys
+):
+  """Exit 2 for input no run can use, 1 for a work directory that cannot
+  be used; one line naming the file or value, no traceback."""
+  got, err = run_cli(
+      [*make_args(tmp_path), '--data-dir', mnist_data_dir, '--no-progress'],
+      capsys,
+  )
+  assert got == code, err
+  assert 'Traceback' not in err
+  (line,) = [l for l in err.splitlines() if 'bort-train: error: ' in l]
+  assert message in line, err
+
+
+def test_signal_during_start_up_stops_before_writing(
+    tmp_path, mnist_data_dir, monkeypatch, capsys
+):
+  open_splits = loop.input_pipeline.open_splits
+
+  def interrupted_open(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGINT)
+    return open_splits(*args, **kwargs)
+
+  monkeypatch.setattr(loop.input_pipeline, 'open_splits', interrupted_open)
+  workdir = tmp_path / 'run'
+  code, err = run_cli(
+      [*TINY_ARGS, '--data-dir', mnist_data_dir, '--workdir', workdir], capsys
+  )
+  assert code == 130, err
+  assert (
+      'bort-train: interrupted (SIGINT) during the start-up; nothing written'
+      in err
+  )
+  assert not workdir.exists()
+
+
+def test_diverged_run_with_skipped_steps_fails(
+    tmp_path, mnist_data_dir, capsys
+):
+  """skip_nonfinite_steps keeps the parameters finite, but a run whose
+  evaluation is not finite fails (exit 1) and says so."""
+  workdir = tmp_path / 'run'
+  code, err = run_cli(
+      [
+          *TINY_ARGS,
+          '--data-dir',
+          mnist_data_dir,
+          '--workdir',
+          workdir,
+          '--optimizer',
+          'adamw',
+          '--learning-rate',
+          '1e38',
+          '--epochs',
+          '1',
+          '--set',
+          'skip_nonfinite_steps=true',
+          '--set',
+          'max_consecutive_nonfinite=100',
+      ],
+      capsys,
+  )
+  assert code == 1, err
+  assert 'bort-train: error: non-finite figures at step 10 (epoch 1): ' in err
+  assert checkpoint_steps(workdir) == []
+
+
 # 2. Non-finite loss.
 
 
