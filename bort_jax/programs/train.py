@@ -384,7 +384,19 @@ def format_comparison(rows: list[dict[str, Any]]) -> str:
 def ensure_mnist_prepared(data_dir: str | None, idx_dir: str | None) -> None:
   """Prepares MNIST from IDX files if missing (process 0; the others wait)."""
   if jax.process_index() == 0:
-    mnist_idx.ensure_mnist(data.resolve_data_dir(data_dir), idx_dir)
+    folder = data.resolve_data_dir(data_dir)
+    try:
+      mnist_idx.ensure_mnist(folder, idx_dir)
+    except (errors.BortError, OSError, ValueError, data.DatasetNotFoundError):
+      raise  # messages of their own
+    except Exception as error:  # noqa: BLE001  # pylint: disable=broad-exception-caught
+      # tfds reading a damaged data set (e.g. a dataset_info.json that is
+      # not JSON raises protobuf's ParseError).
+      first = (str(error).strip().splitlines() or [''])[0]
+      raise errors.ConfigError(
+          f'the mnist data in {folder} cannot be read: '
+          f'{type(error).__name__}: {first}'
+      ) from None
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices('bort-train: mnist prepared')
 

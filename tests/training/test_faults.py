@@ -410,6 +410,25 @@ def test_bad_inputs_give_one_line(
   assert message in line, err
 
 
+def test_unreadable_dataset_info_gives_one_line(
+    tmp_path, mnist_data_dir, capsys
+):
+  data_dir = tmp_path / 'tfds'
+  shutil.copytree(Path(mnist_data_dir) / 'mnist', data_dir / 'mnist')
+  (info,) = (data_dir / 'mnist').rglob('dataset_info.json')
+  info.write_text('{not json')
+  code, err = run_cli(
+      [*TINY_ARGS, '--data-dir', data_dir, '--workdir', tmp_path / 'run'],
+      capsys,
+  )
+  assert code == 2, err
+  assert (
+      f'bort-train: error: the mnist data in {data_dir} cannot be read: '
+      'ParseError: '
+  ) in err
+  assert 'Traceback' not in err
+
+
 def test_signal_during_start_up_stops_before_writing(
     tmp_path, mnist_data_dir, monkeypatch, capsys
 ):
