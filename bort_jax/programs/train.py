@@ -34,9 +34,12 @@ A work directory belongs to one run: a second ``bort-train`` in it fails at
 once naming the first (pid, host); one holding another run is refused
 unless ``--resume`` (same config) or ``--overwrite``. Errors are messages
 (``bort-train: error: ...``), exit status 2 for a config or argument no run
-can use and 1 for a run that cannot go on (a non-finite loss, no usable
-checkpoint, a work directory in use); SIGINT/SIGTERM save a checkpoint and
-exit with 130/143.
+can use and 1 for a run that cannot go on (a non-finite loss or
+evaluation, no usable checkpoint, a checkpoint that cannot be written, a
+work directory in use); SIGINT/SIGTERM save a checkpoint and exit with
+130/143 (during the start-up: nothing written). A checkpoint without its
+record in ``checkpoint_records/`` cannot be verified and is resumed only
+with ``--allow-unverified-checkpoint``.
 """
 
 from __future__ import annotations

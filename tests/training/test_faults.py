@@ -1,19 +1,20 @@
-"""Fault injection (issue 13): a run never lies.
+"""Fault injection: a run never lies.
 
 Each test injects one fault into a tiny MNIST run (a 16-unit MLP, 640
 examples, batch 64: 10 steps an epoch) and checks the exit status, the
 message, and that nothing is lost or duplicated: ``metrics.jsonl`` parses as
 strict JSON, its steps are unique and increasing, and a resumed run ends
-bit for bit where an uninterrupted one does. The numbers in the test names
-are the issue's items:
+bit for bit where an uninterrupted one does, with the same records.
 
-1. bad config values refused; 2. non-finite loss stops the run (or steps
-are skipped); 3. corrupt checkpoints detected, the previous one used;
-4. metrics.jsonl consistent after a crash and a resume; 5. one run per
-work directory; 6. ``keep_checkpoints=0`` refused; 7. ``bort-prepare-mnist``
-verifies what it reports; 8. SIGINT/SIGTERM save a checkpoint.
+The sections: bad input refused with one line (exit 2; 1 for a work
+directory that cannot be used); non-finite figures stop the run;
+checkpoints verified, the previous good one used; a stop at any point
+(kill -9, --max-steps, a signal) resumed to the same records and
+parameters; failed checkpoint writes end the run; one run per work
+directory; ``bort-prepare-mnist`` verifies what it reports.
 
-Signals and a second process run in subprocesses; the rest in process.
+Signals, kill -9 (``crash_worker.py``) and a second process run in
+subprocesses; the rest in process.
 """
 
 import json
@@ -144,7 +145,7 @@ def _library_warnings_reach_caplog():
   logger.propagate = True
 
 
-# 1, 6 and the UGLY list: messages, exit 2, nothing written.
+# Bad input: messages, exit 2, nothing written.
 
 
 @pytest.mark.parametrize(
@@ -178,7 +179,7 @@ def _library_warnings_reach_caplog():
         ),
     ],
 )
-def test_1_6_bad_values_are_refused_before_anything_is_written(
+def test_bad_values_are_refused_before_anything_is_written(
     extra, message, tmp_path, mnist_data_dir, capsys
 ):
   workdir = tmp_path / 'run'
@@ -451,41 +452,10 @@ def test_signal_during_start_up_stops_before_writing(
   assert not workdir.exists()
 
 
-def test_diverged_run_with_skipped_steps_fails(
-    tmp_path, mnist_data_dir, capsys
-):
-  """skip_nonfinite_steps keeps the parameters finite, but a run whose
-  evaluation is not finite fails (exit 1) and says so."""
-  workdir = tmp_path / 'run'
-  code, err = run_cli(
-      [
-          *TINY_ARGS,
-          '--data-dir',
-          mnist_data_dir,
-          '--workdir',
-          workdir,
-          '--optimizer',
-          'adamw',
-          '--learning-rate',
-          '1e38',
-          '--epochs',
-          '1',
-          '--set',
-          'skip_nonfinite_steps=true',
-          '--set',
-          'max_consecutive_nonfinite=100',
-      ],
-      capsys,
-  )
-  assert code == 1, err
-  assert 'bort-train: error: non-finite figures at step 10 (epoch 1): ' in err
-  assert checkpoint_steps(workdir) == []
+# Non-finite loss.
 
 
-# 2. Non-finite loss.
-
-
-def test_2_nonfinite_loss_stops_with_the_last_finite_checkpoint_newest(
+def test_nonfinite_loss_stops_with_the_last_finite_checkpoint_newest(
     tmp_path, mnist_data_dir, capsys
 ):
   """AdamW at learning rate 1e38: step 1 leaves finite (huge) weights, step 2's
@@ -523,7 +493,7 @@ def test_2_nonfinite_loss_stops_with_the_last_finite_checkpoint_newest(
   )  # what bort-explain calls before analysing
 
 
-def test_2_skip_nonfinite_steps(tmp_path, mnist_data_dir):
+def test_skip_nonfinite_steps(tmp_path, mnist_data_dir):
   """With skip_nonfinite_steps the diverging updates are skipped and counted
   (train_loss null, strict JSON); past max_consecutive_nonfinite they are
   applied and the non-finite parameters stop the run before a checkpoint."""
@@ -568,6 +538,37 @@ def test_2_skip_nonfinite_steps(tmp_path, mnist_data_dir):
   strict_records(tmp_path / 'give_up')
 
 
+def test_diverged_run_with_skipped_steps_fails(
+    tmp_path, mnist_data_dir, capsys
+):
+  """skip_nonfinite_steps keeps the parameters finite, but a run whose
+  evaluation is not finite fails (exit 1) and says so."""
+  workdir = tmp_path / 'run'
+  code, err = run_cli(
+      [
+          *TINY_ARGS,
+          '--data-dir',
+          mnist_data_dir,
+          '--workdir',
+          workdir,
+          '--optimizer',
+          'adamw',
+          '--learning-rate',
+          '1e38',
+          '--epochs',
+          '1',
+          '--set',
+          'skip_nonfinite_steps=true',
+          '--set',
+          'max_consecutive_nonfinite=100',
+      ],
+      capsys,
+  )
+  assert code == 1, err
+  assert 'bort-train: error: non-finite figures at step 10 (epoch 1): ' in err
+  assert checkpoint_steps(workdir) == []
+
+
 def test_metrics_log_is_strict_json(tmp_path):
   log = metrics_log.MetricsLog(tmp_path)
   log.write(
@@ -606,7 +607,7 @@ def test_check_output_dir(tmp_path):
     workdir_lib.check_output_dir(tmp_path / 'file')
 
 
-# 3 and 4: checkpoints verified, metrics.jsonl consistent, against a run never stopped.
+# Checkpoints verified, metrics.jsonl consistent, against a run never stopped.
 
 RESUME_CONFIG = {
     'checkpoint_every_steps': 2,
@@ -627,7 +628,7 @@ def whole_run(tmp_path_factory, mnist_data_dir):
   return result, strict_records(workdir)
 
 
-def test_3_corrupt_and_truncated_checkpoints_fall_back(
+def test_corrupt_and_truncated_checkpoints_fall_back(
     tmp_path, mnist_data_dir, whole_run, caplog
 ):
   """Checkpoints 2, 4, 6: 6 gets four flipped bytes in its parameters (orbax
@@ -675,7 +676,7 @@ def test_3_corrupt_and_truncated_checkpoints_fall_back(
   )
 
 
-def test_3_no_usable_checkpoint_moves_nothing(tmp_path, mnist_data_dir, capsys):
+def test_no_usable_checkpoint_moves_nothing(tmp_path, mnist_data_dir, capsys):
   workdir = tmp_path / 'run'
   config = tiny(**RESUME_CONFIG)
   loop.train_and_evaluate(
@@ -710,7 +711,7 @@ def test_3_no_usable_checkpoint_moves_nothing(tmp_path, mnist_data_dir, capsys):
     checkpoint.restore_model(workdir, step=2)
 
 
-def test_4_metrics_consistent_after_a_crash(
+def test_metrics_consistent_after_a_crash(
     tmp_path, mnist_data_dir, whole_run, caplog
 ):
   """A run killed after step 7, its last finished checkpoint 4 (6 and 7 were
@@ -916,7 +917,7 @@ def test_failed_checkpoint_write_ends_the_run(
   assert len(errors_) == 1 and message in errors_[0], result.stderr
 
 
-def test_4_truncate_after(tmp_path):
+def test_truncate_after(tmp_path):
   path = tmp_path / 'metrics.jsonl'
   path.write_text('{"step": 1}\n{"step": 2}\n{"step": 3}\n{"step": 4, "tr')
   assert metrics_log.truncate_after(path, 2) == 2
@@ -924,10 +925,10 @@ def test_4_truncate_after(tmp_path):
   assert metrics_log.truncate_after(path, 2) == 0
 
 
-# 5. One run per work directory.
+# One run per work directory.
 
 
-def test_5_previous_run_resume_and_overwrite(tmp_path, mnist_data_dir, capsys):
+def test_previous_run_resume_and_overwrite(tmp_path, mnist_data_dir, capsys):
   workdir = tmp_path / 'run'
   args = [
       *TINY_ARGS,
@@ -958,7 +959,7 @@ def test_5_previous_run_resume_and_overwrite(tmp_path, mnist_data_dir, capsys):
   assert checkpoint_steps(workdir) == [3]
 
 
-def test_5_lock_names_its_owner(tmp_path):
+def test_lock_names_its_owner(tmp_path):
   with (
       workdir_lib.WorkdirLock(tmp_path),
       pytest.raises(
@@ -983,7 +984,7 @@ def _wait_for_records(workdir, count, process, deadline=TIMEOUT):
   pytest.fail('no metrics record in time')
 
 
-def test_5_8_second_process_sigterm_kill9_resume(
+def test_second_process_sigterm_kill9_resume(
     tmp_path, mnist_data_dir, subprocess_env, capsys
 ):
   """A long run A (a subprocess, paused with SIGSTOP meanwhile): a second
@@ -1063,10 +1064,10 @@ def test_5_8_second_process_sigterm_kill9_resume(
   )
 
 
-# 8. SIGINT in process.
+# SIGINT in process.
 
 
-def test_8_sigint_saves_a_checkpoint(tmp_path, mnist_data_dir, capsys):
+def test_sigint_saves_a_checkpoint(tmp_path, mnist_data_dir, capsys):
   workdir = tmp_path / 'run'
   args = [
       *TINY_ARGS,
@@ -1104,10 +1105,10 @@ def test_8_sigint_saves_a_checkpoint(tmp_path, mnist_data_dir, capsys):
   strict_records(workdir)
 
 
-# 7. bort-prepare-mnist and the IDX files.
+# bort-prepare-mnist and the IDX files.
 
 
-def test_7_prepare_mnist_verifies_what_it_reports(
+def test_prepare_mnist_verifies_what_it_reports(
     tmp_path, mnist_data_dir, mnist_idx_dir, capsys
 ):
   data_dir = tmp_path / 'tfds'
@@ -1139,7 +1140,7 @@ def test_7_prepare_mnist_verifies_what_it_reports(
     mnist_idx.ensure_mnist(data_dir)  # what bort-train calls
 
 
-def test_7_idx_zlib_errors_name_the_file(tmp_path, mnist_idx_dir, capsys):
+def test_idx_zlib_errors_name_the_file(tmp_path, mnist_idx_dir, capsys):
   idx_dir = tmp_path / 'idx'
   shutil.copytree(mnist_idx_dir, idx_dir)
   labels = idx_dir / 't10k-labels-idx1-ubyte.gz'
