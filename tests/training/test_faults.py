@@ -565,7 +565,10 @@ def test_diverged_run_with_skipped_steps_fails(
       capsys,
   )
   assert code == 1, err
-  assert 'bort-train: error: non-finite figures at step 10 (epoch 1): ' in err
+  assert (
+      'bort-train: error: non-finite figures at step 10 (epoch 1): eval_loss'
+      in err
+  )
   assert checkpoint_steps(workdir) == []
 
 
