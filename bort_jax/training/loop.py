@@ -4,7 +4,9 @@
 directory::
 
   WORKDIR/config.json     the config
-  WORKDIR/checkpoints/    orbax checkpoints (each epoch end, and on stopping)
+  WORKDIR/checkpoints/    orbax checkpoints (each epoch end, after its
+                          evaluation record; every checkpoint_every_steps;
+                          on stopping)
   WORKDIR/metrics.jsonl   one JSON object per line, e.g. at an epoch's end:
     {"step": 468, "epoch": 1, "train_loss": 0.21, "train_accuracy": 0.94,
      "eval_loss": 0.07, "eval_accuracy": 0.978, "eval_count": 10000,
@@ -26,8 +28,10 @@ A run is a function of its config: the batches depend only on
 a run stopped (``max_steps``, SIGINT/SIGTERM, ``kill -9``) and resumed ends
 with the same parameters, bit for bit on CPU, as one that was never
 stopped; ``metrics.jsonl`` is cut back to the checkpoint resumed from and
-the running sums of the current record are restored with it, so the records
-match too (timings aside).
+the running sums of the current record are restored with it (they are part
+of the checkpoint), so the records match too (timings aside). An epoch-end
+checkpoint always follows that epoch's evaluation record, so no resume
+skips an evaluation.
 
 This is the one training loop of the package: ``bort-train`` and
 ``bort-explain`` both train through it.

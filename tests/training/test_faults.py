@@ -20,7 +20,6 @@ subprocesses; the rest in process.
 import json
 import logging
 import os
-import resource
 import shutil
 import signal
 import subprocess
@@ -889,12 +888,21 @@ def test_failed_checkpoint_write_ends_the_run(
   orbax's background writes fail)."""
   workdir = tmp_path / 'run'
   extra, message = fault(workdir, mnist_data_dir)
-  limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+  # bort-train with files limited to 20 kB (set in the child itself: a
+  # preexec_fn would fork this multithreaded process).
+  limited = (
+      'import resource, runpy; '
+      'resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000)); '
+      "runpy.run_module('bort_jax.programs.train', run_name='__main__')"
+  )
   result = subprocess.run(
       [
           sys.executable,
-          '-m',
-          'bort_jax.programs.train',
+          *(
+              ['-c', limited]
+              if fault is _file_size_limit
+              else ['-m', 'bort_jax.programs.train']
+          ),
           *TINY_ARGS,
           '--set',
           'checkpoint_every_steps=2',
@@ -909,7 +917,6 @@ def test_failed_checkpoint_write_ends_the_run(
       text=True,
       timeout=TIMEOUT,
       check=False,
-      preexec_fn=limit if fault is _file_size_limit else None,
   )
   assert result.returncode == 1, result.stderr
   errors_ = [
@@ -918,6 +925,19 @@ def test_failed_checkpoint_write_ends_the_run(
       if line.startswith('bort-train: error: ')
   ]
   assert len(errors_) == 1 and message in errors_[0], result.stderr
+
+
+def test_check_regular_files_names_a_fifo(tmp_path):
+  """A checkpoint holding a FIFO counts as corrupt (reading it would block)."""
+  folder = tmp_path / '4' / 'params'
+  folder.mkdir(parents=True)
+  (folder / 'data').write_bytes(b'x')
+  checkpoint.check_regular_files(tmp_path / '4')
+  os.mkfifo(folder / 'manifest')
+  with pytest.raises(
+      ValueError, match=f'{folder / "manifest"} is not a regular file'
+  ):
+    checkpoint.check_regular_files(tmp_path / '4')
 
 
 def test_truncate_after(tmp_path):
