@@ -34,9 +34,12 @@ A work directory belongs to one run: a second ``bort-train`` in it fails at
 once naming the first (pid, host); one holding another run is refused
 unless ``--resume`` (same config) or ``--overwrite``. Errors are messages
 (``bort-train: error: ...``), exit status 2 for a config or argument no run
-can use and 1 for a run that cannot go on (a non-finite loss, no usable
-checkpoint, a work directory in use); SIGINT/SIGTERM save a checkpoint and
-exit with 130/143.
+can use and 1 for a run that cannot go on (a non-finite loss or
+evaluation, no usable checkpoint, a checkpoint that cannot be written, a
+work directory in use); SIGINT/SIGTERM save a checkpoint and exit with
+130/143 (during the start-up: nothing written). A checkpoint without its
+record in ``checkpoint_records/`` cannot be verified and is resumed only
+with ``--allow-unverified-checkpoint``.
 """
 
 from __future__ import annotations
@@ -61,7 +64,14 @@ from bort_jax import configs, data
 from bort_jax.data import mnist_idx
 from bort_jax.programs import prepare_mnist
 from bort_jax.programs.prepare_mnist import IDX_DIR_ENV
-from bort_jax.training import checkpoint, errors, loop, optimizer_factory, parallel
+from bort_jax.training import (
+    checkpoint,
+    errors,
+    interrupt,
+    loop,
+    optimizer_factory,
+    parallel,
+)
 
 # Named flag -> config field.
 FLAG_FIELDS = {
@@ -133,6 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
       action='store_true',
       help='continue from the latest checkpoint in the work directory '
       '(same config; records after that checkpoint are dropped)',
+  )
+  parser.add_argument(
+      '--allow-unverified-checkpoint',
+      action='store_true',
+      help='with --resume: accept a checkpoint that has no record in '
+      'checkpoint_records/ to verify it by (otherwise it is refused)',
   )
   parser.add_argument(
       '--overwrite',
@@ -287,6 +303,13 @@ def parse_config(
     config = flag_values.config
   except (flags.Error, AttributeError, KeyError, TypeError) as error:
     raise ValueError(f'bad config override: {error}') from None
+  except Exception as error:  # noqa: BLE001  # pylint: disable=broad-exception-caught
+    # The user's config file: a syntax error, a failed import, a failing
+    # get_config().
+    raise ValueError(
+        f'config file {source} cannot be loaded: '
+        f'{type(error).__name__}: {error}'
+    ) from None
   if len(rest) > 1:
     raise ValueError(f'unrecognized arguments {rest[1:]}')
   if not isinstance(config, ml_collections.ConfigDict):
@@ -364,9 +387,33 @@ def format_comparison(rows: list[dict[str, Any]]) -> str:
 def ensure_mnist_prepared(data_dir: str | None, idx_dir: str | None) -> None:
   """Prepares MNIST from IDX files if missing (process 0; the others wait)."""
   if jax.process_index() == 0:
-    mnist_idx.ensure_mnist(data.resolve_data_dir(data_dir), idx_dir)
+    folder = data.resolve_data_dir(data_dir)
+    try:
+      mnist_idx.ensure_mnist(folder, idx_dir)
+    except (errors.BortError, OSError, ValueError, data.DatasetNotFoundError):
+      raise  # messages of their own
+    except Exception as error:  # noqa: BLE001  # pylint: disable=broad-exception-caught
+      # tfds reading a damaged data set (e.g. a dataset_info.json that is
+      # not JSON raises protobuf's ParseError).
+      first = (str(error).strip().splitlines() or [''])[0]
+      raise errors.ConfigError(
+          f'the mnist data in {folder} cannot be read: '
+          f'{type(error).__name__}: {first}'
+      ) from None
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices('bort-train: mnist prepared')
+
+
+class _NoOrbaxErrors(logging.Filter):
+  """Drops orbax's error logs (tracebacks of its save threads): the loop
+  reports a failed save as one ``bort-train: error:`` line naming the
+  folder."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not (
+        record.levelno >= logging.ERROR
+        and f'{os.sep}orbax{os.sep}' in (record.pathname or '')
+    )
 
 
 class _WarningFormatter(logging.Formatter):
@@ -389,6 +436,9 @@ def _report_warnings() -> None:
   logger.addHandler(handler)
   logger.setLevel(logging.INFO)
   logger.propagate = False
+  absl_logger = logging.getLogger('absl')
+  if not any(isinstance(f, _NoOrbaxErrors) for f in absl_logger.filters):
+    absl_logger.addFilter(_NoOrbaxErrors())
 
 
 def check_arguments(args: argparse.Namespace) -> None:
@@ -406,7 +456,13 @@ def check_arguments(args: argparse.Namespace) -> None:
         'in the work directory, --overwrite discards it'
     )
   workdir = Path(args.workdir)
-  if workdir.exists() and not workdir.is_dir():
+  try:
+    is_file = workdir.exists() and not workdir.is_dir()
+  except OSError as error:  # a name too long, a loop of links...
+    raise errors.ConfigError(
+        f'--workdir {workdir}: {error.strerror or error}'
+    ) from None
+  if is_file:
     raise errors.ConfigError(f'--workdir {workdir} is a file, not a directory')
 
 
@@ -417,9 +473,27 @@ def main(argv: Sequence[str] | None = None) -> int:
   faults it detects (non-finite loss, no usable checkpoint) are printed as
   ``bort-train: error: <message>``, without a traceback: exit status 2 for
   a config or argument no run can use, 1 for the others, 130/143 after
-  SIGINT/SIGTERM (with a checkpoint saved). Other exceptions are bugs and
-  keep their traceback.
+  SIGINT/SIGTERM (with a checkpoint saved; before the training starts,
+  with nothing written). Other exceptions are bugs and keep their
+  traceback.
   """
+  with interrupt.InterruptWatcher() as startup:
+    return _main(argv, startup)
+
+
+def _interrupted(watcher: interrupt.InterruptWatcher) -> int | None:
+  """The exit status if a signal came during the start-up."""
+  if watcher.signal_number is None:
+    return None
+  error = errors.Interrupted(None, watcher.signal_number)
+  print(f'bort-train: {error}', file=sys.stderr)
+  return error.exit_code
+
+
+def _main(
+    argv: Sequence[str] | None, startup: interrupt.InterruptWatcher
+) -> int:
+  """:func:`main` with signals recorded by ``startup``."""
   parser = build_parser()
   args, extra = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
   _report_warnings()
@@ -460,6 +534,8 @@ def main(argv: Sequence[str] | None = None) -> int:
       )
     rows = []
     for name in names:
+      if (code := _interrupted(startup)) is not None:
+        return code
       run_config = configs.replace(config, optimizer=name)
       run_dir = workdir / name if args.compare else workdir
       start = time.perf_counter()
@@ -470,6 +546,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           download=args.download,
           resume=args.resume,
           overwrite=args.overwrite,
+          allow_unverified=args.allow_unverified_checkpoint,
           max_steps=args.max_steps,
           progress=not args.no_progress,
           description=name,
@@ -495,6 +572,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   except ValueError as error:
     print(f'bort-train: error: {error}', file=sys.stderr)
     return 2
+  except OSError as error:  # a full disk, a file-size limit...; names the file
+    print(f'bort-train: error: {error}', file=sys.stderr)
+    return 1
   print(
       f'\n{config.name}: {config.epochs} epochs, batch {config.batch_size}, '
       f'gamma {config.gamma} (bort_* only), work directory {workdir}'

@@ -4,10 +4,11 @@
 A work directory holds::
 
   WORKDIR/config.json          the config (bort_jax.configs; process 0 writes it)
-  WORKDIR/checkpoints/<step>/  params, model_state, opt_state, progress
+  WORKDIR/checkpoints/<step>/  params, model_state, opt_state, progress,
+                               and loop (the training loop's own state:
+                               the running sums of the record in progress)
   WORKDIR/checkpoint_records/<step>.json
-                               the SHA-256 of every saved array, and the
-                               loop's running sums at that step
+                               the SHA-256 of every saved array
   WORKDIR/metrics.jsonl        see bort_jax.training.loop
 
 RNG keys are stored as their raw ``uint32`` key data and wrapped again on
@@ -25,8 +26,11 @@ the next older one is tried. Once a good one is found, the bad newer ones
 are moved to ``WORKDIR/corrupt_checkpoints/`` (kept for inspection, out of
 the way of the resumed run's saves); if none is good, nothing is moved
 and :class:`~bort_jax.training.errors.CheckpointError` says why each
-failed. A checkpoint without a record (written before records existed) is
-restored unverified, with a warning.
+failed. A checkpoint without a record cannot be verified: it counts as
+unusable unless ``allow_unverified=True`` (``--allow-unverified-checkpoint``),
+which restores it with a warning. A checkpoint folder holding anything but
+folders and regular files (a FIFO would block the reader forever) is
+corrupt.
 
 Example:
   >>> model, config = restore_model('runs/mnist_cnn/bort_adamw')  # doctest: +SKIP
@@ -60,6 +64,7 @@ CHECKPOINT_DIR = 'checkpoints'
 RECORD_DIR = 'checkpoint_records'
 CORRUPT_DIR = 'corrupt_checkpoints'
 STATE_ITEMS = ('params', 'model_state', 'opt_state', 'progress')
+LOOP_ITEM = 'loop'
 
 PyTree = Any
 
@@ -128,6 +133,51 @@ def checkpoint_manager(
           max_to_keep=max_to_keep, create=True
       ),
   )
+
+
+def _not_a_folder(path: Path) -> CheckpointError | None:
+  if (path.exists() or path.is_symlink()) and not path.is_dir():
+    return CheckpointError(
+        f'{path} is not a folder: checkpoints cannot be written there; '
+        'move it away'
+    )
+  return None
+
+
+def check_folders(workdir: str | os.PathLike[str]) -> None:
+  """Raises :class:`CheckpointError` if ``WORKDIR/checkpoints``,
+  ``WORKDIR/checkpoint_records`` or a checkpoint ``checkpoints/<step>``
+  exists and is not a folder (a save there would fail after the training,
+  or block forever on a FIFO)."""
+  folder = Path(workdir) / CHECKPOINT_DIR
+  paths = [folder, Path(workdir) / RECORD_DIR]
+  if folder.is_dir():
+    paths += [p for p in folder.iterdir() if p.name.isdigit()]
+  for path in paths:
+    error = _not_a_folder(path)
+    if error:
+      raise error
+
+
+def finish(manager: ocp.CheckpointManager) -> None:
+  """Waits for the manager's pending saves, then closes it.
+
+  Raises:
+    CheckpointError: a save failed in orbax's background thread; the
+      message names the checkpoint folder and the error.
+  """
+  try:
+    manager.wait_until_finished()
+  except Exception as error:  # noqa: BLE001  # pylint: disable=broad-exception-caught
+    try:
+      manager.close()
+    except Exception:  # noqa: BLE001, S110  # pylint: disable=broad-exception-caught
+      pass  # the same failure, reported below
+    raise CheckpointError(
+        f'cannot write a checkpoint in {manager.directory}: '
+        f'{_describe(error)}'
+    ) from error
+  manager.close()
 
 
 def _keys_to_data(tree: PyTree) -> PyTree:
@@ -248,32 +298,61 @@ def save_state(
     step: int | None = None,
     force: bool = False,
     extra: dict[str, Any] | None = None,
+    loop_state: dict[str, Any] | None = None,
 ) -> bool:
   """Saves ``state`` as checkpoint ``step`` (default: ``state.step``).
 
   Every process must call it (orbax writes the shards each one owns).
   Asynchronous: call ``manager.wait_until_finished()`` before exiting. The
-  record (array digests and ``extra``) is written at once, atomically;
-  orbax lists the checkpoint only once it is complete.
+  record (array digests and ``extra``) is written first, atomically; orbax
+  lists the checkpoint only once it is complete, so a listed checkpoint
+  always has its record.
 
   Args:
     manager: from :func:`checkpoint_manager`.
     state: the train state (one replica).
     step: the checkpoint's number (default: ``state.step``).
     force: save even if the manager's policy would not.
-    extra: JSON-ready values stored in the record (the loop keeps its
-      running metric sums there); :func:`restore_verified` returns them.
+    extra: JSON-ready values stored in the record;
+      :func:`restore_verified` returns them.
+    loop_state: arrays of the training loop (the running sums of the record
+      in progress), saved as the checkpoint's ``loop`` item and verified
+      like the state.
 
   Returns:
     Whether a checkpoint was saved.
+
+  Raises:
+    CheckpointError: the record or the checkpoint cannot be written (or an
+      earlier asynchronous save failed); the message names the path.
   """
   step = int(jax.device_get(state.step)) if step is None else step
+  try:
+    return _save_state(manager, state, step, force, extra, loop_state)
+  except CheckpointError:
+    raise
+  except Exception as error:  # noqa: BLE001  # pylint: disable=broad-exception-caught
+    # OSError from the record, and orbax's many exception types.
+    raise CheckpointError(
+        f'cannot write checkpoints in {manager.directory} (saving step '
+        f'{step}): {_describe(error)}'
+    ) from error
+
+
+def _save_state(manager, state, step, force, extra, loop_state) -> bool:
+  error = _not_a_folder(_step_folder(manager, step))
+  if error:  # orbax would remove it, blocking forever on a FIFO
+    raise error
+  items = _items(state)
+  if loop_state is not None:
+    items[LOOP_ITEM] = loop_state
   items = {
-      name: item
-      for name, item in _items(state).items()
-      if jax.tree.leaves(item)
+      name: item for name, item in items.items() if jax.tree.leaves(item)
   }  # orbax refuses empty items (no BatchNorm...)
   record = {'step': step, 'sha256': array_digests(items), 'extra': extra or {}}
+  path = _record_path(manager, step)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  _write_atomically(path, json.dumps(record, allow_nan=False) + '\n')
   saved = manager.save(
       step,
       args=ocp.args.Composite(
@@ -282,15 +361,72 @@ def save_state(
       force=force,
   )
   if saved:
-    path = _record_path(manager, step)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomically(path, json.dumps(record, allow_nan=False) + '\n')
     _prune_records(manager)
+  elif step not in manager.all_steps():
+    path.unlink(missing_ok=True)
   return saved
 
 
 def _abstract(tree: PyTree) -> PyTree:
   return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+def check_regular_files(folder: str | os.PathLike[str]) -> None:
+  """Raises ``ValueError`` naming the first entry under ``folder`` that is
+  neither a folder nor a regular file (a FIFO, a socket, a device, a
+  dangling link): reading one could block forever or read garbage."""
+  folder = Path(folder)
+  if not folder.is_dir():
+    raise ValueError(f'{folder} is not a folder')
+  for root, folders, files in os.walk(folder):
+    for name in files + folders:
+      path = Path(root) / name
+      if not (path.is_dir() or path.is_file()):
+        raise ValueError(f'{path} is not a regular file')
+
+
+def _step_folder(manager: ocp.CheckpointManager, step: int) -> Path:
+  return Path(manager.directory) / str(step)
+
+
+def _restore_items(
+    manager: ocp.CheckpointManager,
+    template: TrainState,
+    step: int,
+    loop_template: dict[str, Any] | None,
+) -> dict[str, PyTree]:
+  """The saved items of checkpoint ``step`` (key data, not keys), ``loop``
+  included when ``loop_template`` is given and the checkpoint has one."""
+  check_regular_files(_step_folder(manager, step))
+  items = _items(template)
+  if loop_template is not None and (
+      (_step_folder(manager, step) / LOOP_ITEM).is_dir()
+  ):
+    items[LOOP_ITEM] = loop_template
+  restored = manager.restore(
+      step,
+      args=ocp.args.Composite(
+          **{
+              name: ocp.args.StandardRestore(_abstract(item))
+              for name, item in items.items()
+              if jax.tree.leaves(item)
+          }
+      ),
+  )
+  return {
+      name: restored[name] if jax.tree.leaves(item) else item
+      for name, item in items.items()
+  }
+
+
+def _state_from_items(items: dict[str, PyTree], template: TrainState):
+  return TrainState(
+      step=items['progress']['step'],
+      params=items['params'],
+      model_state=_data_to_keys(items['model_state'], template.model_state),
+      opt_state=items['opt_state'],
+      rng=_data_to_keys(items['progress']['rng'], template.rng),
+  )
 
 
 def restore_state(
@@ -316,27 +452,8 @@ def restore_state(
   step = manager.latest_step() if step is None else step
   if step is None:
     return None
-  items = _items(template)
-  restored = manager.restore(
-      step,
-      args=ocp.args.Composite(
-          **{
-              name: ocp.args.StandardRestore(_abstract(item))
-              for name, item in items.items()
-              if jax.tree.leaves(item)
-          }
-      ),
-  )
-  restored = {
-      name: restored[name] if jax.tree.leaves(item) else item
-      for name, item in items.items()
-  }
-  return TrainState(
-      step=restored['progress']['step'],
-      params=restored['params'],
-      model_state=_data_to_keys(restored['model_state'], template.model_state),
-      opt_state=restored['opt_state'],
-      rng=_data_to_keys(restored['progress']['rng'], template.rng),
+  return _state_from_items(
+      _restore_items(manager, template, step, None), template
   )
 
 
@@ -388,14 +505,30 @@ def _describe(error: BaseException) -> str:
   return f'{type(error).__name__}: {first}' if first else type(error).__name__
 
 
+UNVERIFIED = (
+    f'cannot be verified: it has no record in {RECORD_DIR}/ (pass '
+    '--allow-unverified-checkpoint, allow_unverified=True, to use it anyway)'
+)
+
+
+class _Unverified(ValueError):
+  pass
+
+
 def _restore_first_good(
-    manager, restore, to_items, *, verb: str = 'resuming from'
+    manager,
+    restore,
+    to_items,
+    *,
+    verb: str = 'resuming from',
+    allow_unverified: bool = False,
 ):
   """Tries the checkpoints newest first; returns ``(step, restored, record,
   bad_steps)`` for the first that restores and verifies.
 
   ``restore(step)`` restores it; ``to_items(restored)`` gives the saved
-  items to verify.
+  items to verify. A checkpoint without a record counts as bad unless
+  ``allow_unverified``.
 
   Raises:
     CheckpointError: none restores and verifies.
@@ -403,20 +536,26 @@ def _restore_first_good(
   problems = []
   for step in sorted(manager.all_steps(), reverse=True):
     try:
+      check_regular_files(_step_folder(manager, step))
+      if not allow_unverified and read_record(manager, step) is None:
+        raise _Unverified(UNVERIFIED)
       restored = restore(step)
       record = verify(manager, step, to_items(restored))
       ok, problem = True, None
     except Exception as error:  # noqa: BLE001  # pylint: disable=broad-exception-caught
       # orbax/tensorstore report damaged files with many exception types.
-      ok, problem = False, _describe(error)
+      ok = False
+      problem = (
+          str(error)
+          if isinstance(error, _Unverified)
+          else f'is corrupt: {_describe(error)}'
+      )
     if not _all_agree(ok):
-      problem = problem or 'corrupt on another process'
+      problem = problem or 'is corrupt on another process'
       problems.append((step, problem))
       continue
     for bad, why in problems:
-      logger.warning(
-          'checkpoint %d is corrupt: %s; %s %d', bad, why, verb, step
-      )
+      logger.warning('checkpoint %d %s; %s %d', bad, why, verb, step)
     if record is None:
       logger.warning(
           'checkpoint %d has no %s record: restored unverified',
@@ -426,9 +565,7 @@ def _restore_first_good(
     return step, restored, record, [bad for bad, _ in problems]
   raise CheckpointError(
       f'no usable checkpoint in {manager.directory}: '
-      + '; '.join(
-          f'checkpoint {bad} is corrupt: {why}' for bad, why in problems
-      )
+      + '; '.join(f'checkpoint {bad} {why}' for bad, why in problems)
       + '. Remove the checkpoints folder and start again with --overwrite.'
   )
 
@@ -442,16 +579,23 @@ class Restored(NamedTuple):
     extra: the ``extra`` values saved with it (``{}`` if none).
     corrupt: the newer checkpoints found corrupt (moved to
       ``WORKDIR/corrupt_checkpoints/``).
+    loop: the checkpoint's ``loop`` item (``None`` if no ``loop_template``
+      was given or the checkpoint has none).
   """
 
   state: TrainState
   step: int
   extra: dict[str, Any]
   corrupt: list[int]
+  loop: dict[str, Any] | None = None
 
 
 def restore_verified(
-    manager: ocp.CheckpointManager, template: TrainState
+    manager: ocp.CheckpointManager,
+    template: TrainState,
+    *,
+    loop_template: dict[str, Any] | None = None,
+    allow_unverified: bool = False,
 ) -> Restored | None:
   """Restores the newest checkpoint that restores and matches its record.
 
@@ -463,6 +607,10 @@ def restore_verified(
   Args:
     manager: from :func:`checkpoint_manager`.
     template: as for :func:`restore_state`.
+    loop_template: the ``loop_state`` given to :func:`save_state` (arrays
+      or shape structs), to restore it too.
+    allow_unverified: restore a checkpoint that has no record (with a
+      warning) instead of counting it as unusable.
 
   Returns:
     A :class:`Restored`, or ``None`` if there is no checkpoint.
@@ -473,8 +621,11 @@ def restore_verified(
   """
   if not manager.all_steps():
     return None
-  step, state, record, corrupt = _restore_first_good(
-      manager, lambda step: restore_state(manager, template, step=step), _items
+  step, items, record, corrupt = _restore_first_good(
+      manager,
+      lambda step: _restore_items(manager, template, step, loop_template),
+      lambda items: items,
+      allow_unverified=allow_unverified,
   )
   if corrupt:
     if jax.process_index() == 0:
@@ -491,15 +642,19 @@ def restore_verified(
       multihost_utils.sync_global_devices('bort_jax: corrupt checkpoints moved')
     manager.reload()
   return Restored(
-      state=state,
+      state=_state_from_items(items, template),
       step=step,
       extra=(record or {}).get('extra', {}),
       corrupt=corrupt,
+      loop=items.get(LOOP_ITEM),
   )
 
 
 def restore_model(
-    workdir: str | os.PathLike[str], *, step: int | None = None
+    workdir: str | os.PathLike[str],
+    *,
+    step: int | None = None,
+    allow_unverified: bool = False,
 ) -> tuple[nnx.Module, dict[str, Any]]:
   """Rebuilds a trained model from a ``bort-train`` work directory.
 
@@ -512,6 +667,8 @@ def restore_model(
   Args:
     workdir: the run's work directory.
     step: checkpoint to load (default: the latest).
+    allow_unverified: use a checkpoint that has no record (with a
+      warning) instead of counting it as unusable.
 
   Returns:
     ``(model, config)``: the model in eval mode and the run's config as a
@@ -557,15 +714,21 @@ def restore_model(
 
   try:
     if step is not None:
+      check_regular_files(_step_folder(manager, step))
       restored = restore(step)
-      verify(manager, step, dict(restored))
+      if verify(manager, step, dict(restored)) is None and not allow_unverified:
+        raise ValueError(f'checkpoint {step} {UNVERIFIED}')
     elif not manager.all_steps():
       raise FileNotFoundError(
           f'no checkpoint in {Path(workdir) / CHECKPOINT_DIR}'
       )
     else:
       _, restored, _, _ = _restore_first_good(
-          manager, restore, dict, verb='using'
+          manager,
+          restore,
+          dict,
+          verb='using',
+          allow_unverified=allow_unverified,
       )
   finally:
     manager.close()

@@ -58,18 +58,23 @@ class Interrupted(BortError):
   """The run was stopped by a signal after saving a checkpoint.
 
   Attributes:
-    step: the step the checkpoint holds.
+    step: the step the checkpoint holds (``None``: stopped during the
+      start-up, before anything was written).
     signal_number: ``signal.SIGINT``, ``signal.SIGTERM``...
     exit_code: ``128 + signal_number``, the shell's convention (130 for
       SIGINT, 143 for SIGTERM).
   """
 
-  def __init__(self, step: int, signal_number: int):
+  def __init__(self, step: int | None, signal_number: int):
     name = signal.Signals(signal_number).name
-    super().__init__(
-        f'interrupted ({name}) at step {step}; checkpoint saved; resume '
-        'with --resume'
-    )
+    if step is None:
+      message = f'interrupted ({name}) during the start-up; nothing written'
+    else:
+      message = (
+          f'interrupted ({name}) at step {step}; checkpoint saved; resume '
+          'with --resume'
+      )
+    super().__init__(message)
     self.step = step
     self.signal_number = signal_number
     self.exit_code = 128 + signal_number

@@ -60,9 +60,14 @@ class InterruptWatcher:
   def _handle(self, signal_number, frame) -> None:
     del frame  # unused
     self.signal_number = signal_number
-    # A second signal: default behaviour.
-    for number, handler in self._previous.items():
-      signal.signal(number, handler)
+    # A second signal: default behaviour (even under an outer watcher).
+    for number in self._previous:
+      signal.signal(
+          number,
+          signal.default_int_handler
+          if number == signal.SIGINT
+          else signal.SIG_DFL,
+      )
 
   def __enter__(self) -> Self:
     if self._enabled and threading.current_thread() is threading.main_thread():

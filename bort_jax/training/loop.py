@@ -4,7 +4,9 @@
 directory::
 
   WORKDIR/config.json     the config
-  WORKDIR/checkpoints/    orbax checkpoints (each epoch end, and on stopping)
+  WORKDIR/checkpoints/    orbax checkpoints (each epoch end, after its
+                          evaluation record; every checkpoint_every_steps;
+                          on stopping)
   WORKDIR/metrics.jsonl   one JSON object per line, e.g. at an epoch's end:
     {"step": 468, "epoch": 1, "train_loss": 0.21, "train_accuracy": 0.94,
      "eval_loss": 0.07, "eval_accuracy": 0.978, "eval_count": 10000,
@@ -26,8 +28,10 @@ A run is a function of its config: the batches depend only on
 a run stopped (``max_steps``, SIGINT/SIGTERM, ``kill -9``) and resumed ends
 with the same parameters, bit for bit on CPU, as one that was never
 stopped; ``metrics.jsonl`` is cut back to the checkpoint resumed from and
-the running sums of the current record are restored with it, so the records
-match too (timings aside).
+the running sums of the current record are restored with it (they are part
+of the checkpoint), so the records match too (timings aside). An epoch-end
+checkpoint always follows that epoch's evaluation record, so no resume
+skips an evaluation.
 
 This is the one training loop of the package: ``bort-train`` and
 ``bort-explain`` both train through it.
@@ -77,6 +81,7 @@ from bort_jax.training import (
 from bort_jax.training import step as train_step_lib
 from bort_jax.training import workdir as workdir_lib
 from bort_jax.training.errors import (
+    CheckpointError,
     ConfigError,
     Interrupted,
     NonFiniteError,
@@ -299,9 +304,19 @@ class _MetricsWindow:
 
   The sums stay on device (one small compiled add per step, no sync); they
   come to the host at records, checkpoints and finiteness checks. They are
-  saved with each checkpoint (exact float32 values), so the record after a
-  resume averages the same steps as in a run never stopped.
+  part of each checkpoint (its ``loop`` item, exact float32 values), so the
+  record after a resume averages the same steps as in a run never stopped.
   """
+
+  #: What :meth:`state_dict` returns for an empty window (the restore
+  #: template: float32 sums as the train step's metrics, int32 counts).
+  EMPTY = {
+      'loss': np.zeros((), np.float32),
+      'accuracy': np.zeros((), np.float32),
+      'nonfinite': np.zeros((), np.int32),
+      'steps': np.zeros((), np.int32),
+      'first_step': np.full((), -1, np.int32),
+  }
 
   def __init__(self):
     self.sums, self.steps, self.first_step = None, 0, None
@@ -334,27 +349,28 @@ class _MetricsWindow:
     sums = self.host()
     return int(sums['nonfinite'].reshape(-1)[0]) if sums else 0
 
-  def state_dict(self) -> dict[str, Any]:
-    """JSON-ready sums (stored with a checkpoint)."""
-    return {
-        'steps': self.steps,
-        'first_step': self.first_step,
-        'sums': {
-            k: {'dtype': v.dtype.str, 'values': v.tolist()}
-            for k, v in self.host().items()
-        },
-    }
+  def state_dict(self) -> dict[str, np.ndarray]:
+    """The window as scalar arrays (a checkpoint's ``loop`` item); the
+    layout of :attr:`EMPTY`."""
+    saved = dict(self.EMPTY)
+    for name, value in self.host().items():  # pmap: equal per-device copies
+      saved[name] = np.asarray(value).reshape(-1)[0].astype(saved[name].dtype)
+    saved['steps'] = np.asarray(self.steps, np.int32)
+    if self.first_step is not None:
+      saved['first_step'] = np.asarray(self.first_step, np.int32)
+    return saved
 
   def load(self, saved: dict[str, Any] | None) -> None:
     """The inverse of :meth:`state_dict`."""
-    if not saved or not saved.get('steps'):
+    self.sums, self.steps, self.first_step, self._host = None, 0, None, None
+    if saved is None or not int(np.asarray(saved['steps'])):
       return
     self.sums = {
-        k: np.asarray(v['values'], np.dtype(v['dtype']))
-        for k, v in saved['sums'].items()
+        name: np.asarray(saved[name])
+        for name in ('loss', 'accuracy', 'nonfinite')
     }
-    self.steps, self.first_step = int(saved['steps']), saved.get('first_step')
-    self._host = None
+    self.steps = int(np.asarray(saved['steps']))
+    self.first_step = int(np.asarray(saved['first_step']))
 
   def means(self) -> dict[str, Any]:
     """``{'train_loss': ..., 'train_accuracy': ...}`` since the last call
@@ -488,6 +504,7 @@ def train_and_evaluate(
     download: bool = False,
     resume: bool = False,
     overwrite: bool = False,
+    allow_unverified: bool = False,
     max_steps: int | None = None,
     progress: bool = True,
     description: str | None = None,
@@ -518,6 +535,9 @@ def train_and_evaluate(
       (:func:`bort_jax.training.checkpoint.restore_verified`); records of
       ``metrics.jsonl`` after it are dropped.
     overwrite: delete a previous run's files in ``workdir`` first.
+    allow_unverified: resuming, accept a checkpoint that has no record to
+      verify it by (with a warning); otherwise such a checkpoint is
+      unusable.
     max_steps: stop (with a checkpoint) once the global step reaches this,
       e.g. to interrupt a run that a later ``resume=True`` call continues.
     progress: show a tqdm progress bar (process 0).
@@ -533,8 +553,42 @@ def train_and_evaluate(
     WorkdirError, PreviousRunError: the work directory cannot be used.
     NonFiniteError: the loss or the parameters stopped being finite.
     CheckpointError: resuming, no checkpoint restores and verifies.
-    Interrupted: SIGINT/SIGTERM; the checkpoint is saved.
+    Interrupted: SIGINT/SIGTERM; the checkpoint is saved (or, during the
+      start-up, nothing was written).
   """
+  # Signals are recorded from the start: one during the start-up (data,
+  # compilation) stops the run before anything is written.
+  with interrupt.InterruptWatcher(enabled=handle_signals) as watcher:
+    return _start(
+        config,
+        workdir,
+        watcher,
+        data_dir=data_dir,
+        download=download,
+        resume=resume,
+        overwrite=overwrite,
+        allow_unverified=allow_unverified,
+        max_steps=max_steps,
+        progress=progress,
+        description=description,
+    )
+
+
+def _start(
+    config,
+    workdir,
+    watcher,
+    *,
+    data_dir,
+    download,
+    resume,
+    overwrite,
+    allow_unverified,
+    max_steps,
+    progress,
+    description,
+) -> TrainResult:
+  """:func:`train_and_evaluate` under its interrupt watcher."""
   configs.validate(config)
   optimizer_factory.split_name(config.optimizer)  # an unknown name fails now
   _check_max_steps(max_steps)
@@ -545,8 +599,13 @@ def train_and_evaluate(
         'discards it'
     )
   workdir = Path(workdir)
-  if workdir.exists() and not workdir.is_dir():
-    raise WorkdirError(f'work directory {workdir} is a file, not a directory')
+  try:
+    if workdir.exists() and not workdir.is_dir():
+      raise WorkdirError(f'work directory {workdir} is a file, not a directory')
+  except OSError as error:  # a name too long, a loop of links...
+    raise ConfigError(
+        f'work directory {workdir}: {error.strerror or error}'
+    ) from None
   train_source, eval_source = input_pipeline.open_splits(
       config, data_dir=data_dir, download=download
   )
@@ -583,9 +642,21 @@ def train_and_evaluate(
     if config_error is None:
       raise
     raise config_error from error
+  except (ValueError, ArithmeticError) as error:  # e.g. a layer of width 0
+    raise ConfigError(
+        f'model_kwargs {configs.to_dict(config).get("model_kwargs")} cannot '
+        f'build model {config.model!r}: {type(error).__name__}: {error}'
+    ) from error
   steps = compile_steps(config, definition, tx, abstract_state)
 
+  if jax.process_count() == 1 and watcher.signal_number is not None:
+    raise Interrupted(None, watcher.signal_number)
   workdir_lib.check_directory(workdir)
+  checkpoint.check_folders(workdir)
+  for name in (checkpoint.CONFIG_FILE, METRICS_FILE):
+    path = workdir / name
+    if (path.exists() or path.is_symlink()) and not path.is_file():
+      raise WorkdirError(f'{path} is not a regular file; move it away')
   with _owner_lock(workdir):
     _claim_workdir(workdir, config, resume=resume, overwrite=overwrite)
     if jax.process_count() > 1:  # every process has looked before any writes
@@ -594,30 +665,28 @@ def train_and_evaluate(
     manager = checkpoint.checkpoint_manager(
         workdir, max_to_keep=config.keep_checkpoints
     )
+    watcher.manager = manager
     try:
-      with interrupt.InterruptWatcher(
-          manager, enabled=handle_signals
-      ) as watcher:
-        return _run(
-            config,
-            workdir,
-            steps,
-            manager,
-            watcher,
-            initialize,
-            abstract_state,
-            schedule,
-            train_source,
-            eval_source,
-            steps_per_epoch=steps_per_epoch,
-            stop_step=stop_step,
-            resume=resume,
-            progress=progress,
-            description=description,
-        )
+      return _run(
+          config,
+          workdir,
+          steps,
+          manager,
+          watcher,
+          initialize,
+          abstract_state,
+          schedule,
+          train_source,
+          eval_source,
+          steps_per_epoch=steps_per_epoch,
+          stop_step=stop_step,
+          resume=resume,
+          allow_unverified=allow_unverified,
+          progress=progress,
+          description=description,
+      )
     finally:
-      manager.wait_until_finished()
-      manager.close()
+      checkpoint.finish(manager)
 
 
 def _run(
@@ -635,6 +704,7 @@ def _run(
     steps_per_epoch,
     stop_step,
     resume,
+    allow_unverified,
     progress,
     description,
 ) -> TrainResult:
@@ -651,10 +721,24 @@ def _run(
             abstract_state,
             steps.state_shardings,
         ),
+        loop_template=_MetricsWindow.EMPTY,
+        allow_unverified=allow_unverified,
     )
   if restored is not None:
     state = restored.state
-    window.load(restored.extra.get('window'))
+    if not bool(jax.device_get(numerics.all_finite(state.params))):
+      raise CheckpointError(
+          f'checkpoint {restored.step} in {manager.directory} holds '
+          'non-finite parameters; it cannot be resumed from'
+      )
+    if restored.loop is None:
+      logger.warning(
+          'checkpoint %d has no %r item (saved by an older version): the '
+          'first record after it averages only the steps after it',
+          restored.step,
+          checkpoint.LOOP_ITEM,
+      )
+    window.load(restored.loop)
   else:
     state = initialize_state(lambda: initialize()[1], steps.state_shardings)
   state = steps.replicate_state(state)
@@ -723,9 +807,16 @@ def _run(
     nonlocal saved_step
     check_finite(params_too=True)
     checkpoint.save_state(
-        manager, steps.get_state(state), extra={'window': window.state_dict()}
+        manager, steps.get_state(state), loop_state=window.state_dict()
     )
     saved_step = step
+
+  def stop_now() -> None:
+    """On SIGINT/SIGTERM: checkpoints the step and raises Interrupted."""
+    if watcher.should_stop(step):
+      if saved_step != step:
+        save()
+      raise Interrupted(step, watcher.signal_number)
 
   def record(
       epoch: float, extra: dict[str, Any], step_time: float | None
@@ -761,12 +852,9 @@ def _run(
           jax.block_until_ready(state)
         timer.count_step()
         bar.update()
-        if (
-            config.log_every_steps
-            and step % config.log_every_steps == 0
-            and step % steps_per_epoch
-            and step < stop_step
-        ):
+        if not step % steps_per_epoch:
+          break  # the epoch's record, checkpoint and stop come after its eval
+        if config.log_every_steps and step % config.log_every_steps == 0:
           line = record(step / steps_per_epoch, {}, timer.lap(state))
           bar.set_postfix(loss=_format_loss(line.get('train_loss')))
           timer.restart()
@@ -775,10 +863,7 @@ def _run(
             and step % config.checkpoint_every_steps == 0
         ):
           save()
-        if watcher.should_stop(step):
-          if saved_step != step:
-            save()
-          raise Interrupted(step, watcher.signal_number)
+        stop_now()
         if step >= stop_step:
           break
       if step % steps_per_epoch:  # stopped mid-epoch
@@ -790,12 +875,29 @@ def _run(
       )
       extra['orthogonality'] = _host_scalars(steps.report(state))
       line = record(epoch + 1, extra, step_time)
+      # Orthogonality figures are NaN without constrained kernels: only the
+      # loss and accuracy decide.
+      bad = [
+          name
+          for name in line.get('nonfinite', [])
+          if name.startswith(('eval_', 'train_'))
+      ]
+      if epoch + 1 == config.epochs and line.get('train_loss', 0.0) is None:
+        bad.append('train_loss (every step of the record skipped)')
+      if bad:
+        raise NonFiniteError(
+            f'non-finite figures at step {step} (epoch {epoch + 1}): '
+            f'{", ".join(bad)} in {writer.path}; stopped without saving that '
+            f'state: the newest checkpoint is step {saved_step}. Lower '
+            'learning_rate'
+        )
       bar.set_postfix(
           loss=_format_loss(line.get('train_loss')),
           eval_acc=_format_loss(line.get('eval_accuracy')),
       )
       if saved_step != step:
         save()
+      stop_now()
       timer.restart()
     if saved_step != step:
       save()

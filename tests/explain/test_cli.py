@@ -3,12 +3,13 @@ the Bort-invertible CNN, trained through the library loop into bort-train
 work directories, measured, reported, and read back on a second call."""
 
 import json
+import shutil
 
 import pytest
 
 from bort_jax.programs.explain import main as explain_program
 from bort_jax.programs.explain import protocol
-from bort_jax.training import loop
+from bort_jax.training import checkpoint, loop
 
 pytestmark = pytest.mark.expensive
 
@@ -101,6 +102,22 @@ def test_cli_smoke(tmp_path, mnist_data_dir, monkeypatch):
       log=lambda _: None,
   )
   assert {p: p.stat().st_mtime_ns for p in metrics} == metrics
+  # The accuracy header counts the examples evaluated.
+  assert 'test accuracy (100)' in markdown
+  # Finished: the newest checkpoint is that of the final evaluation. Without
+  # it, the run is not finished (its metrics.jsonl notwithstanding).
+  run_dir = out / 'runs' / 'mnist_invertible_cnn' / 'seed0' / 'adamw'
+  config = checkpoint.load_config(run_dir)
+  final = protocol.final_evaluation(run_dir)
+  assert protocol.is_finished(run_dir, config)
+  shutil.rmtree(run_dir / 'checkpoints' / str(final['step']))
+  assert not protocol.is_finished(run_dir, config)
+  with pytest.raises(
+      ValueError,
+      match=f'is not a finished run: its final evaluation is at step '
+      f'{final["step"]} but its checkpoints are at steps',
+  ):
+    protocol.final_evaluation(run_dir)
 
 
 @pytest.mark.parametrize(
@@ -119,6 +136,28 @@ def test_cli_bad_arguments(argv, match, capsys):
   else:
     assert explain_program.main(argv) == 2
     assert match in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    'argv, message',
+    [
+        (
+            ['--reconstruction-examples', '-1'],
+            'argument --reconstruction-examples: must be at least 1, got -1',
+        ),
+        (['--pgd-steps', '0'], 'argument --pgd-steps: must be at least 1'),
+        (
+            ['--learning-rate', 'nan'],
+            'argument --learning-rate: must be a finite number > 0, got nan',
+        ),
+        (['--epochs', 'mlp=0'], 'argument --epochs: must be at least 1'),
+    ],
+)
+def test_cli_numeric_options_are_checked(argv, message, capsys):
+  with pytest.raises(SystemExit) as exit_:
+    explain_program.build_parser().parse_args(argv)
+  assert exit_.value.code == 2
+  assert message in capsys.readouterr().err
 
 
 def test_per_model_option():

@@ -1,19 +1,20 @@
-"""Fault injection (issue 13): a run never lies.
+"""Fault injection: a run never lies.
 
 Each test injects one fault into a tiny MNIST run (a 16-unit MLP, 640
 examples, batch 64: 10 steps an epoch) and checks the exit status, the
 message, and that nothing is lost or duplicated: ``metrics.jsonl`` parses as
 strict JSON, its steps are unique and increasing, and a resumed run ends
-bit for bit where an uninterrupted one does. The numbers in the test names
-are the issue's items:
+bit for bit where an uninterrupted one does, with the same records.
 
-1. bad config values refused; 2. non-finite loss stops the run (or steps
-are skipped); 3. corrupt checkpoints detected, the previous one used;
-4. metrics.jsonl consistent after a crash and a resume; 5. one run per
-work directory; 6. ``keep_checkpoints=0`` refused; 7. ``bort-prepare-mnist``
-verifies what it reports; 8. SIGINT/SIGTERM save a checkpoint.
+The sections: bad input refused with one line (exit 2; 1 for a work
+directory that cannot be used); non-finite figures stop the run;
+checkpoints verified, the previous good one used; a stop at any point
+(kill -9, --max-steps, a signal) resumed to the same records and
+parameters; failed checkpoint writes end the run; one run per work
+directory; ``bort-prepare-mnist`` verifies what it reports.
 
-Signals and a second process run in subprocesses; the rest in process.
+Signals, kill -9 (``crash_worker.py``) and a second process run in
+subprocesses; the rest in process.
 """
 
 import json
@@ -143,7 +144,7 @@ def _library_warnings_reach_caplog():
   logger.propagate = True
 
 
-# 1, 6 and the UGLY list: messages, exit 2, nothing written.
+# Bad input: messages, exit 2, nothing written.
 
 
 @pytest.mark.parametrize(
@@ -177,7 +178,7 @@ def _library_warnings_reach_caplog():
         ),
     ],
 )
-def test_1_6_bad_values_are_refused_before_anything_is_written(
+def test_bad_values_are_refused_before_anything_is_written(
     extra, message, tmp_path, mnist_data_dir, capsys
 ):
   workdir = tmp_path / 'run'
@@ -337,10 +338,123 @@ def test_truncated_config_json(tmp_path, mnist_data_dir, capsys):
     )
 
 
-# 2. Non-finite loss.
+def _config_file(text):
+  def make(tmp_path):
+    path = tmp_path / 'my_config.py'
+    path.write_text(text)
+    return ['--config', path, '--workdir', tmp_path / 'run']
+
+  return make
 
 
-def test_2_nonfinite_loss_stops_with_the_last_finite_checkpoint_newest(
+def _tiny_run_with(*extra):
+  return lambda tmp_path: [*TINY_ARGS, '--workdir', tmp_path / 'run', *extra]
+
+
+def _workdir_entry(name):
+  def make(tmp_path):
+    (tmp_path / 'run' / name).mkdir(parents=True)
+    return [*TINY_ARGS, '--workdir', tmp_path / 'run', '--overwrite']
+
+  return make
+
+
+@pytest.mark.parametrize(
+    'make_args, code, message',
+    [
+        (
+            _config_file('def get_config(:\n'),
+            2,
+            'my_config.py cannot be loaded: SyntaxError: ',
+        ),
+        (
+            _config_file('def get_config():\n  raise RuntimeError("boom")\n'),
+            2,
+            'my_config.py cannot be loaded: RuntimeError: boom',
+        ),
+        (
+            _config_file('import no_such_module_here\n'),
+            2,
+            "cannot be loaded: ModuleNotFoundError: No module named 'no_such",
+        ),
+        (
+            _tiny_run_with('--set', 'model_kwargs={"hidden_features": [0]}'),
+            2,
+            "model_kwargs {'hidden_features': [0]} cannot build model 'mlp'",
+        ),
+        (
+            lambda tmp_path: [*TINY_ARGS, '--workdir', tmp_path / ('x' * 300)],
+            2,
+            'File name too long',
+        ),
+        (
+            _workdir_entry('metrics.jsonl'),
+            1,
+            'metrics.jsonl is not a regular file',
+        ),
+        (_workdir_entry('config.json'), 1, 'config.json is not a regular file'),
+    ],
+)
+def test_bad_inputs_give_one_line(
+    make_args, code, message, tmp_path, mnist_data_dir, capsys
+):
+  """Exit 2 for input no run can use, 1 for a work directory that cannot
+  be used; one line naming the file or value, no traceback."""
+  got, err = run_cli(
+      [*make_args(tmp_path), '--data-dir', mnist_data_dir, '--no-progress'],
+      capsys,
+  )
+  assert got == code, err
+  assert 'Traceback' not in err
+  (line,) = [l for l in err.splitlines() if 'bort-train: error: ' in l]
+  assert message in line, err
+
+
+def test_unreadable_dataset_info_gives_one_line(
+    tmp_path, mnist_data_dir, capsys
+):
+  data_dir = tmp_path / 'tfds'
+  shutil.copytree(Path(mnist_data_dir) / 'mnist', data_dir / 'mnist')
+  (info,) = (data_dir / 'mnist').rglob('dataset_info.json')
+  info.write_text('{not json')
+  code, err = run_cli(
+      [*TINY_ARGS, '--data-dir', data_dir, '--workdir', tmp_path / 'run'],
+      capsys,
+  )
+  assert code == 2, err
+  assert (
+      f'bort-train: error: the mnist data in {data_dir} cannot be read: '
+      'ParseError: '
+  ) in err
+  assert 'Traceback' not in err
+
+
+def test_signal_during_start_up_stops_before_writing(
+    tmp_path, mnist_data_dir, monkeypatch, capsys
+):
+  open_splits = loop.input_pipeline.open_splits
+
+  def interrupted_open(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGINT)
+    return open_splits(*args, **kwargs)
+
+  monkeypatch.setattr(loop.input_pipeline, 'open_splits', interrupted_open)
+  workdir = tmp_path / 'run'
+  code, err = run_cli(
+      [*TINY_ARGS, '--data-dir', mnist_data_dir, '--workdir', workdir], capsys
+  )
+  assert code == 130, err
+  assert (
+      'bort-train: interrupted (SIGINT) during the start-up; nothing written'
+      in err
+  )
+  assert not workdir.exists()
+
+
+# Non-finite loss.
+
+
+def test_nonfinite_loss_stops_with_the_last_finite_checkpoint_newest(
     tmp_path, mnist_data_dir, capsys
 ):
   """AdamW at learning rate 1e38: step 1 leaves finite (huge) weights, step 2's
@@ -378,7 +492,7 @@ def test_2_nonfinite_loss_stops_with_the_last_finite_checkpoint_newest(
   )  # what bort-explain calls before analysing
 
 
-def test_2_skip_nonfinite_steps(tmp_path, mnist_data_dir):
+def test_skip_nonfinite_steps(tmp_path, mnist_data_dir):
   """With skip_nonfinite_steps the diverging updates are skipped and counted
   (train_loss null, strict JSON); past max_consecutive_nonfinite they are
   applied and the non-finite parameters stop the run before a checkpoint."""
@@ -401,7 +515,7 @@ def test_2_skip_nonfinite_steps(tmp_path, mnist_data_dir):
   assert [
       (r['step'], r['train_loss'] is None, r.get('nonfinite_steps'))
       for r in records
-  ] == [(1, False, None), (2, True, 1), (3, True, 1)]
+  ] == [(1, False, None), (2, True, 1), (3, True, 1), (4, True, 1)]
   assert records == json.loads(json.dumps(result.metrics))
   assert bool(numerics.all_finite(result.state.params))
   assert checkpoint_steps(tmp_path / 'skip') == [2, 4]
@@ -421,6 +535,40 @@ def test_2_skip_nonfinite_steps(tmp_path, mnist_data_dir):
     )
   assert checkpoint_steps(tmp_path / 'give_up') == [2]
   strict_records(tmp_path / 'give_up')
+
+
+def test_diverged_run_with_skipped_steps_fails(
+    tmp_path, mnist_data_dir, capsys
+):
+  """skip_nonfinite_steps keeps the parameters finite, but a run whose
+  evaluation is not finite fails (exit 1) and says so."""
+  workdir = tmp_path / 'run'
+  code, err = run_cli(
+      [
+          *TINY_ARGS,
+          '--data-dir',
+          mnist_data_dir,
+          '--workdir',
+          workdir,
+          '--optimizer',
+          'adamw',
+          '--learning-rate',
+          '1e38',
+          '--epochs',
+          '1',
+          '--set',
+          'skip_nonfinite_steps=true',
+          '--set',
+          'max_consecutive_nonfinite=100',
+      ],
+      capsys,
+  )
+  assert code == 1, err
+  assert (
+      'bort-train: error: non-finite figures at step 10 (epoch 1): eval_loss'
+      in err
+  )
+  assert checkpoint_steps(workdir) == []
 
 
 def test_metrics_log_is_strict_json(tmp_path):
@@ -461,7 +609,7 @@ def test_check_output_dir(tmp_path):
     workdir_lib.check_output_dir(tmp_path / 'file')
 
 
-# 3 and 4: checkpoints verified, metrics.jsonl consistent, against a run never stopped.
+# Checkpoints verified, metrics.jsonl consistent, against a run never stopped.
 
 RESUME_CONFIG = {
     'checkpoint_every_steps': 2,
@@ -482,7 +630,7 @@ def whole_run(tmp_path_factory, mnist_data_dir):
   return result, strict_records(workdir)
 
 
-def test_3_corrupt_and_truncated_checkpoints_fall_back(
+def test_corrupt_and_truncated_checkpoints_fall_back(
     tmp_path, mnist_data_dir, whole_run, caplog
 ):
   """Checkpoints 2, 4, 6: 6 gets four flipped bytes in its parameters (orbax
@@ -530,7 +678,7 @@ def test_3_corrupt_and_truncated_checkpoints_fall_back(
   )
 
 
-def test_3_no_usable_checkpoint_moves_nothing(tmp_path, mnist_data_dir, capsys):
+def test_no_usable_checkpoint_moves_nothing(tmp_path, mnist_data_dir, capsys):
   workdir = tmp_path / 'run'
   config = tiny(**RESUME_CONFIG)
   loop.train_and_evaluate(
@@ -565,7 +713,7 @@ def test_3_no_usable_checkpoint_moves_nothing(tmp_path, mnist_data_dir, capsys):
     checkpoint.restore_model(workdir, step=2)
 
 
-def test_4_metrics_consistent_after_a_crash(
+def test_metrics_consistent_after_a_crash(
     tmp_path, mnist_data_dir, whole_run, caplog
 ):
   """A run killed after step 7, its last finished checkpoint 4 (6 and 7 were
@@ -599,7 +747,200 @@ def test_4_metrics_consistent_after_a_crash(
   assert_trees_equal(whole.state.params, result.state.params)
 
 
-def test_4_truncate_after(tmp_path):
+# A run killed (SIGKILL) or stopped at any point and resumed writes the same
+# records and ends with the same parameters as a run never stopped. 2 epochs of
+# 10 steps, a record every 3 steps, a checkpoint every 5: a checkpoint at an
+# epoch end, and checkpoints holding the sums of a record in progress.
+CRASH_CONFIG = {'log_every_steps': 3, 'checkpoint_every_steps': 5}
+CRASH_ARGS = [
+    *TINY_ARGS,
+    '--set',
+    'log_every_steps=3',
+    '--set',
+    'checkpoint_every_steps=5',
+]
+
+
+@pytest.fixture(scope='module')
+def crash_reference(tmp_path_factory, mnist_data_dir):
+  """The run never stopped: its final params and its records."""
+  workdir = tmp_path_factory.mktemp('never_stopped')
+  result = loop.train_and_evaluate(
+      tiny(**CRASH_CONFIG), workdir, data_dir=mnist_data_dir, progress=False
+  )
+  return result.state.params, strict_records(workdir)
+
+
+@pytest.mark.parametrize(
+    'point, n',
+    [
+        ('after_step', 3),  # a record written, no checkpoint yet
+        ('after_step', 5),  # right after a checkpoint holding a record's sums
+        ('in_eval', 1),  # during the first epoch's evaluation
+        ('after_step', 10),  # at an epoch end, evaluated and saved
+        ('in_eval', 2),  # during the final evaluation
+        ('max_steps', 6),  # --max-steps at a record's step
+        ('max_steps', 10),  # --max-steps at an epoch end
+    ],
+)
+def test_resume_after_a_stop_equals_the_run_never_stopped(
+    point, n, tmp_path, mnist_data_dir, subprocess_env, crash_reference, capsys
+):
+  workdir = tmp_path / 'run'
+  args = [*CRASH_ARGS, '--data-dir', mnist_data_dir, '--workdir', workdir]
+  if point == 'max_steps':
+    code, err = run_cli([*args, '--max-steps', n], capsys)
+    assert code == 0, err
+  else:
+    killed = subprocess.run(
+        [
+            sys.executable,
+            str(Path(__file__).with_name('crash_worker.py')),
+            point,
+            str(n),
+            *map(str, args),
+        ],
+        env=subprocess_env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+  code, err = run_cli([*args, '--resume'], capsys)
+  assert code == 0, err
+  params, records = crash_reference
+  assert without_timing(strict_records(workdir)) == without_timing(records)
+  model, _ = checkpoint.restore_model(workdir)
+  assert_trees_equal(params, nnx.state(model, nnx.Param))
+
+
+def test_unverifiable_checkpoint_refused_unless_allowed(
+    tmp_path, mnist_data_dir, whole_run, capsys
+):
+  """Without checkpoint_records/ no checkpoint can be verified: the resume is
+  refused; allowed explicitly, it ends where the run never stopped ends (the
+  running sums are in the checkpoint itself)."""
+  workdir = tmp_path / 'run'
+  loop.train_and_evaluate(
+      tiny(**RESUME_CONFIG),
+      workdir,
+      data_dir=mnist_data_dir,
+      progress=False,
+      max_steps=5,
+  )
+  shutil.rmtree(workdir / 'checkpoint_records')
+  args = ['--workdir', workdir, '--resume', '--data-dir', mnist_data_dir]
+  code, err = run_cli([*args, '--no-progress'], capsys)
+  assert code == 1
+  assert (
+      'checkpoint 5 cannot be verified: it has no record in '
+      'checkpoint_records/ (pass --allow-unverified-checkpoint'
+  ) in err
+  assert checkpoint_steps(workdir) == [2, 4, 5]
+  code, err = run_cli(
+      [*args, '--no-progress', '--allow-unverified-checkpoint'], capsys
+  )
+  assert code == 0, err
+  assert (
+      'checkpoint 5 has no checkpoint_records record: restored unverified'
+      in err
+  )
+  whole, whole_records = whole_run
+  assert without_timing(strict_records(workdir)) == without_timing(
+      whole_records
+  )
+  model, _ = checkpoint.restore_model(workdir)
+  assert_trees_equal(whole.state.params, nnx.state(model, nnx.Param))
+
+
+def _checkpoints_a_file(workdir, mnist_data_dir):
+  workdir.mkdir()
+  (workdir / 'checkpoints').write_text('')
+  return [], f'{workdir / "checkpoints"} is not a folder'
+
+
+def _newest_checkpoint_a_fifo(workdir, mnist_data_dir):
+  loop.train_and_evaluate(
+      tiny(**RESUME_CONFIG),
+      workdir,
+      data_dir=mnist_data_dir,
+      progress=False,
+      max_steps=4,
+  )
+  shutil.rmtree(workdir / 'checkpoints' / '4')
+  os.mkfifo(workdir / 'checkpoints' / '4')
+  return ['--resume'], f'{workdir / "checkpoints" / "4"} is not a folder'
+
+
+def _file_size_limit(workdir, mnist_data_dir):
+  return [], f'cannot write checkpoints in {workdir / "checkpoints"}'
+
+
+@pytest.mark.parametrize(
+    'fault', [_checkpoints_a_file, _newest_checkpoint_a_fifo, _file_size_limit]
+)
+def test_failed_checkpoint_write_ends_the_run(
+    fault, tmp_path, mnist_data_dir, subprocess_env
+):
+  """No hang: exit 1 and one message naming the path (a subprocess, so that
+  a hang fails the test instead of the suite; the file size limit makes
+  orbax's background writes fail)."""
+  workdir = tmp_path / 'run'
+  extra, message = fault(workdir, mnist_data_dir)
+  # bort-train with files limited to 20 kB (set in the child itself: a
+  # preexec_fn would fork this multithreaded process).
+  limited = (
+      'import resource, runpy; '
+      'resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000)); '
+      "runpy.run_module('bort_jax.programs.train', run_name='__main__')"
+  )
+  result = subprocess.run(
+      [
+          sys.executable,
+          *(
+              ['-c', limited]
+              if fault is _file_size_limit
+              else ['-m', 'bort_jax.programs.train']
+          ),
+          *TINY_ARGS,
+          '--set',
+          'checkpoint_every_steps=2',
+          '--data-dir',
+          mnist_data_dir,
+          '--workdir',
+          str(workdir),
+          *extra,
+      ],
+      env=subprocess_env,
+      capture_output=True,
+      text=True,
+      timeout=TIMEOUT,
+      check=False,
+  )
+  assert result.returncode == 1, result.stderr
+  errors_ = [
+      line
+      for line in result.stderr.splitlines()
+      if line.startswith('bort-train: error: ')
+  ]
+  assert len(errors_) == 1 and message in errors_[0], result.stderr
+
+
+def test_check_regular_files_names_a_fifo(tmp_path):
+  """A checkpoint holding a FIFO counts as corrupt (reading it would block)."""
+  folder = tmp_path / '4' / 'params'
+  folder.mkdir(parents=True)
+  (folder / 'data').write_bytes(b'x')
+  checkpoint.check_regular_files(tmp_path / '4')
+  os.mkfifo(folder / 'manifest')
+  with pytest.raises(
+      ValueError, match=f'{folder / "manifest"} is not a regular file'
+  ):
+    checkpoint.check_regular_files(tmp_path / '4')
+
+
+def test_truncate_after(tmp_path):
   path = tmp_path / 'metrics.jsonl'
   path.write_text('{"step": 1}\n{"step": 2}\n{"step": 3}\n{"step": 4, "tr')
   assert metrics_log.truncate_after(path, 2) == 2
@@ -607,10 +948,10 @@ def test_4_truncate_after(tmp_path):
   assert metrics_log.truncate_after(path, 2) == 0
 
 
-# 5. One run per work directory.
+# One run per work directory.
 
 
-def test_5_previous_run_resume_and_overwrite(tmp_path, mnist_data_dir, capsys):
+def test_previous_run_resume_and_overwrite(tmp_path, mnist_data_dir, capsys):
   workdir = tmp_path / 'run'
   args = [
       *TINY_ARGS,
@@ -626,7 +967,7 @@ def test_5_previous_run_resume_and_overwrite(tmp_path, mnist_data_dir, capsys):
   assert code == 1
   assert (
       f'bort-train: error: {workdir} holds a previous run (config.json, 1 checkpoint(s), '
-      '1 metrics record(s)); pass resume=True (--resume) to continue it, overwrite=True '
+      '2 metrics record(s)); pass resume=True (--resume) to continue it, overwrite=True '
       '(--overwrite) to discard it'
   ) in err
   code, err = run_cli([*args, '--seed', '1', '--resume'], capsys)
@@ -637,11 +978,11 @@ def test_5_previous_run_resume_and_overwrite(tmp_path, mnist_data_dir, capsys):
   )
   assert code == 0, err
   assert json.loads((workdir / 'config.json').read_text())['seed'] == 1
-  assert [r['step'] for r in strict_records(workdir)] == [1, 2]
+  assert [r['step'] for r in strict_records(workdir)] == [1, 2, 3]
   assert checkpoint_steps(workdir) == [3]
 
 
-def test_5_lock_names_its_owner(tmp_path):
+def test_lock_names_its_owner(tmp_path):
   with (
       workdir_lib.WorkdirLock(tmp_path),
       pytest.raises(
@@ -666,7 +1007,7 @@ def _wait_for_records(workdir, count, process, deadline=TIMEOUT):
   pytest.fail('no metrics record in time')
 
 
-def test_5_8_second_process_sigterm_kill9_resume(
+def test_second_process_sigterm_kill9_resume(
     tmp_path, mnist_data_dir, subprocess_env, capsys
 ):
   """A long run A (a subprocess, paused with SIGSTOP meanwhile): a second
@@ -746,10 +1087,10 @@ def test_5_8_second_process_sigterm_kill9_resume(
   )
 
 
-# 8. SIGINT in process.
+# SIGINT in process.
 
 
-def test_8_sigint_saves_a_checkpoint(tmp_path, mnist_data_dir, capsys):
+def test_sigint_saves_a_checkpoint(tmp_path, mnist_data_dir, capsys):
   workdir = tmp_path / 'run'
   args = [
       *TINY_ARGS,
@@ -787,10 +1128,10 @@ def test_8_sigint_saves_a_checkpoint(tmp_path, mnist_data_dir, capsys):
   strict_records(workdir)
 
 
-# 7. bort-prepare-mnist and the IDX files.
+# bort-prepare-mnist and the IDX files.
 
 
-def test_7_prepare_mnist_verifies_what_it_reports(
+def test_prepare_mnist_verifies_what_it_reports(
     tmp_path, mnist_data_dir, mnist_idx_dir, capsys
 ):
   data_dir = tmp_path / 'tfds'
@@ -822,7 +1163,7 @@ def test_7_prepare_mnist_verifies_what_it_reports(
     mnist_idx.ensure_mnist(data_dir)  # what bort-train calls
 
 
-def test_7_idx_zlib_errors_name_the_file(tmp_path, mnist_idx_dir, capsys):
+def test_idx_zlib_errors_name_the_file(tmp_path, mnist_idx_dir, capsys):
   idx_dir = tmp_path / 'idx'
   shutil.copytree(mnist_idx_dir, idx_dir)
   labels = idx_dir / 't10k-labels-idx1-ubyte.gz'

@@ -37,6 +37,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -54,7 +55,7 @@ from bort_jax.programs import train as train_program
 from bort_jax.programs.explain import experiment, measure, protocol, report
 from bort_jax.programs import prepare_mnist
 from bort_jax.programs.prepare_mnist import IDX_DIR_ENV
-from bort_jax.training import checkpoint, errors, loop, modeling, numerics
+from bort_jax.training import checkpoint, errors, modeling, numerics
 from bort_jax.training import workdir as workdir_lib
 
 __all__ = [
@@ -101,22 +102,71 @@ def _seeds(text: str) -> list[int]:
   return seeds
 
 
-def _per_model(text: str) -> dict[str, int]:
-  """``N`` (every model) or ``model=N,model=N``."""
-  try:
-    if '=' not in text:
-      return {name: int(text) for name in protocol.ARCHITECTURE_CONFIGS}
-    out = {}
-    for item in text.split(','):
-      name, value = item.split('=')
-      if name not in protocol.ARCHITECTURE_CONFIGS:
-        raise ValueError(name)
-      out[name] = int(value)
+def _at_least(minimum: int):
+  """An argparse type: an integer >= ``minimum``."""
+
+  def parse(text: str) -> int:
+    try:
+      value = int(text)
+    except ValueError:
+      raise argparse.ArgumentTypeError(
+          f'expected an integer, got {text!r}'
+      ) from None
+    if value < minimum:
+      raise argparse.ArgumentTypeError(
+          f'must be at least {minimum}, got {value}'
+      )
+    return value
+
+  return parse
+
+
+def _finite(*, positive: bool):
+  """An argparse type: a finite float, > 0 (``positive``) or >= 0."""
+
+  def parse(text: str) -> float:
+    try:
+      value = float(text)
+    except ValueError:
+      raise argparse.ArgumentTypeError(
+          f'expected a number, got {text!r}'
+      ) from None
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+      raise argparse.ArgumentTypeError(
+          f'must be a finite number {"> 0" if positive else ">= 0"}, '
+          f'got {text}'
+      )
+    return value
+
+  return parse
+
+
+def _per_model(minimum: int):
+  """An argparse type: ``N`` (every model) or ``model=N,model=N``, N >= ``minimum``."""
+
+  def parse(text: str) -> dict[str, int]:
+    try:
+      if '=' not in text:
+        out = {name: int(text) for name in protocol.ARCHITECTURE_CONFIGS}
+      else:
+        out = {}
+        for item in text.split(','):
+          name, value = item.split('=')
+          if name not in protocol.ARCHITECTURE_CONFIGS:
+            raise ValueError(name)
+          out[name] = int(value)
+    except ValueError:
+      raise argparse.ArgumentTypeError(
+          f'expected N or model=N,..., got {text!r}'
+      ) from None
+    low = {name: n for name, n in out.items() if n < minimum}
+    if low:
+      raise argparse.ArgumentTypeError(
+          f'must be at least {minimum}, got {text!r}'
+      )
     return out
-  except ValueError:
-    raise argparse.ArgumentTypeError(
-        f'expected N or model=N,..., got {text!r}'
-    ) from None
+
+  return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -170,22 +220,26 @@ def build_parser() -> argparse.ArgumentParser:
   )
   runs.add_argument(
       '--epochs',
-      type=_per_model,
+      type=_per_model(1),
       default=None,
       help=f'N or model=N,... (default {DEFAULT_EPOCHS})',
   )
   runs.add_argument(
       '--train-examples',
-      type=_per_model,
+      type=_per_model(0),
       default=None,
       help='first N training examples, N or model=N,... (0: '
       f'all; default {DEFAULT_TRAIN_EXAMPLES})',
   )
-  runs.add_argument('--learning-rate', type=float, default=2e-3)
-  runs.add_argument('--weight-decay', type=float, default=1e-4)
+  runs.add_argument(
+      '--learning-rate', type=_finite(positive=True), default=2e-3
+  )
+  runs.add_argument(
+      '--weight-decay', type=_finite(positive=False), default=1e-4
+  )
   runs.add_argument(
       '--gamma',
-      type=float,
+      type=_finite(positive=False),
       default=None,
       help='Bort coefficient of every Bort run (default: that of the '
       f'{protocol.GAMMA_RECIPE} recipe)',
@@ -208,33 +262,39 @@ def build_parser() -> argparse.ArgumentParser:
       'analysis (examples are the first of the test set)'
   )
   ana.add_argument(
-      '--reconstruction-examples', type=int, default=defaults.num_reconstruction
+      '--reconstruction-examples',
+      type=_at_least(1),
+      default=defaults.num_reconstruction,
   )
   ana.add_argument(
-      '--inversion-examples', type=int, default=defaults.num_inversion
+      '--inversion-examples', type=_at_least(1), default=defaults.num_inversion
   )
   ana.add_argument(
-      '--inversion-steps', type=int, default=defaults.inversion_steps
+      '--inversion-steps', type=_at_least(1), default=defaults.inversion_steps
   )
   ana.add_argument(
-      '--saliency-examples', type=int, default=defaults.num_saliency
+      '--saliency-examples', type=_at_least(1), default=defaults.num_saliency
   )
   ana.add_argument(
       '--sat-k',
-      type=int,
+      type=_at_least(1),
       default=None,
       help='SAT k (default: min(256, channels))',
   )
-  ana.add_argument('--ig-steps', type=int, default=defaults.ig_steps)
+  ana.add_argument('--ig-steps', type=_at_least(1), default=defaults.ig_steps)
   ana.add_argument(
-      '--deletion-steps', type=int, default=defaults.deletion_steps
+      '--deletion-steps', type=_at_least(1), default=defaults.deletion_steps
   )
   ana.add_argument(
-      '--adversarial-examples', type=int, default=defaults.num_adversarial
+      '--adversarial-examples',
+      type=_at_least(1),
+      default=defaults.num_adversarial,
   )
-  ana.add_argument('--pgd-steps', type=int, default=defaults.pgd_steps)
+  ana.add_argument('--pgd-steps', type=_at_least(1), default=defaults.pgd_steps)
   ana.add_argument(
-      '--figure-examples', type=int, default=defaults.num_figure_examples
+      '--figure-examples',
+      type=_at_least(1),
+      default=defaults.num_figure_examples,
   )
   return p
 
@@ -277,15 +337,18 @@ def _load_mnist(args: argparse.Namespace):
   return data_dir, train, test
 
 
-def _restore(run_dir: str) -> tuple[Any, dict[str, Any]]:
-  model, config = checkpoint.restore_model(run_dir)
+def _restore(run_dir: str) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+  """The finished run's model (its final checkpoint), config and final
+  evaluation record."""
+  record = protocol.final_evaluation(run_dir)
+  model, config = checkpoint.restore_model(run_dir, step=record['step'])
   numerics.check_finite_params(model, what=f'the model in {run_dir}')
   dataset = config.get('dataset', 'mnist')
   if dataset != 'mnist':
     raise ValueError(
         f'{run_dir} is a {dataset} run; this experiment is on ' 'MNIST'
     )
-  return model, config
+  return model, config, record
 
 
 def _measure_config(args: argparse.Namespace) -> measure.MeasureConfig:
@@ -313,13 +376,12 @@ def _analyse_architecture(
     per_seed[seed], runs_info[seed] = {}, {}
     untrained = None
     for role, run_dir in by_seed[seed].items():
-      model, run_config = _restore(run_dir)
+      model, run_config, record = _restore(run_dir)
       if run_config['model'] != arch:
         raise ValueError(f'{run_dir} trains {run_config["model"]}, not {arch}')
       if untrained is None:
         # The same architecture at its initialisation (config.seed).
         untrained = modeling.model_from_config(configs.from_dict(run_config))
-      record = loop.last_evaluation(run_dir)
       models[(seed, role)] = model
       runs_info[seed][role] = {
           'workdir': run_dir,
@@ -401,7 +463,7 @@ def run(args: argparse.Namespace) -> dict[str, str]:
 
   start = time.perf_counter()
   if args.baseline_workdir:
-    _, base_config = _restore(args.baseline_workdir)
+    _, base_config, _ = _restore(args.baseline_workdir)
     runs = {
         base_config['model']: {
             0: {'baseline': args.baseline_workdir, 'bort': args.bort_workdir}
@@ -416,7 +478,7 @@ def run(args: argparse.Namespace) -> dict[str, str]:
   recorded = {}
   for arch, by_seed in runs.items():
     recorded[arch] = sum(
-        loop.last_evaluation(d).get('elapsed', 0.0)
+        protocol.final_evaluation(d).get('elapsed', 0.0)
         for pair in by_seed.values()
         for d in pair.values()
     )

@@ -409,6 +409,14 @@ def write_markdown(report: Mapping[str, Any], out_dir: str) -> str:
     lines += [f'All met: **{"yes" if acc["all_met"] else "no"}**.', '']
   lines += ['## Runs and accuracy', '']
   rows = []
+  eval_counts = sorted(
+      {
+          str(run[role].get('eval_count'))
+          for entry in report['architectures'].values()
+          for run in entry['runs'].values()
+          for role in ROLES
+      }
+  )
   for arch, entry in report['architectures'].items():
     for role in ROLES:
       info = next(iter(entry['runs'].values()))[role]
@@ -437,7 +445,7 @@ def write_markdown(report: Mapping[str, Any], out_dir: str) -> str:
           'gamma',
           'epochs',
           'train examples',
-          'test accuracy (10000)',
+          f'test accuracy ({", ".join(eval_counts)})',
           'train s (all seeds)',
       ],
       rows,
