@@ -26,6 +26,7 @@ from bort_jax.data.pipeline import make_eval_iterator
 from bort_jax.data.pipeline import make_train_iterator
 from bort_jax.data.pipeline import steps_per_epoch
 from bort_jax.data.sources import ArraySource
+from bort_jax.data.sources import DatasetDownloadError
 from bort_jax.data.sources import DatasetNotFoundError
 from bort_jax.data.sources import Examples
 from bort_jax.data.sources import Source
@@ -43,6 +44,7 @@ __all__ = [
     'DATASETS',
     'ArraySource',
     'Batch',
+    'DatasetDownloadError',
     'DatasetNotFoundError',
     'DatasetSpec',
     'Examples',

@@ -4,8 +4,11 @@ A split is opened with :func:`open_split`. Offline (``download=False``, the
 default) it must already be prepared in ``data_dir``; otherwise a
 :class:`DatasetNotFoundError` is raised at once, naming the data set, the
 folder searched and how to provide it: tfds' download (and its retry loop)
-is never started. With ``download=True`` the same code first calls the tfds
-builder's ``download_and_prepare(file_format='array_record')``.
+is never started. With ``download=True`` the same code first checks within
+seconds that the data set's download host can be reached (tfds would retry
+for minutes), then calls the tfds builder's
+``download_and_prepare(file_format='array_record')``; a download that fails
+raises :class:`DatasetDownloadError` and leaves no temporary folder behind.
 
 Reading uses ``tfds`` data sources (no TensorFlow, no ``tf.data``). A whole
 batch of records is read with one ``__getitems__`` call on the underlying
@@ -15,9 +18,15 @@ parsed; images are decoded with :func:`bort_jax.data.transforms.decode_image`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import logging
 import os
+import shutil
+import socket
+import urllib.parse
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Union
@@ -32,6 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     'ArraySource',
+    'DatasetDownloadError',
     'DatasetNotFoundError',
     'Examples',
     'Source',
@@ -40,6 +50,7 @@ __all__ = [
     'num_examples',
     'open_split',
     'prepare_builder',
+    'quiet_tfds_warnings',
     'resolve_data_dir',
 ]
 
@@ -61,6 +72,44 @@ def _record_parser() -> tuple[Any, Any]:
 
 class DatasetNotFoundError(FileNotFoundError):
   """The data set is not prepared in ``data_dir`` and ``download`` is False."""
+
+
+class DatasetDownloadError(DatasetNotFoundError):
+  """The data set is not prepared and downloading it failed (e.g. offline)."""
+
+
+class _DropMessages(logging.Filter):
+  """Drops log records whose message template contains one of ``fragments``."""
+
+  def __init__(self, fragments: Sequence[str]):
+    super().__init__()
+    self.fragments = tuple(fragments)
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not any(f in str(record.msg) for f in self.fragments)
+
+
+@contextlib.contextmanager
+def quiet_tfds_warnings():
+  """Silences two tfds warnings that say nothing to a reader of this package.
+
+  ``Variant folder ... has no dataset_info.json`` is logged by
+  ``builder.is_prepared()`` for a data set that is not prepared (the
+  question it answers), and ``OpenCV is not installed`` by tfds' image
+  decoding, which this package does with pillow on purpose. Only inside the
+  ``with`` block: tfds' other warnings, and these outside it, are untouched.
+  """
+  absl_logger = logging.getLogger('absl')
+  dropped = _DropMessages(('has no %s', 'OpenCV is not installed'))
+  absl_logger.addFilter(dropped)
+  try:
+    yield
+  finally:
+    absl_logger.removeFilter(dropped)
+
+
+# Seconds to wait for the download host (or proxy) to accept a connection.
+_PROBE_TIMEOUT_S = 10.0
 
 
 class Examples(NamedTuple):
@@ -113,9 +162,91 @@ def _not_prepared(
       f'Data set {spec.name!r} (version {version}) is not prepared in the tfds '
       f'data_dir {data_dir!r} (looked for {os.fspath(builder.data_path)}) and '
       f'download=False, so nothing was downloaded. To provide it, '
-      f'{spec.how_to_prepare.format(data_dir=data_dir)}. Then pass '
-      f'data_dir={data_dir!r} (or set TFDS_DATA_DIR).'
+      f'{spec.how_to_prepare.format(data_dir=data_dir)}'
+      f'{"" if spec.download_url is None else ", or pass download=True on a machine with internet"}. '
+      f'Then pass data_dir={data_dir!r} (or set TFDS_DATA_DIR).'
   )
+
+
+def _probe_address(url: str) -> tuple[str, int]:
+  """``(host, port)`` a download of ``url`` connects to: its proxy's, if any."""
+  parsed = urllib.parse.urlsplit(url)
+  proxy = urllib.request.getproxies().get(parsed.scheme)
+  if proxy and not urllib.request.proxy_bypass(parsed.hostname or ''):
+    parsed = urllib.parse.urlsplit(proxy if '//' in proxy else f'//{proxy}')
+  default_port = 443 if parsed.scheme == 'https' else 80
+  return parsed.hostname or '', parsed.port or default_port
+
+
+def _check_reachable(spec: DatasetSpec, data_dir: str) -> None:
+  """Raises :class:`DatasetDownloadError` at once if the host is unreachable.
+
+  tfds retries a failed connection about ten times with growing pauses
+  (minutes offline); one connection attempt with a timeout says the same in
+  seconds.
+  """
+  if spec.download_url is None:
+    return
+  host, port = _probe_address(spec.download_url)
+  try:
+    socket.create_connection((host, port), timeout=_PROBE_TIMEOUT_S).close()
+  except OSError as error:
+    raise _download_failed(
+        spec, data_dir, f'{host}:{port} cannot be reached ({error})'
+    ) from None
+
+
+def _download_failed(
+    spec: DatasetSpec, data_dir: str, reason: str
+) -> DatasetDownloadError:
+  return DatasetDownloadError(
+      f'cannot download {spec.name!r}: {reason}. Without a network, '
+      f'{spec.how_to_prepare.format(data_dir=data_dir)}.'
+  )
+
+
+def _snapshot(root: Path, name: str) -> set[Path]:
+  """Every path under ``root/downloads`` and ``root/name``, and the folders."""
+  paths = {p for p in (root, root / 'downloads', root / name) if p.exists()}
+  for folder in (root / 'downloads', root / name):
+    if folder.is_dir():
+      paths.update(folder.rglob('*'))
+  return paths
+
+
+def _remove_leftovers(root: Path, name: str, before: set[Path]) -> None:
+  """Removes the folders a failed download added under ``root``: tfds'
+  ``*.tmp.*`` and ``incomplete.*`` folders and the folders left empty."""
+  new = sorted(_snapshot(root, name) - before, key=lambda p: -len(p.parts))
+  for path in new:
+    if not path.is_dir():
+      continue
+    if '.tmp.' in path.name or path.name.startswith('incomplete'):
+      shutil.rmtree(path, ignore_errors=True)
+    elif not any(path.iterdir()):
+      path.rmdir()
+
+
+def _download_and_prepare(
+    spec: DatasetSpec, builder: Any, data_dir: str
+) -> None:
+  """``builder.download_and_prepare``, failing fast and cleanly offline."""
+  _check_reachable(spec, data_dir)
+  root = Path(data_dir)
+  before = _snapshot(root, spec.name)
+  try:
+    builder.download_and_prepare(file_format='array_record')
+  except Exception as error:
+    _remove_leftovers(root, spec.name, before)
+    # tfds' download errors are requests' and its own DownloadError; any
+    # of them leaves the data set missing.
+    if type(error).__module__.startswith(('requests', 'urllib3')) or (
+        type(error).__name__ == 'DownloadError'
+    ):
+      raise _download_failed(
+          spec, data_dir, f'{type(error).__name__}: {str(error)[:200]}'
+      ) from error
+    raise
 
 
 def prepare_builder(
@@ -139,6 +270,9 @@ def prepare_builder(
   Raises:
     DatasetNotFoundError: not prepared and ``download`` is False; the message
       names the data set, the folder and how to provide it.
+    DatasetDownloadError: not prepared and the download failed (its host
+      could not be reached within seconds, or tfds' download failed); the
+      message says how to provide the data set without a network.
 
   Example:
     >>> prepare_builder('mnist', data_dir='/nonexistent')
@@ -149,10 +283,13 @@ def prepare_builder(
   spec = dataset_info(name)
   data_dir = resolve_data_dir(data_dir)
   builder = _builder(spec, data_dir)
-  if download:
-    builder.download_and_prepare(file_format='array_record')
-  elif not builder.is_prepared():
+  with quiet_tfds_warnings():
+    prepared = builder.is_prepared()
+  if prepared:
+    return builder
+  if not download:
     raise _not_prepared(spec, builder, data_dir)
+  _download_and_prepare(spec, builder, data_dir)
   return builder
 
 
