@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Union
 
 import numpy as np
 
+from bort_jax._extras import extra_imports
 from bort_jax.data import transforms
 from bort_jax.data.specs import DatasetSpec, dataset_info
 
@@ -145,11 +146,12 @@ def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> str:
 def _builder(spec: DatasetSpec, data_dir: str) -> tfds.core.DatasetBuilder:
   """The tfds builder; MNIST's generates without TensorFlow (same data set)."""
   # tfds is imported here, on first use, so that the package imports without it.
-  if spec.name == 'mnist':
-    from bort_jax.data import mnist_idx  # pylint: disable=import-outside-toplevel
+  with extra_imports('bort_jax.data', 'train'):
+    if spec.name == 'mnist':
+      from bort_jax.data import mnist_idx  # pylint: disable=import-outside-toplevel
 
-    return mnist_idx.MnistFromIdx(data_dir=data_dir)
-  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+      return mnist_idx.MnistFromIdx(data_dir=data_dir)
+    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
 
   return tfds.builder(spec.name, data_dir=data_dir)
 
