@@ -343,6 +343,7 @@ for name, gamma in (('baseline', 0.0), ('Bort', GAMMA)):
     ),
 ]
 
+
 def build() -> nbformat.NotebookNode:
   notebook = nbformat.v4.new_notebook()
   notebook.metadata['kernelspec'] = {
@@ -351,13 +352,14 @@ def build() -> nbformat.NotebookNode:
       'language': 'python',
   }
   notebook.metadata['colab'] = {'provenance': []}
-  for kind, source in CELLS:
+  for number, (kind, source) in enumerate(CELLS):
     make = (
         nbformat.v4.new_markdown_cell
         if kind == 'markdown'
         else nbformat.v4.new_code_cell
     )
-    notebook.cells.append(make(source))
+    # Fixed ids, so that a rebuild changes only what changed.
+    notebook.cells.append(make(source, id=f'cell-{number:02d}'))
   return notebook
 
 
@@ -370,8 +372,24 @@ def execute(
         notebook,
         timeout=timeout,
         kernel_name='python3',
+        record_timing=False,
         resources={'metadata': {'path': folder}},
     ).execute()
+  for cell in notebook.cells:  # one stream output per stream, however flushed
+    merged = []
+    for output in cell.get('outputs', []):
+      previous = merged[-1] if merged else None
+      if (
+          output.output_type == 'stream'
+          and previous is not None
+          and previous.output_type == 'stream'
+          and previous.name == output.name
+      ):
+        previous.text += output.text
+      else:
+        merged.append(output)
+    if cell.cell_type == 'code':
+      cell.outputs = merged
   return notebook
 
 
