@@ -36,7 +36,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from tensorflow_datasets.image_classification import mnist as tfds_mnist
 
-from bort_jax.data.sources import quiet_tfds_warnings
+from bort_jax.data.tfds_warnings import quiet_tfds_warnings
 
 __all__ = [
     'IDX_FILES',

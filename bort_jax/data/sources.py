@@ -18,10 +18,8 @@ parsed; images are decoded with :func:`bort_jax.data.transforms.decode_image`.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
-import logging
 import os
 import shutil
 import socket
@@ -35,6 +33,7 @@ import numpy as np
 
 from bort_jax._extras import extra_imports
 from bort_jax.data import transforms
+from bort_jax.data.tfds_warnings import quiet_tfds_warnings
 from bort_jax.data.specs import DatasetSpec, dataset_info
 
 if TYPE_CHECKING:
@@ -51,7 +50,6 @@ __all__ = [
     'num_examples',
     'open_split',
     'prepare_builder',
-    'quiet_tfds_warnings',
     'resolve_data_dir',
 ]
 
@@ -77,36 +75,6 @@ class DatasetNotFoundError(FileNotFoundError):
 
 class DatasetDownloadError(DatasetNotFoundError):
   """The data set is not prepared and downloading it failed (e.g. offline)."""
-
-
-class _DropMessages(logging.Filter):
-  """Drops log records whose message template contains one of ``fragments``."""
-
-  def __init__(self, fragments: Sequence[str]):
-    super().__init__()
-    self.fragments = tuple(fragments)
-
-  def filter(self, record: logging.LogRecord) -> bool:
-    return not any(f in str(record.msg) for f in self.fragments)
-
-
-@contextlib.contextmanager
-def quiet_tfds_warnings():
-  """Silences two tfds warnings that say nothing to a reader of this package.
-
-  ``Variant folder ... has no dataset_info.json`` is logged by
-  ``builder.is_prepared()`` for a data set that is not prepared (the
-  question it answers), and ``OpenCV is not installed`` by tfds' image
-  decoding, which this package does with pillow on purpose. Only inside the
-  ``with`` block: tfds' other warnings, and these outside it, are untouched.
-  """
-  absl_logger = logging.getLogger('absl')
-  dropped = _DropMessages(('has no %s', 'OpenCV is not installed'))
-  absl_logger.addFilter(dropped)
-  try:
-    yield
-  finally:
-    absl_logger.removeFilter(dropped)
 
 
 # Seconds to wait for the download host (or proxy) to accept a connection.

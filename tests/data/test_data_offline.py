@@ -1,5 +1,6 @@
 """Offline first: a data set that is not prepared fails fast, with directions."""
 
+import logging
 import os
 import socket
 import threading
@@ -187,3 +188,13 @@ def test_cli_download_without_network_is_one_line(
   assert len(errors) == 1, errors
   assert '--mnist-idx-dir' in errors[0] and 'bort-prepare-mnist' in errors[0]
   assert not (tmp_path / 'tfds').exists()
+
+
+def test_a_missing_dataset_logs_no_tfds_warning(tmp_path, caplog, no_downloads):
+  """tfds' "Variant folder ... has no dataset_info.json" is the answer to
+  the question asked, not a warning: it is not logged."""
+  with caplog.at_level(logging.WARNING):
+    with pytest.raises(data.DatasetNotFoundError):
+      data.open_split('mnist', data_dir=tmp_path / 'empty')
+  logged = [r.getMessage() for r in caplog.records]
+  assert not [m for m in logged if 'dataset_info' in m], logged
