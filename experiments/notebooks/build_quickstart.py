@@ -294,14 +294,12 @@ check on every CNN, with or without Bort (rank correlation 0.93 baseline,
         'markdown',
         """## Your own model
 
-`explain.reconstruct` takes any `nnx.Sequential` too, not only the models
-of `bort_jax.models`: layers by index (negative counts from the end), and
-elements that are modules or plain functions (`nnx.relu`,
-`functools.partial(nnx.leaky_relu, negative_slope=...)`, a reshape). A layer
-type it does not know fails at once, naming the layer; declare its inverse
-with `explain.register_inverse(LayerType, inverse_fn)`. Below, a small CNN of
+`explain.reconstruct` takes an `nnx.Sequential` of your own too, its layers
+by index, with elements that are modules or plain functions (a
+`functools.partial` of `nnx.leaky_relu`, a reshape). Below, a small CNN of
 two square stride-2 convolutions (fan-in 2·2·C_in equal to the units),
-trained with and without Bort as above.""",
+trained with and without Bort as above; the guide "Explain your own model"
+goes further.""",
     ),
     (
         'code',
@@ -325,7 +323,7 @@ for name, gamma in (('baseline', 0.0), ('Bort', GAMMA)):
     optimizer = nnx.Optimizer(cnn, make_optimizer(gamma, '^layers/5/kernel$'), wrt=nnx.Param)
     for batch in data.make_train_iterator(train_split, batch_size=BATCH, seed=1):
         train_step(cnn, optimizer, batch['image'], batch['label'])
-    z = explain.forward_to(cnn, x, 3)  # the second leaky ReLU: 7x7x16 maps
+    z = explain.chain.forward_to(cnn, x, 3)  # the second leaky ReLU: 7x7x16 maps
     scores = [f'{method} r {float(explain.pearson_r(explain.reconstruct(cnn, z, 3, x.shape[1:], method=method), x).mean()):.3f}'
               for method in ('transpose', 'pinv')]
     print(f'own CNN, {name:8s} test accuracy {accuracy(cnn):.3f}, reconstruction ' + ', '.join(scores))""",
