@@ -7,7 +7,10 @@ Build (from the repository root, with the ``docs`` extra installed)::
 The API pages document each package by its public names (``__all__``), so
 they follow the code without listing modules by hand. Nothing here reaches
 the network: no intersphinx, and the quickstart notebook is rendered as
-committed, without executing it.
+committed, with its stored outputs (``python
+experiments/notebooks/build_quickstart.py --execute`` makes them;
+``tests/test_notebook.py`` checks that they are those of its current code).
+Read the Docs runs the same command (``.readthedocs.yaml``).
 """
 
 import importlib
@@ -49,8 +52,8 @@ exclude_patterns = ['_build', 'Thumbs.db', '.DS_Store', '**.ipynb_checkpoints']
 myst_enable_extensions = ['colon_fence', 'dollarmath']
 myst_heading_anchors = 3
 
-# The notebook is rendered as committed (code, text and any stored outputs);
-# it trains small models, which the docs build must not do.
+# The notebook is rendered as committed, with its stored outputs (figures
+# included): executing it would train models and need MNIST in every build.
 nb_execution_mode = 'off'
 
 # Optional dependencies of the package (data preparation, checkpoints,

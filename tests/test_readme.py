@@ -68,3 +68,17 @@ def test_ci_installs_what_the_readme_install_section_installs():
   assert len(tested) == 1, tested
   assert install_extras(install) <= install_extras(tested[0])
   assert 'all' in install_extras(install)
+
+
+def test_read_the_docs_runs_the_readme_documentation_commands():
+  """.readthedocs.yaml's build commands start with the README's, as written
+  (then copy the site where Read the Docs serves it from)."""
+  config = (ROOT / '.readthedocs.yaml').read_text()
+  block = config.split('  commands:\n', 1)[1]
+  commands = []
+  for line in block.splitlines():
+    if not line.startswith('    - '):
+      break
+    commands.append(line.removeprefix('    - '))
+  documentation = section_commands('Documentation')
+  assert commands[: len(documentation)] == documentation, commands

@@ -19,13 +19,16 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-import ml_collections
+from bort_jax._extras import extra_imports
 
-from bort_jax.configs.base import field_names
-from bort_jax.configs.base import from_dict
-from bort_jax.configs.base import replace
-from bort_jax.configs.base import to_dict
-from bort_jax.configs.base import validate
+with extra_imports('bort_jax.configs', 'train'):
+  import ml_collections
+
+  from bort_jax.configs.base import field_names
+  from bort_jax.configs.base import from_dict
+  from bort_jax.configs.base import replace
+  from bort_jax.configs.base import to_dict
+  from bort_jax.configs.base import validate
 
 #: The packaged recipes, the names :func:`get_config` accepts.
 CONFIG_NAMES: tuple[str, ...] = (

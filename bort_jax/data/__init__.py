@@ -20,29 +20,34 @@ Example:
   ...     ...  # batch['image'] float32 [128, 28, 28, 1], 'label', 'mask'
 """
 
-from bort_jax.data.pipeline import Batch
-from bort_jax.data.pipeline import epoch_permutation
-from bort_jax.data.pipeline import make_eval_iterator
-from bort_jax.data.pipeline import make_train_iterator
-from bort_jax.data.pipeline import steps_per_epoch
-from bort_jax.data.sources import ArraySource
-from bort_jax.data.sources import DatasetNotFoundError
-from bort_jax.data.sources import Examples
-from bort_jax.data.sources import Source
-from bort_jax.data.sources import TfdsSource
-from bort_jax.data.sources import load_into_memory
-from bort_jax.data.sources import num_examples
-from bort_jax.data.sources import open_split
-from bort_jax.data.sources import prepare_builder
-from bort_jax.data.sources import resolve_data_dir
-from bort_jax.data.specs import DATASETS
-from bort_jax.data.specs import DatasetSpec
-from bort_jax.data.specs import dataset_info
+from bort_jax._extras import extra_imports
+
+with extra_imports('bort_jax.data', 'train'):
+  from bort_jax.data.pipeline import Batch
+  from bort_jax.data.pipeline import epoch_permutation
+  from bort_jax.data.pipeline import make_eval_iterator
+  from bort_jax.data.pipeline import make_train_iterator
+  from bort_jax.data.pipeline import steps_per_epoch
+  from bort_jax.data.sources import ArraySource
+  from bort_jax.data.sources import DatasetDownloadError
+  from bort_jax.data.sources import DatasetNotFoundError
+  from bort_jax.data.sources import Examples
+  from bort_jax.data.sources import Source
+  from bort_jax.data.sources import TfdsSource
+  from bort_jax.data.sources import load_into_memory
+  from bort_jax.data.sources import num_examples
+  from bort_jax.data.sources import open_split
+  from bort_jax.data.sources import prepare_builder
+  from bort_jax.data.sources import resolve_data_dir
+  from bort_jax.data.specs import DATASETS
+  from bort_jax.data.specs import DatasetSpec
+  from bort_jax.data.specs import dataset_info
 
 __all__ = [
     'DATASETS',
     'ArraySource',
     'Batch',
+    'DatasetDownloadError',
     'DatasetNotFoundError',
     'DatasetSpec',
     'Examples',

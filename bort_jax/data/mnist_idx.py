@@ -36,6 +36,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from tensorflow_datasets.image_classification import mnist as tfds_mnist
 
+from bort_jax.data.tfds_warnings import quiet_tfds_warnings
+
 __all__ = [
     'IDX_FILES',
     'IdxFormatError',
@@ -296,6 +298,12 @@ class MnistFromIdx(tfds_mnist.MNIST, skip_registration=True):
     self._idx_dir = None if idx_dir is None else Path(idx_dir)
     super().__init__(**kwargs)
 
+  def is_prepared(self) -> bool:
+    """Whether ``mnist`` is prepared in ``data_dir`` (tfds' warning about
+    a folder without ``dataset_info.json`` silenced: that is the answer)."""
+    with quiet_tfds_warnings():
+      return super().is_prepared()
+
   def _log_download_bytes(self) -> None:
     """Replaces tfds' "Downloading and preparing dataset" line, which is
     wrong for local IDX files: :func:`prepare_mnist` says what it does."""
@@ -455,7 +463,8 @@ def verify_prepared(data_dir: str | os.PathLike[str]) -> dict[str, int]:
       count = len(source)
       if count:
         for index in (0, count - 1):
-          example = source[index]
+          with quiet_tfds_warnings():  # tfds decodes with pillow: no OpenCV
+            example = source[index]
           if example['image'].shape != (_IMAGE_SIZE, _IMAGE_SIZE, 1):
             raise ValueError(f'image shape {example["image"].shape}')
     except Exception as error:  # array_record/decoder errors vary

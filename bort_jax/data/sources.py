@@ -4,8 +4,11 @@ A split is opened with :func:`open_split`. Offline (``download=False``, the
 default) it must already be prepared in ``data_dir``; otherwise a
 :class:`DatasetNotFoundError` is raised at once, naming the data set, the
 folder searched and how to provide it: tfds' download (and its retry loop)
-is never started. With ``download=True`` the same code first calls the tfds
-builder's ``download_and_prepare(file_format='array_record')``.
+is never started. With ``download=True`` the same code first checks within
+seconds that the data set's download host can be reached (tfds would retry
+for minutes), then calls the tfds builder's
+``download_and_prepare(file_format='array_record')``; a download that fails
+raises :class:`DatasetDownloadError` and leaves no temporary folder behind.
 
 Reading uses ``tfds`` data sources (no TensorFlow, no ``tf.data``). A whole
 batch of records is read with one ``__getitems__`` call on the underlying
@@ -18,13 +21,19 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import shutil
+import socket
+import urllib.parse
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Union
 
 import numpy as np
 
+from bort_jax._extras import extra_imports
 from bort_jax.data import transforms
+from bort_jax.data.tfds_warnings import quiet_tfds_warnings
 from bort_jax.data.specs import DatasetSpec, dataset_info
 
 if TYPE_CHECKING:
@@ -32,6 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     'ArraySource',
+    'DatasetDownloadError',
     'DatasetNotFoundError',
     'Examples',
     'Source',
@@ -61,6 +71,14 @@ def _record_parser() -> tuple[Any, Any]:
 
 class DatasetNotFoundError(FileNotFoundError):
   """The data set is not prepared in ``data_dir`` and ``download`` is False."""
+
+
+class DatasetDownloadError(DatasetNotFoundError):
+  """The data set is not prepared and downloading it failed (e.g. offline)."""
+
+
+# Seconds to wait for the download host (or proxy) to accept a connection.
+_PROBE_TIMEOUT_S = 10.0
 
 
 class Examples(NamedTuple):
@@ -96,11 +114,12 @@ def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> str:
 def _builder(spec: DatasetSpec, data_dir: str) -> tfds.core.DatasetBuilder:
   """The tfds builder; MNIST's generates without TensorFlow (same data set)."""
   # tfds is imported here, on first use, so that the package imports without it.
-  if spec.name == 'mnist':
-    from bort_jax.data import mnist_idx  # pylint: disable=import-outside-toplevel
+  with extra_imports('bort_jax.data', 'train'):
+    if spec.name == 'mnist':
+      from bort_jax.data import mnist_idx  # pylint: disable=import-outside-toplevel
 
-    return mnist_idx.MnistFromIdx(data_dir=data_dir)
-  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+      return mnist_idx.MnistFromIdx(data_dir=data_dir)
+    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
 
   return tfds.builder(spec.name, data_dir=data_dir)
 
@@ -113,9 +132,91 @@ def _not_prepared(
       f'Data set {spec.name!r} (version {version}) is not prepared in the tfds '
       f'data_dir {data_dir!r} (looked for {os.fspath(builder.data_path)}) and '
       f'download=False, so nothing was downloaded. To provide it, '
-      f'{spec.how_to_prepare.format(data_dir=data_dir)}. Then pass '
-      f'data_dir={data_dir!r} (or set TFDS_DATA_DIR).'
+      f'{spec.how_to_prepare.format(data_dir=data_dir)}'
+      f'{"" if spec.download_url is None else ", or pass download=True on a machine with internet"}. '
+      f'Then pass data_dir={data_dir!r} (or set TFDS_DATA_DIR).'
   )
+
+
+def _probe_address(url: str) -> tuple[str, int]:
+  """``(host, port)`` a download of ``url`` connects to: its proxy's, if any."""
+  parsed = urllib.parse.urlsplit(url)
+  proxy = urllib.request.getproxies().get(parsed.scheme)
+  if proxy and not urllib.request.proxy_bypass(parsed.hostname or ''):
+    parsed = urllib.parse.urlsplit(proxy if '//' in proxy else f'//{proxy}')
+  default_port = 443 if parsed.scheme == 'https' else 80
+  return parsed.hostname or '', parsed.port or default_port
+
+
+def _check_reachable(spec: DatasetSpec, data_dir: str) -> None:
+  """Raises :class:`DatasetDownloadError` at once if the host is unreachable.
+
+  tfds retries a failed connection about ten times with growing pauses
+  (minutes offline); one connection attempt with a timeout says the same in
+  seconds.
+  """
+  if spec.download_url is None:
+    return
+  host, port = _probe_address(spec.download_url)
+  try:
+    socket.create_connection((host, port), timeout=_PROBE_TIMEOUT_S).close()
+  except OSError as error:
+    raise _download_failed(
+        spec, data_dir, f'{host}:{port} cannot be reached ({error})'
+    ) from None
+
+
+def _download_failed(
+    spec: DatasetSpec, data_dir: str, reason: str
+) -> DatasetDownloadError:
+  return DatasetDownloadError(
+      f'cannot download {spec.name!r}: {reason}. Without a network, '
+      f'{spec.how_to_prepare.format(data_dir=data_dir)}.'
+  )
+
+
+def _snapshot(root: Path, name: str) -> set[Path]:
+  """Every path under ``root/downloads`` and ``root/name``, and the folders."""
+  paths = {p for p in (root, root / 'downloads', root / name) if p.exists()}
+  for folder in (root / 'downloads', root / name):
+    if folder.is_dir():
+      paths.update(folder.rglob('*'))
+  return paths
+
+
+def _remove_leftovers(root: Path, name: str, before: set[Path]) -> None:
+  """Removes the folders a failed download added under ``root``: tfds'
+  ``*.tmp.*`` and ``incomplete.*`` folders and the folders left empty."""
+  new = sorted(_snapshot(root, name) - before, key=lambda p: -len(p.parts))
+  for path in new:
+    if not path.is_dir():
+      continue
+    if '.tmp.' in path.name or path.name.startswith('incomplete'):
+      shutil.rmtree(path, ignore_errors=True)
+    elif not any(path.iterdir()):
+      path.rmdir()
+
+
+def _download_and_prepare(
+    spec: DatasetSpec, builder: Any, data_dir: str
+) -> None:
+  """``builder.download_and_prepare``, failing fast and cleanly offline."""
+  _check_reachable(spec, data_dir)
+  root = Path(data_dir)
+  before = _snapshot(root, spec.name)
+  try:
+    builder.download_and_prepare(file_format='array_record')
+  except Exception as error:
+    _remove_leftovers(root, spec.name, before)
+    # tfds' download errors are requests' and its own DownloadError; any
+    # of them leaves the data set missing.
+    if type(error).__module__.startswith(('requests', 'urllib3')) or (
+        type(error).__name__ == 'DownloadError'
+    ):
+      raise _download_failed(
+          spec, data_dir, f'{type(error).__name__}: {str(error)[:200]}'
+      ) from error
+    raise
 
 
 def prepare_builder(
@@ -139,6 +240,9 @@ def prepare_builder(
   Raises:
     DatasetNotFoundError: not prepared and ``download`` is False; the message
       names the data set, the folder and how to provide it.
+    DatasetDownloadError: not prepared and the download failed (its host
+      could not be reached within seconds, or tfds' download failed); the
+      message says how to provide the data set without a network.
 
   Example:
     >>> prepare_builder('mnist', data_dir='/nonexistent')
@@ -149,10 +253,13 @@ def prepare_builder(
   spec = dataset_info(name)
   data_dir = resolve_data_dir(data_dir)
   builder = _builder(spec, data_dir)
-  if download:
-    builder.download_and_prepare(file_format='array_record')
-  elif not builder.is_prepared():
+  with quiet_tfds_warnings():
+    prepared = builder.is_prepared()
+  if prepared:
+    return builder
+  if not download:
     raise _not_prepared(spec, builder, data_dir)
+  _download_and_prepare(spec, builder, data_dir)
   return builder
 
 

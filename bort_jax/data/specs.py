@@ -29,7 +29,10 @@ class DatasetSpec:
       training augmentation (see :mod:`bort_jax.data.transforms`).
     eval_transform: the deterministic evaluation transform, same signature.
     num_uniforms: columns of ``u`` that ``train_transform`` reads.
-    how_to_prepare: sentence for the "not prepared" error, with ``{data_dir}``.
+    how_to_prepare: how to provide the data set without a network, for the
+      "not prepared" and "download failed" errors, with ``{data_dir}``.
+    download_url: a URL of the files tfds downloads, probed before a download
+      so that an unreachable network fails in seconds (``None``: no probe).
   """
 
   name: str
@@ -44,6 +47,7 @@ class DatasetSpec:
   eval_transform: Callable
   num_uniforms: int
   how_to_prepare: str
+  download_url: str | None = None
 
   def tfds_split(self, split: str) -> str:
     """Maps ``'train'``/``'eval'`` to tfds split names; others pass through."""
@@ -55,8 +59,7 @@ class DatasetSpec:
 _TFDS_BUILD_HINT = (
     'on a machine with internet run `tfds build {name} --data_dir {{data_dir}} '
     '--file_format array_record` (tfds encodes the images with TensorFlow while '
-    'generating, so install it there) and copy {{data_dir}}/{name} here, or pass '
-    'download=True on such a machine'
+    'generating, so install it there) and copy {{data_dir}}/{name} here'
 )
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -75,10 +78,10 @@ DATASETS: dict[str, DatasetSpec] = {
         how_to_prepare=(
             'build it from the four MNIST IDX .gz files (no TensorFlow or internet '
             'needed): `bort-prepare-mnist --idx-dir <folder with the IDX files> '
-            '--data-dir {data_dir}` (or call '
-            'bort_jax.data.mnist_idx.prepare_mnist), or pass download=True on a '
-            'machine with internet'
+            '--data-dir {data_dir}`, or `bort-train --mnist-idx-dir <that '
+            'folder>`, or call bort_jax.data.mnist_idx.prepare_mnist'
         ),
+        download_url='https://storage.googleapis.com/cvdf-datasets/mnist/',
     ),
     'cifar10': DatasetSpec(
         name='cifar10',
@@ -95,6 +98,7 @@ DATASETS: dict[str, DatasetSpec] = {
         eval_transform=transforms.identity_transform,
         num_uniforms=3,
         how_to_prepare=_TFDS_BUILD_HINT.format(name='cifar10'),
+        download_url='https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz',
     ),
     'imagenet2012': DatasetSpec(
         name='imagenet2012',

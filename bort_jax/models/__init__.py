@@ -10,38 +10,41 @@ Other models: :class:`ResNet18`, :class:`ResNet50` (BatchNorm),
 :func:`create_model`.
 """
 
-from bort_jax.models.cnn import (
-    BORT_INVERTIBLE_CNN_CLASSIFIER_PATTERN,
-    BortInvertibleCNN,
-    InvertibleCNN,
-)
-from bort_jax.models.layers import (
-    SEQUENCE_LAYER_TYPES,
-    AvgPool,
-    Flatten,
-    LeakyReLU,
-    MaxPool,
-    NamedSequential,
-    ReLU,
-)
-from bort_jax.models.mlp import MLP
-from bort_jax.models.registry import MODEL_NAMES, create_model
-from bort_jax.models.resnet import (
-    BasicBlock,
-    BottleneckBlock,
-    ResNet,
-    ResNet18,
-    ResNet50,
-)
-from bort_jax.models.vgg import VGG16, InvertibleVGG16
-from bort_jax.models.vit import (
-    EncoderBlock,
-    FeedForward,
-    PatchEmbedding,
-    VisionTransformer,
-    deit_small,
-    vit_tiny_test,
-)
+from bort_jax._extras import extra_imports
+
+with extra_imports('bort_jax.models', 'models'):
+  from bort_jax.models.cnn import (
+      BORT_INVERTIBLE_CNN_CLASSIFIER_PATTERN,
+      BortInvertibleCNN,
+      InvertibleCNN,
+  )
+  from bort_jax.models.layers import (
+      SEQUENCE_LAYER_TYPES,
+      AvgPool,
+      Flatten,
+      LeakyReLU,
+      MaxPool,
+      NamedSequential,
+      ReLU,
+  )
+  from bort_jax.models.mlp import MLP
+  from bort_jax.models.registry import MODEL_NAMES, create_model
+  from bort_jax.models.resnet import (
+      BasicBlock,
+      BottleneckBlock,
+      ResNet,
+      ResNet18,
+      ResNet50,
+  )
+  from bort_jax.models.vgg import VGG16, InvertibleVGG16
+  from bort_jax.models.vit import (
+      EncoderBlock,
+      FeedForward,
+      PatchEmbedding,
+      VisionTransformer,
+      deit_small,
+      vit_tiny_test,
+  )
 
 __all__ = [
     'BORT_INVERTIBLE_CNN_CLASSIFIER_PATTERN',

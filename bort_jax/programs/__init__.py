@@ -11,3 +11,7 @@ Programs import the library (:mod:`bort_jax.configs`, :mod:`bort_jax.data`,
 :mod:`bort_jax.training`, :mod:`bort_jax.explain`...); no library module
 imports a program.
 """
+
+from bort_jax._extras import require_extra
+
+require_extra('bort_jax.programs (bort-train, bort-prepare-mnist)', 'train')

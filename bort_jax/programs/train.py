@@ -576,7 +576,8 @@ def _main(
     print(f'bort-train: error: {error}', file=sys.stderr)
     return 1
   print(
-      f'\n{config.name}: {config.epochs} epochs, batch {config.batch_size}, '
+      f'\n{config.name}: {config.epochs} epoch{"s" if config.epochs != 1 else ""}, '
+      f'batch {config.batch_size}, '
       f'gamma {config.gamma} (bort_* only), work directory {workdir}'
   )
   print(format_comparison(rows))

@@ -322,8 +322,9 @@ def test_cli_requires_idx_dir(capsys, monkeypatch):
 def test_download_path_uses_stock_urls_and_same_builder(
     mnist_idx_dir, tmp_path, monkeypatch
 ):
-  """``download=True`` runs the tfds download manager (stubbed to local files)."""
-  requested = []
+  """``download=True`` probes the stock host, then runs the tfds download
+  manager (both stubbed: the probe passes, downloads are local files)."""
+  requested, probed = [], []
 
   def fake_download(self, urls):
     requested.extend(urls.values())
@@ -333,7 +334,13 @@ def test_download_path_uses_stock_urls_and_same_builder(
     }
 
   monkeypatch.setattr(tfds.download.DownloadManager, 'download', fake_download)
+  monkeypatch.setattr(
+      sources,
+      '_check_reachable',
+      lambda spec, data_dir: probed.append(spec.download_url),
+  )
   builder = sources.prepare_builder('mnist', data_dir=tmp_path, download=True)
+  assert probed == [tfds_mnist.MNIST.URL]
   assert sorted(requested) == sorted(
       urllib.parse.urljoin(tfds_mnist.MNIST.URL, name)
       for pair in mnist_idx.IDX_FILES.values()

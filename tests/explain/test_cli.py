@@ -78,7 +78,15 @@ def test_cli_smoke(tmp_path, mnist_data_dir, monkeypatch):
   assert report['acceptance']['evaluated']
   assert len(report['acceptance']['criteria']) == 4
   markdown = (out / 'report.md').read_text()
-  assert '## Acceptance criteria (issue 11)' in markdown
+  assert '## Acceptance criteria' in markdown
+  # One seed: no interval and no t quantile; the baseline's config gamma
+  # is not Bort's.
+  assert "One seed: every number is that seed's value" in markdown
+  assert 't = ' not in markdown
+  assert (
+      'Baseline `adamw` (no Bort term) vs Bort `bort_adamw` (gamma 30.0)'
+      in (markdown)
+  )
   # The runs were trained by the library loop, one per role, in the layout
   # WORKDIR/<config>/seed<k>/<optimizer>.
   for role, optimizer in (('baseline', 'adamw'), ('bort', 'bort_adamw')):

@@ -252,6 +252,7 @@ def test_report_from_measurements(measured, tmp_path):
       assert f.read(1), key
   markdown = (tmp_path / 'r' / 'report.md').read_text()
   assert '## 1. Reconstruction' in markdown and 'a note' in markdown
+  assert 'with 2 seeds t = 12.71' in markdown
   assert 'k = 4 of 36 channels' in markdown
   loaded = json.loads((tmp_path / 'r' / 'report.json').read_text())
   assert loaded['architectures']['toy']['summary']['bort']['test_accuracy'][

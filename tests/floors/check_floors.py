@@ -23,7 +23,8 @@ Parts:
 
 * ``core``: ``import bort_jax`` loads none of :data:`HEAVY_MODULES` (flax,
   tensorflow-datasets, orbax, matplotlib...); the README's python blocks that do not use flax and
-  every block of docs/guides/bort_in_a_chain.md run.
+  every block of docs/guides/bort_in_a_chain.md run; importing a part that
+  needs an extra (:data:`CORE_ONLY_ERRORS`) fails naming that extra.
 * ``models``: every README block (the NNX example included) runs, every model
   of ``bort_jax.models.MODEL_NAMES`` is built abstractly (``nnx.eval_shape``)
   and the small ones run a forward pass, and the examples of
@@ -34,6 +35,7 @@ the package's own dependencies. Exit status 0 when the part passed.
 """
 
 import argparse
+import importlib
 import importlib.metadata
 import pathlib
 import re
@@ -49,6 +51,15 @@ HEAVY_MODULES = (
     'tensorboardX',
     'ml_collections',
 )
+
+
+# In a core-only install, importing each of these names its extra.
+CORE_ONLY_ERRORS = {
+    'bort_jax.models': 'models',
+    'bort_jax.configs': 'train',
+    'bort_jax.data': 'train',
+    'bort_jax.programs.train': 'train',
+}
 
 
 def python_blocks(path):
@@ -79,6 +90,16 @@ def check_core():
   run_blocks('README.md', readme, {})
   guide = 'docs/guides/bort_in_a_chain.md'
   run_blocks(guide, python_blocks(guide), {})
+  # The parts that need an extra say which one.
+  for module, extra in CORE_ONLY_ERRORS.items():
+    try:
+      importlib.import_module(module)
+    except ModuleNotFoundError as error:
+      if f'pip install "bort-jax[{extra}]"' not in str(error):
+        raise AssertionError(f'{module}: {error} names no extra') from error
+      print(f'  {module}: {error}')
+    else:
+      raise AssertionError(f'{module} imported in a core-only install')
 
 
 def check_models():

@@ -11,3 +11,7 @@
   :mod:`~bort_jax.programs.explain.figures`: ``report.json``, ``report.md``
   and the PNG figures.
 """
+
+from bort_jax._extras import require_extra
+
+require_extra('bort_jax.programs.explain (bort-explain)', 'explain')

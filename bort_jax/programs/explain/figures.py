@@ -302,6 +302,10 @@ def curves_figure(
   return _save(fig, path)
 
 
+_MARKERS = ('o', 's', '^', 'D', 'v', 'P')
+_DASHES = ('-', '--', ':', '-.')
+
+
 def interval_lines_figure(
     panels: Mapping[str, Mapping[str, Sequence[Mapping[str, float | None]]]],
     path: str | os.PathLike[str],
@@ -323,14 +327,22 @@ def interval_lines_figure(
     title: figure title, above the legend.
     numeric_x: plot ``_layers`` as numbers (else as category labels).
     markers_only: no lines between points (categories that are not a
-      sequence); series are offset sideways so their bars do not overlap.
+      sequence).
+
+  The panels share the y axis. Each series has its own hollow marker and
+  line style, and on category axes the series are offset sideways, so that
+  series with equal values stay visible.
 
   Returns:
     ``path``.
   """
   names = list(panels)
   fig, axes = plt.subplots(
-      1, len(names), figsize=(4.2 * len(names), 3.6), squeeze=False
+      1,
+      len(names),
+      figsize=(4.2 * len(names), 3.6),
+      squeeze=False,
+      sharey=True,
   )
   handles, labels = [], []
   for ax, name in zip(axes[0], names):
@@ -346,19 +358,22 @@ def interval_lines_figure(
       if not points:
         continue
       index, mean, half = map(np.asarray, zip(*points))
+      # Series that coincide (e.g. two inverses both exact) stay visible:
+      # each has its own hollow marker and dash pattern, and categories are
+      # offset sideways.
       if numeric_x:
         x = np.asarray(xs, float)[index.astype(int)]
       else:
-        offset = (j - (len(series) - 1) / 2) * 0.08 if markers_only else 0.0
-        x = index + offset
+        x = index + (j - (len(series) - 1) / 2) * 0.08
       handle = ax.errorbar(
           x,
           mean,
           yerr=half,
-          marker='o',
-          markersize=3,
+          marker=_MARKERS[j % len(_MARKERS)],
+          markersize=6,
+          markerfacecolor='none',
           capsize=2,
-          linestyle='none' if markers_only else '-',
+          linestyle='none' if markers_only else _DASHES[j % len(_DASHES)],
           label=label,
       )
       if label not in labels:

@@ -10,7 +10,7 @@ each seed (``--seeds``, default 0,1,2) it trains, or reads back, a baseline
 config are read back, not retrained. Then it measures reconstruction,
 saliency (with the model-randomisation sanity check) and adversarial
 samples on every model (:mod:`bort_jax.programs.explain.measure`),
-aggregates the seeds (mean and 95% Student-t interval), checks the issue's
+aggregates the seeds (mean and 95% Student-t interval), checks the protocol's
 acceptance criteria, and writes ``report.json``, ``report.md`` and the
 figures into ``--out`` (:mod:`bort_jax.programs.explain.report`). It fails
 with a non-zero exit, writing nothing, if any reported metric is NaN.

@@ -4,7 +4,7 @@ Every number is the mean over seeds with its 95% Student-t interval
 (``mean ± half-width``; with 3 seeds the t quantile is 4.30, so intervals
 are wide). Comparisons are paired: Bort minus baseline (or Bort over
 baseline) per seed, the seed fixing initialisation and data order, then
-averaged. The acceptance criteria of the issue (:func:`acceptance`) are
+averaged. The protocol's acceptance criteria (:func:`acceptance`) are
 computed from the numbers and stated met or not.
 """
 
@@ -13,10 +13,11 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from scipy import stats
 
 from bort_jax.programs.explain import figures, protocol
 
@@ -31,7 +32,7 @@ __all__ = [
 ]
 
 ROLES = ('baseline', 'bort')
-#: The architecture and layer of the issue's acceptance criteria.
+#: The architecture and layer of the protocol's acceptance criteria.
 ACCEPTANCE_ARCHITECTURE = 'bort_invertible_cnn'
 ACCEPTANCE_LAYER = 'down2_lrelu'
 _HEADLINE = ('pearson_r', 'affine_mse', 'ssim', 'mse')
@@ -110,7 +111,7 @@ def _dig(tree: Any, keys: tuple[Any, ...]) -> Any:
 
 
 def acceptance(architectures: Mapping[str, Any]) -> dict[str, Any]:
-  """The issue's acceptance criteria, measured (met or not).
+  """The protocol's acceptance criteria, measured (met or not).
 
   On :data:`ACCEPTANCE_ARCHITECTURE`, Bort vs baseline, means over seeds:
 
@@ -367,6 +368,61 @@ def _runtime_lines(runtime: Mapping[str, Any]) -> list[str]:
   return lines
 
 
+def _has_bort_term(run: Mapping[str, Any]) -> bool:
+  return run['optimizer'].startswith('bort_') and bool(run['gamma'])
+
+
+def describe_runs(report: Mapping[str, Any]) -> str:
+  """Which optimizers the two roles used, from the runs themselves.
+
+  A baseline without Bort (``adamw``, ``sgd``...) ignores its config's
+  gamma, so no gamma is given for it.
+
+  Example:
+    >>> run = lambda opt, gamma: {'optimizer': opt, 'gamma': gamma}
+    >>> describe_runs({'architectures': {'cnn': {'runs': {'0': {
+    ...     'baseline': run('adamw', 2.0), 'bort': run('bort_adamw', 30.0)}}}}})
+    'Baseline `adamw` (no Bort term) vs Bort `bort_adamw` (gamma 30.0)'
+  """
+  runs = [
+      seed_runs
+      for entry in report['architectures'].values()
+      for seed_runs in entry['runs'].values()
+  ]
+
+  def describe(role: str) -> str:
+    optimizers = sorted({run[role]['optimizer'] for run in runs})
+    gammas = sorted(
+        {run[role]['gamma'] for run in runs if _has_bort_term(run[role])}
+    )
+    names = ', '.join(f'`{name}`' for name in optimizers)
+    if not gammas:
+      return f'{names} (no Bort term)'
+    return f'{names} (gamma {", ".join(str(g) for g in gammas)})'
+
+  return f'Baseline {describe("baseline")} vs Bort {describe("bort")}'
+
+
+def describe_intervals(seeds: Sequence[int]) -> str:
+  """How to read the ``mean ± half-width`` numbers for this many seeds.
+
+  Example:
+    >>> describe_intervals([0])
+    "One seed: every number is that seed's value, without an interval (an interval needs 2 seeds or more)."
+  """
+  if len(seeds) < 2:
+    return (
+        "One seed: every number is that seed's value, without an interval "
+        '(an interval needs 2 seeds or more).'
+    )
+  quantile = stats.t.ppf(0.975, len(seeds) - 1)
+  return (
+      'Every number is `mean ± 95% half-width` over the seeds (Student t; '
+      f'with {len(seeds)} seeds t = {quantile:.2f}, so the intervals are '
+      'wide); per-seed values are in `report.json`.'
+  )
+
+
 def write_markdown(report: Mapping[str, Any], out_dir: str) -> str:
   """(Re)writes ``report.md`` from a report (e.g. a loaded ``report.json``).
 
@@ -379,15 +435,13 @@ def write_markdown(report: Mapping[str, Any], out_dir: str) -> str:
   lines = [
       '# Bort explainability protocol (MNIST)',
       '',
-      f'Baseline `adamw` (gamma 0) vs Bort `bort_adamw`, seeds '
-      f'{settings["seeds"]}, for {", ".join(settings["models"])}. Every '
-      'number is `mean ± 95% half-width` over the seeds (Student t; with 3 '
-      'seeds t = 4.30, so the intervals are wide); per-seed values are in '
-      '`report.json`. Comparisons are paired by seed (same initialisation '
+      f'{describe_runs(report)}, seeds {settings["seeds"]}, for '
+      f'{", ".join(settings["models"])}. {describe_intervals(settings["seeds"])} '
+      'Comparisons are paired by seed (same initialisation '
       'and data order). Reconstruction numbers are in pixel units (images '
       'in [0, 1]).',
       '',
-      '## Acceptance criteria (issue 11)',
+      '## Acceptance criteria',
       '',
   ]
   acc = report['acceptance']
@@ -428,7 +482,7 @@ def write_markdown(report: Mapping[str, Any], out_dir: str) -> str:
               arch,
               role,
               info['optimizer'],
-              info['gamma'],
+              info['gamma'] if _has_bort_term(info) else '- (no Bort term)',
               info['epochs'],
               info['train_examples'] or 'all',
               ci(entry['summary'][role]['test_accuracy'], 4),
