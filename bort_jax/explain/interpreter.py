@@ -35,8 +35,9 @@ primitive's output is inverted as a block:
   is an approximation, no inverse. Under ``'pinv'``:
   ``gauss_newton_steps`` Gauss-Newton steps on
   :math:`\lVert S(h) + F(h) - y\rVert^2` from :math:`S^{+}(y)`, each solved
-  by conjugate gradients on the linearisation (``maxiter``, ``tol``);
-  locally convergent where the linearisation has full column rank;
+  by conjugate gradients on the linearisation (``maxiter``, ``tol``),
+  keeping the iterate of smallest residual (the start included); locally
+  convergent where the linearisation has full column rank;
 * any other block (attention, LayerNorm, GELU): Gauss-Newton under
   ``'pinv'`` from 0; no map under ``'transpose'``.
 
@@ -357,26 +358,12 @@ class _Planner:
       return self.gauss_newton(h, output, start)
 
     def invert(y):
-      def residual_norm(h_k):
-        return jnp.sum(jnp.square(block(h_k) - y))
-
-      def body(_, carry):
-        h_k, best, best_norm = carry
-        h_k = invert_s(target_of_s(y, h_k))
-        norm = residual_norm(h_k)
-        better = norm < best_norm
-        return (
-            h_k,
-            jnp.where(better, h_k, best),
-            jnp.where(better, norm, best_norm),
-        )
-
-      h_0 = start(y)
-      carry = (h_0, h_0, residual_norm(h_0))
-      _, best, _ = lax.fori_loop(
-          0, self.settings.residual_iterations, body, carry
+      return _keep_best(
+          lambda h_k: invert_s(target_of_s(y, h_k)),
+          lambda h_k: jnp.sum(jnp.square(block(h_k) - y)),
+          start(y),
+          self.settings.residual_iterations,
       )
-      return best
 
     return invert
 
@@ -417,9 +404,37 @@ class _Planner:
         return h + delta
 
       h_0 = jnp.zeros(aval.shape, aval.dtype) if start is None else start(y)
-      return lax.fori_loop(0, settings.gauss_newton_steps, step, h_0)
+      return _keep_best(
+          functools.partial(step, None),
+          lambda h: jnp.sum(jnp.square(block(h) - y)),
+          h_0,
+          settings.gauss_newton_steps,
+      )
 
     return invert
+
+
+def _keep_best(
+    step: Callable[[jax.Array], jax.Array],
+    residual: Callable[[jax.Array], jax.Array],
+    start: jax.Array,
+    iterations: int,
+) -> jax.Array:
+  """Iterates ``h <- step(h)``; returns the iterate of smallest residual.
+
+  The start counts, so the result is never worse than it; a NaN residual is
+  never the smallest.
+  """
+
+  def body(_, carry):
+    h, best, best_residual = carry
+    h = step(h)
+    r = residual(h)
+    better = r < best_residual
+    return h, jnp.where(better, h, best), jnp.where(better, r, best_residual)
+
+  carry = (start, start, residual(start))
+  return lax.fori_loop(0, iterations, body, carry)[1]
 
 
 def _rule_table(rules: Mapping[Any, Rule] | None) -> dict[str, Rule]:

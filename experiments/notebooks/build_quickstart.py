@@ -294,39 +294,56 @@ check on every CNN, with or without Bort (rank correlation 0.93 baseline,
         'markdown',
         """## Your own model
 
-`explain.reconstruct` takes an `nnx.Sequential` of your own too, its layers
-by index, with elements that are modules or plain functions (a
-`functools.partial` of `nnx.leaky_relu`, a reshape). Below, a small CNN of
-two square stride-2 convolutions (fan-in 2·2·C_in equal to the units),
-trained with and without Bort as above; the guide "Explain your own model"
-goes further.""",
+`explain.backtrack(f, x)` turns any JAX function into its backtracking map:
+an NNX module with a `__call__` of its own, a linen model's `apply`, a plain
+function. The procedures take the layer to explain as a function up to it.
+Below, a module of two square stride-2 convolutions (fan-in 2·2·C_in equal
+to the units) and a classifier, trained with and without Bort as above, and
+reconstructed from its features; the guide "Explain your own model" goes
+further.""",
     ),
     (
         'code',
         """import functools
+from flax import linen
 
-def small_cnn():
-    rngs = nnx.Rngs(1)
-    lrelu = functools.partial(nnx.leaky_relu, negative_slope=0.5)
-    return nnx.Sequential(
-        nnx.Conv(1, 4, (2, 2), strides=2, padding='VALID', rngs=rngs),   # 28x28x1 -> 14x14x4
-        lrelu,
-        nnx.Conv(4, 16, (2, 2), strides=2, padding='VALID', rngs=rngs),  # -> 7x7x16
-        lrelu,
-        lambda x: x.reshape(x.shape[0], -1),
-        nnx.Linear(7 * 7 * 16, 10, rngs=rngs),
-    )
+class SmallCNN(nnx.Module):
+    def __init__(self, rngs):
+        self.down1 = nnx.Conv(1, 4, (2, 2), strides=2, padding='VALID', rngs=rngs)   # 28x28x1 -> 14x14x4
+        self.down2 = nnx.Conv(4, 16, (2, 2), strides=2, padding='VALID', rngs=rngs)  # -> 7x7x16
+        self.head = nnx.Linear(7 * 7 * 16, 10, rngs=rngs)
+
+    def features(self, x):
+        x = jax.nn.leaky_relu(self.down1(x), 0.5)
+        return jax.nn.leaky_relu(self.down2(x), 0.5)
+
+    def __call__(self, x):
+        return self.head(self.features(x).reshape(x.shape[0], -1))
 
 x = test_batch['image'][:64]
 for name, gamma in (('baseline', 0.0), ('Bort', GAMMA)):
-    cnn = small_cnn()
-    optimizer = nnx.Optimizer(cnn, make_optimizer(gamma, '^layers/5/kernel$'), wrt=nnx.Param)
+    cnn = SmallCNN(nnx.Rngs(1))
+    optimizer = nnx.Optimizer(cnn, make_optimizer(gamma, '^head/kernel$'), wrt=nnx.Param)
     for batch in data.make_train_iterator(train_split, batch_size=BATCH, seed=1):
         train_step(cnn, optimizer, batch['image'], batch['label'])
-    z = explain.chain.forward_to(cnn, x, 3)  # the second leaky ReLU: 7x7x16 maps
-    scores = [f'{method} r {float(explain.pearson_r(explain.reconstruct(cnn, z, 3, x.shape[1:], method=method), x).mean()):.3f}'
+    features = lambda images: cnn.features(images)
+    scores = [f'{method} r {float(explain.pearson_r(explain.reconstruct(cnn, features(x), features, x.shape[1:], method=method), x).mean()):.3f}'
               for method in ('transpose', 'pinv')]
-    print(f'own CNN, {name:8s} test accuracy {accuracy(cnn):.3f}, reconstruction ' + ', '.join(scores))""",
+    print(f'own CNN, {name:8s} test accuracy {accuracy(cnn):.3f}, reconstruction ' + ', '.join(scores))
+
+# A linen model, untrained: least squares inverts its square layers exactly,
+# the transposed weights only once Bort has made them orthogonal.
+class LinenCNN(linen.Module):
+    @linen.compact
+    def __call__(self, x):
+        x = linen.leaky_relu(linen.Conv(4, (2, 2), strides=2, padding='VALID')(x), 0.5)
+        return linen.Conv(16, (2, 2), strides=2, padding='VALID')(x)
+
+linen_model = LinenCNN()
+f = functools.partial(linen_model.apply, linen_model.init(jax.random.key(0), x))
+for method in ('transpose', 'pinv'):
+    g = jax.jit(explain.backtrack(f, x, method))
+    print(f'linen CNN, untrained: {method} r {float(explain.pearson_r(g(f(x)), x).mean()):.3f}')""",
     ),
     (
         'markdown',
