@@ -68,6 +68,8 @@ METHODS = ('transpose', 'pinv')
 METRICS = ('pearson_r', 'affine_mse', 'blank_affine_mse', 'preimage_residual')
 MNIST = data.dataset_info('mnist')
 IDX_DIR_ENV = 'BORT_MNIST_IDX_DIR'
+#: Below this preimage residual, the report calls ``g`` an inverse.
+INVERSE_RESIDUAL = 1e-3
 
 Layer = Callable[[nnx.Module, jax.Array], jax.Array]
 
@@ -450,7 +452,7 @@ def _cell(interval: Mapping[str, Any], digits: int = 3) -> str:
 
 def _verdict(row: Mapping[str, Any]) -> str:
   residual = row['preimage_residual']['mean']
-  if residual < 1e-3:
+  if residual < INVERSE_RESIDUAL:
     return 'inverse (g(z) is a preimage)'
   return f'not an inverse: f(g(z)) misses z by {residual:.0%}'
 
@@ -518,7 +520,51 @@ def markdown(report: Mapping[str, Any]) -> str:
           f'| {_cell(b["preimage_residual"])} | {_verdict(b)} |'
       )
     lines.append('')
-  return '\n'.join(lines)
+  return '\n'.join(lines + _findings(report))
+
+
+def _overlap(a: Mapping[str, Any], b: Mapping[str, Any]) -> str:
+  if a['ci95'] is None or b['ci95'] is None:
+    return 'one seed, no interval'
+  disjoint = abs(a['mean'] - b['mean']) > a['ci95'] + b['ci95']
+  return 'intervals disjoint' if disjoint else 'intervals overlap'
+
+
+def _findings(report: Mapping[str, Any]) -> list[str]:
+  """What held and what did not, read off the summary."""
+  rows = [
+      (r['architecture'], r['optimizer'], b)
+      for r in report['summary']
+      for b in r['backtracking']
+  ]
+  inverse = [
+      f'{arch} {b["layer"]} {b["method"]} ({optimizer})'
+      for arch, optimizer, b in rows
+      if b['preimage_residual']['mean'] < INVERSE_RESIDUAL
+  ]
+  lines = [
+      '## What held and what did not',
+      '',
+      f'* g is an inverse (mean residual below {INVERSE_RESIDUAL:g}) for: '
+      + (', '.join(inverse) if inverse else 'no row')
+      + '; everywhere else g(z) is no preimage of z, and r measures an '
+      'approximation.',
+  ]
+  by_key = {(a, b['layer'], b['method'], o): b for a, o, b in rows}
+  for arch, layer, method, optimizer in by_key:
+    if (
+        optimizer != OPTIMIZERS[0]
+        or (arch, layer, method, OPTIMIZERS[1]) not in by_key
+    ):
+      continue
+    base = by_key[(arch, layer, method, OPTIMIZERS[0])]['pearson_r']
+    bort = by_key[(arch, layer, method, OPTIMIZERS[1])]['pearson_r']
+    lines.append(
+        f'* {arch} {layer}, {method}: r {base["mean"]:.3f} with '
+        f'{OPTIMIZERS[0]}, {bort["mean"]:.3f} with {OPTIMIZERS[1]} '
+        f'({_overlap(base, bort)}).'
+    )
+  return lines + ['']
 
 
 def write_report(report: Mapping[str, Any], out: Path) -> None:
