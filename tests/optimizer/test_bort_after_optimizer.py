@@ -32,7 +32,7 @@ OPTIMIZERS = {
 
 def _outside_head(params):
   return {
-      name: jax.tree.map(lambda _: name != 'head', sub)
+      name: jax.tree.map(lambda _, keep=name != 'head': keep, sub)
       for name, sub in params.items()
   }
 
