@@ -6,8 +6,9 @@ themselves) it times ``update + apply_updates`` (a jitted loop of ``--iterations
 updates, so dispatch costs nothing) of
 
 * ``optax.adamw`` vs ``bort_jax.bort_adamw`` (fixed and adaptive amplitude,
-  default and highest matmul precision; kernels of equal shape batched, the
-  default, or corrected one by one, ``batch_kernels=False``) and vs
+  default and highest matmul precision; the default, kernels of equal shape
+  batched, ``batch_kernels=True``, or one by one, ``batch_kernels=False``;
+  the default batches on GPU and TPU and not on CPU) and vs
   ``minimal bort_adamw``, a hand-written BortA (:func:`minimal_bort_adamw`,
   the least the correction can cost), whose ratios are printed too;
 * ``optax.sgd`` with momentum and coupled weight decay vs ``bort_jax.bort_sgd``
@@ -135,6 +136,12 @@ def optimizer_pairs() -> dict[str, dict[str, optax.GradientTransformation]]:
               gamma=GAMMA,
               weight_decay=WEIGHT_DECAY,
               batch_kernels=False,
+          ),
+          'bort_adamw batched': bort_jax.bort_adamw(
+              LEARNING_RATE,
+              gamma=GAMMA,
+              weight_decay=WEIGHT_DECAY,
+              batch_kernels=True,
           ),
           MINIMAL: minimal_bort_adamw(LEARNING_RATE, GAMMA, WEIGHT_DECAY),
       },
