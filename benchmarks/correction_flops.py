@@ -43,6 +43,11 @@ def _parse(argv):
       action='store_true',
       help='skip running the updates (FLOP counts only)',
   )
+  parser.add_argument(
+      '--no-split',
+      action='store_true',
+      help='skip the split_axis placements (for versions without it)',
+  )
   parser.add_argument('--json', help='also write the results to this file')
   return parser.parse_args(argv)
 
@@ -120,7 +125,7 @@ def main(argv=None):
             LEARNING_RATE,
             gamma=GAMMA,
             weight_decay=WEIGHT_DECAY,
-            split_axis=split_axis,
+            **({} if split_axis is None else dict(split_axis=split_axis)),
         ),
     }
 
@@ -167,6 +172,8 @@ def main(argv=None):
       'auto replicated, split_axis': ('auto', replicated, 'data'),
       'explicit replicated, split_axis': ('explicit', replicated, 'data'),
   }
+  if args.no_split:
+    placements = {k: v for k, v in placements.items() if v[2] is None}
   results = {}
   reference, measured_total = None, None
   for name, (kind, specs, split_axis) in placements.items():

@@ -144,6 +144,12 @@ def optimizer_pairs() -> dict[str, dict[str, optax.GradientTransformation]]:
               batch_kernels=True,
           ),
           MINIMAL: minimal_bort_adamw(LEARNING_RATE, GAMMA, WEIGHT_DECAY),
+          # The same program compiled twice: the spread between two
+          # compilations and over the repeats, to read the ratios against.
+          MINIMAL
+          + ' recompiled': minimal_bort_adamw(
+              LEARNING_RATE, GAMMA, WEIGHT_DECAY
+          ),
       },
       'sgd': {
           'sgd': sgd,

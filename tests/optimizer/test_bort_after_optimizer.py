@@ -314,3 +314,17 @@ def test_mnist_cnn_chain_trains_like_bort_adamw(mnist_subset):
   assert chain['error'] < 0.25 and adamw['error'] > 10 * chain['error'], results
   naive = results['naive']
   assert not np.isfinite(naive['loss']) or naive['error'] > 1.0, results
+
+
+def test_split_axis_changes_nothing_on_one_device(dict_params, helpers):
+  grads = helpers.grads_sequence(dict_params, num_steps=2)
+  split, _, _ = helpers.run_steps(
+      bort_jax.bort_adamw(1e-2, gamma=0.5, split_axis='data'),
+      dict_params,
+      grads,
+  )
+  whole, _, _ = helpers.run_steps(
+      bort_jax.bort_adamw(1e-2, gamma=0.5), dict_params, grads
+  )
+  for got, want in zip(split, whole):
+    helpers.assert_trees_close(got, want, rtol=0, atol=0)
