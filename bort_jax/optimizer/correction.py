@@ -313,15 +313,19 @@ def bort_correction(
   layout.check_dimension_numbers(dimension_numbers)
   layout.normalized_axes(kernel.shape, dimension_numbers)
   check_complex_mode(mode, kernel.dtype)
-  spec = placement.explicit_spec(kernel)
-  matrices = layout.to_matrices(
-      placement.to_replicated(kernel.astype(compute_dtype(kernel.dtype))),
-      dimension_numbers,
-  )
-  delta = matrix_correction(
-      matrices, amplitude=amplitude, mode=mode, precision=precision
-  )
-  delta = layout.from_matrices(delta, kernel.shape, dimension_numbers).astype(
-      kernel.dtype
-  )
-  return placement.to_sharding(delta, spec)
+  def correct(kernels):
+    matrices = layout.to_matrices(
+        kernels[0].astype(compute_dtype(kernel.dtype)), dimension_numbers
+    )
+    delta = matrix_correction(
+        matrices, amplitude=amplitude, mode=mode, precision=precision
+    )
+    return [
+        layout.from_matrices(delta, kernel.shape, dimension_numbers).astype(
+            kernel.dtype
+        )
+    ]
+
+  return placement.on_own_shardings(
+      correct, [kernel], [placement.explicit_spec(kernel)]
+  )[0]

@@ -12,12 +12,16 @@ JAX has two ways to shard an array inside ``jax.jit``:
 
 The correction reads each kernel as matrices (a transpose and a reshape) and
 multiplies them by their own transpose, which under explicit axes is
-ambiguous for any sharded kernel. Here such a kernel is made replicated for the
-correction (:func:`to_replicated`) and the result is put back on the kernel's
-own sharding (:func:`to_sharding`). Under auto axes nothing is changed, and the
-compiler keeps each kernel's sharding as long as kernels are corrected one by
-one; :func:`placement_key` says when kernels may be stacked and corrected
-together without moving data between devices.
+ambiguous for any sharded kernel. Here the correction runs with the compiler
+choosing shardings (:func:`on_own_shardings`, through
+:func:`jax.sharding.auto_axes`), as under auto axes, so that each device
+computes its share, and the result comes back on the kernel's own explicit
+sharding. Under auto axes the compiler keeps each kernel's sharding as long as
+kernels are corrected one by one; :func:`placement_key` says when kernels may
+be stacked and corrected together without moving data between devices.
+:func:`split_spec` and :func:`constrain` spread the correction of replicated
+kernels over a mesh axis (``split_axis``). :func:`to_replicated` serves the
+orthogonality report, which reads whole kernels.
 """
 
 from __future__ import annotations
