@@ -308,6 +308,14 @@ def main():
               max_abs_value=float(np.max(np.abs(ref))),
           )
       )
+    # split_axis naming an axis the mesh does not have: refused while
+    # tracing (dense_replicated is replicated, so it would be split).
+    wrong_split = bort_jax.bort_adamw(1e-2, gamma=0.1, split_axis='batch')
+    try:
+      jax.jit(wrong_split.update)(sharded, wrong_split.init(sharded), sharded)
+      split_error = None
+    except ValueError as error:
+      split_error = str(error)
   report_diff = max(
       abs(float(sharded_report[k]) - float(report[k])) for k in report
   )
@@ -319,6 +327,7 @@ def main():
               'concatenates': concatenates,
               'report_max_abs_diff': report_diff,
               'bort_correction': correction_records,
+              'split_error': split_error,
           }
       )
   )

@@ -125,3 +125,8 @@ def test_bort_correction_of_sharded_kernels(mesh_run):
   for r in records:
     assert r['equivalent'], r
     assert r['max_abs_diff'] <= 1e-5 * r['max_abs_value'] + 1e-7, r
+
+
+def test_split_axis_must_be_an_axis_of_the_mesh(mesh_run):
+  assert "split_axis 'batch'" in mesh_run['split_error']
+  assert "not among the mesh axes ('data', 'model')" in mesh_run['split_error']
