@@ -5,9 +5,11 @@ from bort_jax.optimizer import MODES
 from bort_jax.optimizer import AddBortCorrectionState
 from bort_jax.optimizer import BortDimensionNumbers
 from bort_jax.optimizer import add_bort_correction
+from bort_jax.optimizer import add_decoupled_bort_correction
 from bort_jax.optimizer import bort_adamw
 from bort_jax.optimizer import bort_correction
 from bort_jax.optimizer import bort_sgd
+from bort_jax.optimizer import with_bort
 from bort_jax.optimizer import default_dimension_numbers
 from bort_jax.optimizer import default_mask
 from bort_jax.optimizer import kernels_except
@@ -22,6 +24,7 @@ __all__ = [
     'BortDimensionNumbers',
     'MODES',
     'add_bort_correction',
+    'add_decoupled_bort_correction',
     'bort_adamw',
     'bort_correction',
     'bort_sgd',
@@ -32,6 +35,7 @@ __all__ = [
     'orthogonality_report',
     'stacked_dimension_numbers',
     'summarize_report',
+    'with_bort',
 ]
 
 __version__ = '0.1.0'

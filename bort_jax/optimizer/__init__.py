@@ -13,8 +13,10 @@ from bort_jax.optimizer.report import orthogonality_report
 from bort_jax.optimizer.report import summarize_report
 from bort_jax.optimizer.transform import AddBortCorrectionState
 from bort_jax.optimizer.transform import add_bort_correction
+from bort_jax.optimizer.transform import add_decoupled_bort_correction
 from bort_jax.optimizer.transform import bort_adamw
 from bort_jax.optimizer.transform import bort_sgd
+from bort_jax.optimizer.transform import with_bort
 
 __all__ = [
     'ADAPTIVE',
@@ -22,6 +24,7 @@ __all__ = [
     'BortDimensionNumbers',
     'MODES',
     'add_bort_correction',
+    'add_decoupled_bort_correction',
     'bort_adamw',
     'bort_correction',
     'bort_sgd',
@@ -32,4 +35,5 @@ __all__ = [
     'orthogonality_report',
     'stacked_dimension_numbers',
     'summarize_report',
+    'with_bort',
 ]

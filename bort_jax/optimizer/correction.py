@@ -154,12 +154,32 @@ def _squared_magnitude(matrices: Array) -> Array:
   return jnp.square(matrices)
 
 
-def _adjoint(matrices: Array) -> Array:
-  r""":math:`M^H` over the last two axes (:math:`M^\top` for real ``M``)."""
-  adjoint = jnp.swapaxes(matrices, -1, -2)
-  if jnp.issubdtype(matrices.dtype, jnp.complexfloating):
-    adjoint = jnp.conj(adjoint)
-  return adjoint
+def _gram(matrices: Array, contract: int, precision) -> Array:
+  r"""Gram matrix of a ``[..., n, d]`` stack without forming a transpose.
+
+  ``contract=-2`` gives :math:`M^H M` (``[..., d, d]``), ``contract=-1``
+  gives :math:`M M^H` (``[..., n, n]``); :math:`M^\top` for real ``M``. One
+  ``dot_general`` contracting the named axis of both operands: XLA reads
+  the operands in place, where ``swapaxes`` and a batched matmul would copy
+  every kernel into its transpose first.
+  """
+  batch = tuple(range(matrices.ndim - 2))
+  axis = matrices.ndim + contract
+  conjugated = (
+      jnp.conj(matrices)
+      if jnp.issubdtype(matrices.dtype, jnp.complexfloating)
+      else matrices
+  )
+  if contract == -2:  # (M^H M)_jk = sum_i conj(m_ij) m_ik
+    lhs, rhs = conjugated, matrices
+  else:  # (M M^H)_ik = sum_j m_ij conj(m_kj)
+    lhs, rhs = matrices, conjugated
+  return jax.lax.dot_general(
+      lhs,
+      rhs,
+      (((axis,), (axis,)), (batch, batch)),
+      precision=precision,
+  )
 
 
 def resolve_amplitude(matrices: Array, amplitude: Amplitude) -> Array:
@@ -219,17 +239,12 @@ def matrix_correction(
   check_complex_mode(mode, matrices.dtype, 'matrices')
   n, d = matrices.shape[-2:]
   a = resolve_amplitude(matrices, amplitude)
-  t = _adjoint
 
   if mode == 'l2-full':
     if d <= n:
-      cubic = _matmul(
-          matrices, _matmul(t(matrices), matrices, precision), precision
-      )
+      cubic = _matmul(matrices, _gram(matrices, -2, precision), precision)
     else:
-      cubic = _matmul(
-          _matmul(matrices, t(matrices), precision), matrices, precision
-      )
+      cubic = _matmul(_gram(matrices, -1, precision), matrices, precision)
     return cubic - a * matrices
   if mode in ('l2-row', 'l1-row'):
     excess = jnp.sum(_squared_magnitude(matrices), axis=-2, keepdims=True) - a
@@ -238,12 +253,12 @@ def matrix_correction(
     excess = jnp.sum(_squared_magnitude(matrices), axis=-1, keepdims=True) - a
     return matrices * (excess if mode == 'l2-col' else jnp.sign(excess))
   if mode == 'l1-fullrow':
-    gram = _matmul(t(matrices), matrices, precision)
+    gram = _gram(matrices, -2, precision)
     return _matmul(
         matrices, jnp.sign(gram - a * jnp.eye(d, dtype=gram.dtype)), precision
     )
   # l1-fullcol
-  gram = _matmul(matrices, t(matrices), precision)
+  gram = _gram(matrices, -1, precision)
   return _matmul(
       jnp.sign(gram - a * jnp.eye(n, dtype=gram.dtype)), matrices, precision
   )
@@ -298,15 +313,19 @@ def bort_correction(
   layout.check_dimension_numbers(dimension_numbers)
   layout.normalized_axes(kernel.shape, dimension_numbers)
   check_complex_mode(mode, kernel.dtype)
-  spec = placement.explicit_spec(kernel)
-  matrices = layout.to_matrices(
-      placement.to_replicated(kernel.astype(compute_dtype(kernel.dtype))),
-      dimension_numbers,
-  )
-  delta = matrix_correction(
-      matrices, amplitude=amplitude, mode=mode, precision=precision
-  )
-  delta = layout.from_matrices(delta, kernel.shape, dimension_numbers).astype(
-      kernel.dtype
-  )
-  return placement.to_sharding(delta, spec)
+  def correct(kernels):
+    matrices = layout.to_matrices(
+        kernels[0].astype(compute_dtype(kernel.dtype)), dimension_numbers
+    )
+    delta = matrix_correction(
+        matrices, amplitude=amplitude, mode=mode, precision=precision
+    )
+    return [
+        layout.from_matrices(delta, kernel.shape, dimension_numbers).astype(
+            kernel.dtype
+        )
+    ]
+
+  return placement.on_own_shardings(
+      correct, [kernel], [placement.explicit_spec(kernel)]
+  )[0]

@@ -12,12 +12,16 @@ JAX has two ways to shard an array inside ``jax.jit``:
 
 The correction reads each kernel as matrices (a transpose and a reshape) and
 multiplies them by their own transpose, which under explicit axes is
-ambiguous for any sharded kernel. Here such a kernel is made replicated for the
-correction (:func:`to_replicated`) and the result is put back on the kernel's
-own sharding (:func:`to_sharding`). Under auto axes nothing is changed, and the
-compiler keeps each kernel's sharding as long as kernels are corrected one by
-one; :func:`placement_key` says when kernels may be stacked and corrected
-together without moving data between devices.
+ambiguous for any sharded kernel. Here the correction runs with the compiler
+choosing shardings (:func:`on_own_shardings`, through
+:func:`jax.sharding.auto_axes`), as under auto axes, so that each device
+computes its share, and the result comes back on the kernel's own explicit
+sharding. Under auto axes the compiler keeps each kernel's sharding as long as
+kernels are corrected one by one; :func:`placement_key` says when kernels may
+be stacked and corrected together without moving data between devices.
+:func:`split_spec` and :func:`constrain` spread the correction of replicated
+kernels over a mesh axis (``split_axis``). :func:`to_replicated` serves the
+orthogonality report, which reads whole kernels.
 """
 
 from __future__ import annotations
@@ -110,3 +114,85 @@ def placement_key(x: Array) -> Hashable | None:
   ):
     return ('explicit', tuple(sharding.spec))
   return None
+
+
+def kernel_mesh(x: Array) -> Any:
+  """The (abstract) mesh ``x`` is on inside ``jit``, or ``None`` on one device.
+
+  Under auto axes the mesh is known while tracing even though the sharding is
+  not; a mesh of one device counts as none.
+  """
+  mesh = getattr(_sharding(x), 'mesh', None)
+  if (
+      mesh is None
+      or getattr(mesh, 'empty', True)
+      or getattr(mesh, 'size', 0) == 1
+  ):
+    return None
+  return mesh
+
+
+def check_split_axis(split_axis: str | tuple[str, ...] | None) -> None:
+  """Raises ``ValueError`` unless ``split_axis`` is ``None``, a name or names."""
+  if split_axis is None:
+    return
+  names = (split_axis,) if isinstance(split_axis, str) else split_axis
+  if (
+      not isinstance(names, tuple)
+      or not names
+      or not all(isinstance(n, str) and n for n in names)
+  ):
+    raise ValueError(
+        'split_axis must be a mesh axis name or a tuple of them, got '
+        f'{split_axis!r}.'
+    )
+
+
+def split_spec(
+    mesh: Any, split_axis: str | tuple[str, ...], ndim: int, dim: int
+) -> PartitionSpec:
+  """``P`` sharding dimension ``dim`` of an ``ndim``-array over ``split_axis``.
+
+  Raises:
+    ValueError: an axis of ``split_axis`` is not an axis of ``mesh``.
+  """
+  names = (split_axis,) if isinstance(split_axis, str) else tuple(split_axis)
+  missing = [n for n in names if n not in mesh.axis_names]
+  if missing:
+    raise ValueError(
+        f'split_axis {split_axis!r}: {missing} not among the mesh axes '
+        f'{tuple(mesh.axis_names)} the kernels are on.'
+    )
+  entries = [None] * ndim
+  entries[dim] = names[0] if len(names) == 1 else names
+  return PartitionSpec(*entries)
+
+
+def constrain(x: Array, mesh: Any, spec: PartitionSpec) -> Array:
+  """``x`` constrained to ``spec`` over ``mesh`` (auto axes: a hint to XLA)."""
+  return jax.lax.with_sharding_constraint(
+      x, jax.sharding.NamedSharding(mesh, spec)
+  )
+
+
+def on_own_shardings(fn, kernels: list[Array], specs: list[Any]) -> Any:
+  """``fn(kernels)`` with XLA choosing shardings, results on ``specs``.
+
+  Under explicit axes a matmul whose operands are sharded along their
+  contraction is ambiguous; :func:`jax.sharding.auto_axes` lets the compiler
+  partition it as it does under auto axes (each device works on its share,
+  partial Gram matrices are summed), and the results come back with the
+  explicit ``specs``. With no explicit spec ``fn`` runs as is.
+  """
+  if all(spec is None for spec in specs):
+    return fn(kernels)
+  run = jax.sharding.auto_axes(
+      fn, out_sharding=[PartitionSpec() if s is None else s for s in specs]
+  )
+  if getattr(jax.sharding.get_abstract_mesh(), 'empty', True):
+    mesh = next(
+        _sharding(k).mesh for k, s in zip(kernels, specs) if s is not None
+    )
+    with jax.sharding.use_abstract_mesh(mesh):
+      return run(kernels)
+  return run(kernels)

@@ -69,7 +69,11 @@ def orthogonality_report(
   Args:
     params: parameter pytree.
     amplitude: the ``a`` the kernels are driven to (or ``"adaptive"``).
-    mask: leaves to report on (default: the kernels Bort constrains).
+    mask: leaves to report on, as the optimizer's ``mask`` (default:
+      :func:`default_mask`, every kernel). Pass the optimizer's own mask, the
+      same object, so that the report covers the kernels Bort constrains: a
+      classifier left out of the Bort term (``kernels_except('^head/')``) is
+      free, far from orthogonal, and would dominate the figures.
     dimension_numbers: how kernels are read (default as in
       :func:`add_bort_correction`).
 
@@ -79,10 +83,13 @@ def orthogonality_report(
 
   Example:
     >>> import jax, jax.numpy as jnp
+    >>> from bort_jax.optimizer.masking import kernels_except
     >>> q, _ = jnp.linalg.qr(jax.random.normal(jax.random.key(0), (8, 4)))
-    >>> report = orthogonality_report({'dense': {'kernel': q}})
-    >>> float(report['dense/kernel']['relative_error']) < 1e-5
-    True
+    >>> params = {'dense': {'kernel': q}, 'head': {'kernel': jnp.ones((4, 2))}}
+    >>> mask = kernels_except('^head/')  # the optimizer's mask, given once
+    >>> report = orthogonality_report(params, mask=mask)
+    >>> list(report), float(report['dense/kernel']['relative_error']) < 1e-5
+    (['dense/kernel'], True)
   """
   correction.check_amplitude(amplitude)
   leaves, _, selected = masking.select_leaves(params, mask, dimension_numbers)

@@ -134,10 +134,17 @@ class CompiledSteps:
   sync_every_step: bool
 
 
-def orthogonality_summary(params, amplitude) -> dict[str, jax.Array]:
-  """:func:`bort_jax.summarize_report` of the constrained kernels."""
+def orthogonality_summary(
+    params, amplitude, exclude: tuple[str, ...] = ()
+) -> dict[str, jax.Array]:
+  """:func:`bort_jax.summarize_report` of the kernels Bort constrains.
+
+  ``exclude`` are the config's ``bort_exclude`` patterns: the kernels the
+  optimizer leaves out of the Bort term are left out of the report too.
+  """
+  mask = bort_jax.kernels_except(*exclude) if exclude else None
   return bort_jax.summarize_report(
-      bort_jax.orthogonality_report(params, amplitude=amplitude)
+      bort_jax.orthogonality_report(params, amplitude=amplitude, mask=mask)
   )
 
 
@@ -151,13 +158,15 @@ def compile_steps(
 
   Args:
     config: uses ``parallel``, ``param_sharding``, ``fsdp_min_size``,
-      ``label_smoothing`` and ``amplitude``.
+      ``label_smoothing``, ``amplitude`` and ``bort_exclude``.
     definition: from :func:`bort_jax.training.step.create_train_state`.
     tx: the optimizer.
     template: the train state or its shapes (``jax.eval_shape``), for the
       shardings.
   """
-  report = lambda state: orthogonality_summary(state.params, config.amplitude)
+  report = lambda state: orthogonality_summary(
+      state.params, config.amplitude, tuple(config.bort_exclude)
+  )
   multi_device_cpu = jax.default_backend() == 'cpu' and jax.device_count() > 1
   if config.parallel == 'pmap':
     if jax.process_count() > 1:

@@ -264,6 +264,13 @@ def main():
   report = jax.jit(bort_jax.summarize_report)(
       bort_jax.orthogonality_report(jax.device_put(params, single))
   )
+  single_corrections = {
+      path_str(p): np.asarray(
+          bort_jax.bort_correction(jax.device_put(leaf, single))
+      )
+      for p, leaf in jax.tree_util.tree_flatten_with_path(params)[0]
+      if leaf.ndim >= 2
+  }
   with jax.set_mesh(explicit_mesh):
     sharded = jax.device_put(
         params,
@@ -280,6 +287,35 @@ def main():
             )
         )(sharded)
     )
+    # The pure function, jitted on each sharded kernel: its sharding kept,
+    # its value that of one device.
+    kernels = {
+        path_str(p): leaf
+        for p, leaf in jax.tree_util.tree_flatten_with_path(sharded)[0]
+        if leaf.ndim >= 2
+    }
+    correction_records = []
+    for leaf_name, kernel in kernels.items():
+      delta = jax.block_until_ready(jax.jit(bort_jax.bort_correction)(kernel))
+      ref = single_corrections[leaf_name]
+      correction_records.append(
+          dict(
+              leaf=leaf_name,
+              equivalent=bool(
+                  delta.sharding.is_equivalent_to(kernel.sharding, delta.ndim)
+              ),
+              max_abs_diff=float(np.max(np.abs(np.asarray(delta) - ref))),
+              max_abs_value=float(np.max(np.abs(ref))),
+          )
+      )
+    # split_axis naming an axis the mesh does not have: refused while
+    # tracing (dense_replicated is replicated, so it would be split).
+    wrong_split = bort_jax.bort_adamw(1e-2, gamma=0.1, split_axis='batch')
+    try:
+      jax.jit(wrong_split.update)(sharded, wrong_split.init(sharded), sharded)
+      split_error = None
+    except ValueError as error:
+      split_error = str(error)
   report_diff = max(
       abs(float(sharded_report[k]) - float(report[k])) for k in report
   )
@@ -290,6 +326,8 @@ def main():
               'records': records,
               'concatenates': concatenates,
               'report_max_abs_diff': report_diff,
+              'bort_correction': correction_records,
+              'split_error': split_error,
           }
       )
   )

@@ -117,3 +117,16 @@ def test_explicit_mesh_batches_kernels_of_equal_shape_and_sharding(
 def test_orthogonality_report_of_sharded_params(mesh_run):
   # Figures of order 0.1-1 in float32, the Gram matrices at highest precision.
   assert mesh_run['report_max_abs_diff'] <= 1e-5
+
+
+def test_bort_correction_of_sharded_kernels(mesh_run):
+  records = mesh_run['bort_correction']
+  assert {r['leaf'] for r in records} == {f'{k}/kernel' for k in KERNELS}
+  for r in records:
+    assert r['equivalent'], r
+    assert r['max_abs_diff'] <= 1e-5 * r['max_abs_value'] + 1e-7, r
+
+
+def test_split_axis_must_be_an_axis_of_the_mesh(mesh_run):
+  assert "split_axis 'batch'" in mesh_run['split_error']
+  assert "not among the mesh axes ('data', 'model')" in mesh_run['split_error']

@@ -306,7 +306,7 @@ def test_single_device_arrays_can_be_stacked():
     ],
     ids=['add_bort_correction', 'bort_sgd', 'bort_adamw'],
 )
-def test_kernels_of_equal_matrix_shape_are_batched_by_default(factory):
+def test_kernels_of_equal_matrix_shape_are_batched_on_request(factory):
   keys = jax.random.split(jax.random.key(7), 2)
   params = {
       'a': {'kernel': jax.random.normal(keys[0], (6, 4))},
@@ -316,14 +316,18 @@ def test_kernels_of_equal_matrix_shape_are_batched_by_default(factory):
   jaxprs = {}
   for name, kwargs in (
       ('default', {}),
+      ('batched', {'batch_kernels': True}),
       ('one_by_one', {'batch_kernels': False}),
   ):
     tx = factory(**kwargs)
     jaxprs[name] = str(
         jax.make_jaxpr(tx.update)(zeros, tx.init(params), params)
     )
-  assert re.search(r'f32\[2,6,4\] = concatenate', jaxprs['default'])
+  assert re.search(r'f32\[2,6,4\] = concatenate', jaxprs['batched'])
   assert 'concatenate' not in jaxprs['one_by_one']
+  # The default batches on accelerators only; these tests run on the CPU.
+  assert jax.default_backend() == 'cpu'
+  assert 'concatenate' not in jaxprs['default']
 
 
 # --------------------------------------------- the adaptive amplitude's drift
