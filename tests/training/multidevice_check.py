@@ -15,6 +15,12 @@ FSDP; dropout: the same masks under a sharded batch),
 waiting for every step (XLA's CPU collectives can deadlock when many steps
 are in flight), and prints one JSON line: per case and mode the largest
 parameter difference from the single-device run and the largest parameter.
+
+Cases in ``STEPWISE`` compare each step from the single-device run's state
+instead of two whole trajectories: LAMB's trust ratio (one norm ratio per
+kernel) amplifies the first step's float32 rounding (3e-8 here) to 4e-4 of
+the parameters by the third step, while one step from the same state agrees
+to rounding (measured on the ResNet case).
 """
 
 import json
@@ -111,16 +117,25 @@ def setup(case):
   return definition, tx, state
 
 
+#: Cases compared step by step from the single-device states (see above).
+STEPWISE = frozenset({'resnet_batchnorm_bort_lamb'})
+
+
 def run_single(case):
+  """The single-device states: the initial one and one after each step."""
   definition, tx, state = setup(case)
   step = jax.jit(step_lib.make_train_step(definition, tx, label_smoothing=0.1))
+  states = [state]
   for batch in batches(CASES[case][2]):
     state, _ = step(state, batch)
     jax.block_until_ready(state)
-  return state.params
+    states.append(state)
+  return states
 
 
-def run_jit(case, fsdp):
+def run_jit(case, fsdp, reference_states=None):
+  """Params after the steps on the mesh; with ``reference_states``, the
+  params of each step taken from the matching reference state instead."""
   definition, tx, state = setup(case)
   mesh = parallel.create_mesh()
   shardings = parallel.state_sharding(state, mesh, fsdp=fsdp, min_size=0)
@@ -135,10 +150,14 @@ def run_jit(case, fsdp):
       not leaf.sharding.is_fully_replicated
       for leaf in jax.tree.leaves(state.params)
   )
-  for batch in batches(CASES[case][2]):
+  params = []
+  for i, batch in enumerate(batches(CASES[case][2])):
+    if reference_states is not None:
+      state = parallel.put_state(reference_states[i], shardings)
     state, _ = step(state, parallel.global_batch(batch, mesh))
     jax.block_until_ready(state)
-  return state.params, sharded_leaves
+    params.append(state.params)
+  return params, sharded_leaves
 
 
 def run_pmap(case):
@@ -175,19 +194,30 @@ def main():
     )
   results = {}
   for case, (*_, modes) in CASES.items():
-    reference = run_single(case)
+    states = run_single(case)
+    reference = states[-1].params
     scale = max(
         float(np.max(np.abs(np.asarray(x)))) for x in jax.tree.leaves(reference)
     )
     results[case] = {'scale': scale}
     for mode in modes:
       if mode == 'pmap':
-        params = run_pmap(case)
+        results[case][mode] = difference(reference, run_pmap(case))
+        continue
+      stepwise = case in STEPWISE
+      params, sharded = run_jit(
+          case,
+          fsdp=mode == 'jit_fsdp',
+          reference_states=states if stepwise else None,
+      )
+      if mode == 'jit_fsdp':
+        results[case]['fsdp_sharded_leaves'] = sharded
+      if stepwise:
+        results[case][mode] = max(
+            difference(s.params, p) for s, p in zip(states[1:], params)
+        )
       else:
-        params, sharded = run_jit(case, fsdp=mode == 'jit_fsdp')
-        if mode == 'jit_fsdp':
-          results[case]['fsdp_sharded_leaves'] = sharded
-      results[case][mode] = difference(reference, params)
+        results[case][mode] = difference(reference, params[-1])
   print(json.dumps(results))
 
 
