@@ -27,6 +27,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -106,6 +107,7 @@ class Graph:
   avals: dict[int, jax.ShapeDtypeStruct]
   idom: dict[int, int]
 
+  @functools.cached_property
   def producers(self) -> dict[int, Node]:
     """The node that produces each dependent variable."""
     return {v: node for node in self.nodes for v in node.outputs}
@@ -120,7 +122,7 @@ class Graph:
 
   def block(self, source: int, target: int) -> list[Node]:
     """The nodes on paths from ``source`` to ``target``, in order."""
-    producers = self.producers()
+    producers = self.producers
     needed, stack = set(), [target]
     while stack:
       v = stack.pop()

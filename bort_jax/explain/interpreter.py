@@ -205,7 +205,7 @@ class _Planner:
     self.graph = graph
     self.rules = rules
     self.settings = settings
-    self.producers = graph.producers()
+    self.producers = graph.producers
 
   def operands(self, node: Node, index: int) -> tuple[Any, ...]:
     return tuple(

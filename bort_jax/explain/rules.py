@@ -343,7 +343,6 @@ def _dot_unit_scales(eqn: Equation, layout: dict[str, Any]) -> jax.Array:
   )
   n_batch = len(layout['w_batch'])
   n_x_free = len(layout['x_free'])
-  n_w_free = len(layout['w_free'])
   if layout['x_is_lhs']:  # (batch, x free, w free)
     shape = (
         *scales.shape[:n_batch],
@@ -352,7 +351,6 @@ def _dot_unit_scales(eqn: Equation, layout: dict[str, Any]) -> jax.Array:
     )
   else:  # (batch, w free, x free)
     shape = (*scales.shape, *([1] * n_x_free))
-  del n_w_free
   return scales.reshape(shape)
 
 

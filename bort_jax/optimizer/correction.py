@@ -313,6 +313,7 @@ def bort_correction(
   layout.check_dimension_numbers(dimension_numbers)
   layout.normalized_axes(kernel.shape, dimension_numbers)
   check_complex_mode(mode, kernel.dtype)
+
   def correct(kernels):
     matrices = layout.to_matrices(
         kernels[0].astype(compute_dtype(kernel.dtype)), dimension_numbers

@@ -367,3 +367,31 @@ def test_parameters_may_be_numpy_arrays():
       explain.explainable_adversarial(model, x, targets, num_steps=1),
       atol=1e-6,
   )
+
+
+def _stacked_orthonormal(count, n):
+  return jnp.stack([orthonormal(10 + i, n, n) for i in range(count)])
+
+
+# x is [3, 6]; each map is orthogonal, so both methods invert it exactly.
+DOT_LAYOUTS = {
+    'weights_first': lambda x: jnp.einsum('ij,bj->bi', orthonormal(0, 6, 6), x),
+    'two_contracted_axes': lambda x: jnp.einsum(
+        'bhd,hdo->bo', x.reshape(3, 2, 3), orthonormal(1, 6, 6).reshape(2, 3, 6)
+    ),
+    'two_unit_axes': lambda x: jnp.einsum(
+        'bi,iho->bho', x, orthonormal(2, 6, 6).reshape(6, 2, 3)
+    ),
+    'batched_weights': lambda x: jnp.einsum(
+        'bhi,hio->bho', x.reshape(3, 2, 3), _stacked_orthonormal(2, 3)
+    ),
+}
+
+
+@pytest.mark.parametrize('method', ['transpose', 'pinv'])
+@pytest.mark.parametrize('layout', sorted(DOT_LAYOUTS))
+def test_dot_general_layouts(layout, method):
+  f, x = DOT_LAYOUTS[layout], normal(0, (3, 6))
+  np.testing.assert_allclose(
+      explain.backtrack(f, x, method)(f(x)), x, atol=1e-5
+  )
