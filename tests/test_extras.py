@@ -16,6 +16,9 @@ CASES = [
     ('bort_jax.programs.train', 'ml_collections', 'train'),
     ('bort_jax.programs.prepare_mnist', 'tensorflow_datasets', 'train'),
     ('bort_jax.programs.explain.main', 'matplotlib', 'explain'),
+    ('bort_jax.explain', 'dm_pix', 'explain'),
+    ('bort_jax.explain', 'flax', 'explain'),
+    ('bort_jax.training', 'flax', 'train'),
 ]
 
 

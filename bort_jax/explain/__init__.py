@@ -45,43 +45,46 @@ Example:
   (2, 28, 28, 1)
 """
 
-from bort_jax.explain import chain
-from bort_jax.explain import kernels
-from bort_jax.explain import rules
-from bort_jax.explain.adversarial import classifier_input_layer
-from bort_jax.explain.adversarial import explainable_adversarial
-from bort_jax.explain.adversarial import fgsm
-from bort_jax.explain.adversarial import pgd
-from bort_jax.explain.interpreter import backtrack
-from bort_jax.explain.interpreter import custom_inverse
-from bort_jax.explain.inverse import backtracking_map
-from bort_jax.explain.inverse import layer_inverse
-from bort_jax.explain.inverse import reconstruct
-from bort_jax.explain.inverse import reconstruct_all
-from bort_jax.explain.metrics import affine_fitted_mse
-from bort_jax.explain.metrics import attack_success
-from bort_jax.explain.metrics import auc
-from bort_jax.explain.metrics import cosine_similarity
-from bort_jax.explain.metrics import deletion_curve
-from bort_jax.explain.metrics import insertion_curve
-from bort_jax.explain.metrics import mass_on_mask
-from bort_jax.explain.metrics import mean_confidence_interval
-from bort_jax.explain.metrics import mse
-from bort_jax.explain.metrics import pearson_r
-from bort_jax.explain.metrics import perturbation_norms
-from bort_jax.explain.metrics import psnr
-from bort_jax.explain.metrics import spearman_rank_correlation
-from bort_jax.explain.metrics import ssim
-from bort_jax.explain.metrics import target_likeness
-from bort_jax.explain.optimization_inversion import invert_by_optimization
-from bort_jax.explain.optimization_inversion import total_variation
-from bort_jax.explain.registry import register_inverse
-from bort_jax.explain.saliency import attribution_map
-from bort_jax.explain.saliency import backtracking_saliency
-from bort_jax.explain.saliency import feature_visualization
-from bort_jax.explain.saliency import gradient_x_input
-from bort_jax.explain.saliency import integrated_gradients
-from bort_jax.explain.saliency import vanilla_gradient
+from bort_jax._extras import extra_imports
+
+with extra_imports('bort_jax.explain', 'explain'):
+  from bort_jax.explain import chain
+  from bort_jax.explain import kernels
+  from bort_jax.explain import rules
+  from bort_jax.explain.adversarial import classifier_input_layer
+  from bort_jax.explain.adversarial import explainable_adversarial
+  from bort_jax.explain.adversarial import fgsm
+  from bort_jax.explain.adversarial import pgd
+  from bort_jax.explain.interpreter import backtrack
+  from bort_jax.explain.interpreter import custom_inverse
+  from bort_jax.explain.inverse import backtracking_map
+  from bort_jax.explain.inverse import layer_inverse
+  from bort_jax.explain.inverse import reconstruct
+  from bort_jax.explain.inverse import reconstruct_all
+  from bort_jax.explain.metrics import affine_fitted_mse
+  from bort_jax.explain.metrics import attack_success
+  from bort_jax.explain.metrics import auc
+  from bort_jax.explain.metrics import cosine_similarity
+  from bort_jax.explain.metrics import deletion_curve
+  from bort_jax.explain.metrics import insertion_curve
+  from bort_jax.explain.metrics import mass_on_mask
+  from bort_jax.explain.metrics import mean_confidence_interval
+  from bort_jax.explain.metrics import mse
+  from bort_jax.explain.metrics import pearson_r
+  from bort_jax.explain.metrics import perturbation_norms
+  from bort_jax.explain.metrics import psnr
+  from bort_jax.explain.metrics import spearman_rank_correlation
+  from bort_jax.explain.metrics import ssim
+  from bort_jax.explain.metrics import target_likeness
+  from bort_jax.explain.optimization_inversion import invert_by_optimization
+  from bort_jax.explain.optimization_inversion import total_variation
+  from bort_jax.explain.registry import register_inverse
+  from bort_jax.explain.saliency import attribution_map
+  from bort_jax.explain.saliency import backtracking_saliency
+  from bort_jax.explain.saliency import feature_visualization
+  from bort_jax.explain.saliency import gradient_x_input
+  from bort_jax.explain.saliency import integrated_gradients
+  from bort_jax.explain.saliency import vanilla_gradient
 
 __all__ = [
     # The transformation and the procedures.

@@ -30,17 +30,20 @@ Example:
   ...     configs.get_config('mnist_cnn'), steps_per_epoch=100)
 """
 
-from bort_jax.training.modeling import model_from_config
-from bort_jax.training.optimizer_factory import OPTIMIZER_NAMES
-from bort_jax.training.optimizer_factory import create_learning_rate_schedule
-from bort_jax.training.optimizer_factory import create_optimizer
-from bort_jax.training.optimizer_factory import optimizer_from_config
-from bort_jax.training.optimizer_factory import peak_learning_rate
-from bort_jax.training.step import ModelDefinition
-from bort_jax.training.step import TrainState
-from bort_jax.training.step import create_train_state
-from bort_jax.training.step import make_eval_step
-from bort_jax.training.step import make_train_step
+from bort_jax._extras import extra_imports
+
+with extra_imports('bort_jax.training', 'train'):
+  from bort_jax.training.modeling import model_from_config
+  from bort_jax.training.optimizer_factory import OPTIMIZER_NAMES
+  from bort_jax.training.optimizer_factory import create_learning_rate_schedule
+  from bort_jax.training.optimizer_factory import create_optimizer
+  from bort_jax.training.optimizer_factory import optimizer_from_config
+  from bort_jax.training.optimizer_factory import peak_learning_rate
+  from bort_jax.training.step import ModelDefinition
+  from bort_jax.training.step import TrainState
+  from bort_jax.training.step import create_train_state
+  from bort_jax.training.step import make_eval_step
+  from bort_jax.training.step import make_train_step
 
 __all__ = [
     'ModelDefinition',

@@ -59,6 +59,8 @@ CORE_ONLY_ERRORS = {
     'bort_jax.configs': 'train',
     'bort_jax.data': 'train',
     'bort_jax.programs.train': 'train',
+    'bort_jax.explain': 'explain',
+    'bort_jax.training': 'train',
 }
 
 
