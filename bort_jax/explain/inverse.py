@@ -28,11 +28,14 @@ layer by the rules of its primitives.
 Example:
   >>> import jax, jax.numpy as jnp
   >>> from flax import nnx
+  >>> from bort_jax.explain import reconstruct
   >>> from bort_jax.models import create_model
-  >>> model = create_model('invertible_cnn', num_classes=10, rngs=nnx.Rngs(0))
+  >>> model = create_model('invertible_cnn', num_classes=10, channels=(4, 8),
+  ...                      rngs=nnx.Rngs(0))
   >>> x = jnp.zeros((2, 28, 28, 1))
   >>> z = model.forward_to(x, 'down2_lrelu')
-  >>> reconstruct(model, z, 'down2_lrelu', (28, 28, 1)).shape
+  >>> recon = jax.jit(reconstruct, static_argnums=(2, 3))
+  >>> recon(model, z, 'down2_lrelu', (28, 28, 1)).shape
   (2, 28, 28, 1)
 """
 

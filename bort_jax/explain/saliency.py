@@ -188,11 +188,13 @@ def backtracking_saliency(
       or ``k`` larger than the channel count.
 
   Example:
-    >>> import jax.numpy as jnp
+    >>> import jax, jax.numpy as jnp
     >>> from flax import nnx
     >>> from bort_jax.models import InvertibleCNN
+    >>> from bort_jax.explain import backtracking_saliency
     >>> model = InvertibleCNN(channels=(4, 8), rngs=nnx.Rngs(0))
-    >>> backtracking_saliency(model, jnp.ones((2, 28, 28, 1)), 'down2_lrelu').shape
+    >>> sat = jax.jit(backtracking_saliency, static_argnums=2)
+    >>> sat(model, jnp.ones((2, 28, 28, 1)), 'down2_lrelu').shape
     (2, 28, 28)
   """
   h, w, channels = _check_spatial(model, x, layer_name)
@@ -260,11 +262,13 @@ def feature_visualization(
     ValueError: a concrete channel index out of range, or bad layer/shape.
 
   Example:
-    >>> import jax.numpy as jnp
+    >>> import jax, jax.numpy as jnp
     >>> from flax import nnx
     >>> from bort_jax.models import InvertibleCNN
+    >>> from bort_jax.explain import feature_visualization
     >>> model = InvertibleCNN(channels=(4, 8), rngs=nnx.Rngs(0))
-    >>> feature_visualization(model, jnp.ones((2, 28, 28, 1)), 'down2_lrelu', 3).shape
+    >>> visualize = jax.jit(feature_visualization, static_argnums=2)
+    >>> visualize(model, jnp.ones((2, 28, 28, 1)), 'down2_lrelu', 3).shape
     (2, 28, 28, 1)
   """
   out = _output_shape(model, x, layer_name)

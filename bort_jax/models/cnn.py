@@ -50,11 +50,12 @@ class InvertibleCNN(NamedSequential):
   Example:
     >>> from flax import nnx
     >>> import jax.numpy as jnp
-    >>> model = InvertibleCNN(in_channels=3, image_size=32, rngs=nnx.Rngs(0))
-    >>> model(jnp.zeros((2, 32, 32, 3))).shape
+    >>> from bort_jax.models import InvertibleCNN
+    >>> model = InvertibleCNN(channels=(4, 8), rngs=nnx.Rngs(0))
+    >>> model(jnp.zeros((2, 28, 28, 1))).shape
     (2, 10)
-    >>> model.forward_to(jnp.zeros((2, 32, 32, 3)), 'down2').shape
-    (2, 8, 8, 64)
+    >>> model.forward_to(jnp.zeros((2, 28, 28, 1)), 'down2').shape
+    (2, 7, 7, 8)
   """
 
   def __init__(

@@ -51,7 +51,9 @@ def create_model(
   Example:
     >>> from flax import nnx
     >>> import jax.numpy as jnp
-    >>> model = create_model('invertible_cnn', num_classes=10, rngs=nnx.Rngs(0))
+    >>> from bort_jax.models import create_model
+    >>> model = create_model('invertible_cnn', num_classes=10, channels=(4, 8),
+    ...                      rngs=nnx.Rngs(0))
     >>> model(jnp.zeros((2, 28, 28, 1))).shape
     (2, 10)
   """

@@ -88,9 +88,9 @@ class BasicBlock(nnx.Module):
   Example:
     >>> from flax import nnx
     >>> import jax.numpy as jnp
-    >>> block = BasicBlock(16, 32, stride=2, rngs=nnx.Rngs(0))
-    >>> block(jnp.zeros((1, 8, 8, 16))).shape
-    (1, 4, 4, 32)
+    >>> block = BasicBlock(4, 8, stride=2, rngs=nnx.Rngs(0))
+    >>> block(jnp.zeros((1, 8, 8, 4))).shape
+    (1, 4, 4, 8)
   """
 
   expansion = 1
@@ -142,9 +142,9 @@ class BottleneckBlock(nnx.Module):
   Example:
     >>> from flax import nnx
     >>> import jax.numpy as jnp
-    >>> block = BottleneckBlock(64, 16, stride=2, rngs=nnx.Rngs(0))
-    >>> block(jnp.zeros((1, 8, 8, 64))).shape
-    (1, 4, 4, 64)
+    >>> block = BottleneckBlock(8, 2, stride=2, rngs=nnx.Rngs(0))
+    >>> block(jnp.zeros((1, 8, 8, 8))).shape
+    (1, 4, 4, 8)
   """
 
   expansion = 4
@@ -209,7 +209,7 @@ class ResNet(nnx.Module):
   Example:
     >>> from flax import nnx
     >>> import jax.numpy as jnp
-    >>> model = ResNet(BasicBlock, (1, 1), num_classes=10, width=8,
+    >>> model = ResNet(BasicBlock, (1, 1), num_classes=10, width=4,
     ...                rngs=nnx.Rngs(0))
     >>> model(jnp.zeros((2, 16, 16, 3))).shape
     (2, 10)
@@ -296,8 +296,10 @@ class ResNet18(ResNet):
   Example:
     >>> from flax import nnx
     >>> import jax.numpy as jnp
-    >>> model = ResNet18(num_classes=10, rngs=nnx.Rngs(0))
-    >>> model(jnp.zeros((2, 32, 32, 3))).shape
+    >>> # Shapes only: traced, nothing allocated or computed.
+    >>> logits = nnx.eval_shape(lambda: ResNet18(
+    ...     num_classes=10, rngs=nnx.Rngs(0))(jnp.zeros((2, 32, 32, 3))))
+    >>> logits.shape
     (2, 10)
   """
 

@@ -73,10 +73,14 @@ class VGG16(NamedSequential):
   Example:
     >>> from flax import nnx
     >>> import jax.numpy as jnp
-    >>> model = VGG16(num_classes=10, image_size=32, classifier_widths=(512,),
-    ...               rngs=nnx.Rngs(0))
-    >>> model.eval()
-    >>> model(jnp.zeros((1, 32, 32, 3))).shape
+    >>> from bort_jax.models import VGG16
+    >>> def cifar_logits(x):
+    ...   model = VGG16(num_classes=10, image_size=32, classifier_widths=(512,),
+    ...                 rngs=nnx.Rngs(0))
+    ...   model.eval()  # no dropout
+    ...   return model(x)
+    >>> # Shapes only: traced, nothing allocated or computed.
+    >>> nnx.eval_shape(cifar_logits, jnp.zeros((1, 32, 32, 3))).shape
     (1, 10)
   """
 
@@ -191,8 +195,9 @@ class InvertibleVGG16(VGG16):
 
   Example:
     >>> from flax import nnx
-    >>> model = InvertibleVGG16(num_classes=10, image_size=32,
-    ...                         classifier_widths=(), rngs=nnx.Rngs(0))
+    >>> # Shapes only (nothing allocated).
+    >>> model = nnx.eval_shape(lambda: InvertibleVGG16(
+    ...     num_classes=10, image_size=32, classifier_widths=(), rngs=nnx.Rngs(0)))
     >>> model.layer_names[:5]
     ('conv1_1', 'conv1_1_lrelu', 'conv1_2', 'conv1_2_lrelu', 'down1')
   """

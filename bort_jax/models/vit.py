@@ -89,8 +89,8 @@ class FeedForward(nnx.Module):
   Example:
     >>> from flax import nnx
     >>> import jax.numpy as jnp
-    >>> FeedForward(8, 32, rngs=nnx.Rngs(0))(jnp.zeros((1, 5, 8))).shape
-    (1, 5, 8)
+    >>> FeedForward(64, 256, rngs=nnx.Rngs(0))(jnp.zeros((2, 65, 64))).shape
+    (2, 65, 64)
   """
 
   def __init__(
@@ -139,8 +139,8 @@ class EncoderBlock(nnx.Module):
     >>> from flax import nnx
     >>> import jax.numpy as jnp
     >>> block = EncoderBlock(64, 2, rngs=nnx.Rngs(0))
-    >>> block(jnp.zeros((1, 17, 64))).shape
-    (1, 17, 64)
+    >>> block(jnp.zeros((2, 65, 64))).shape
+    (2, 65, 64)
   """
 
   def __init__(
@@ -368,8 +368,8 @@ def vit_tiny_test(
   Example:
     >>> from flax import nnx
     >>> import jax.numpy as jnp
-    >>> vit_tiny_test(rngs=nnx.Rngs(0))(jnp.zeros((1, 32, 32, 3))).shape
-    (1, 10)
+    >>> vit_tiny_test(rngs=nnx.Rngs(0))(jnp.zeros((2, 32, 32, 3))).shape
+    (2, 10)
   """
   config = dict(
       image_size=32,
