@@ -18,11 +18,13 @@ Handlers can only be installed from the main thread; elsewhere the watcher
 does nothing (signals keep their behaviour).
 
 Example:
-  >>> with InterruptWatcher() as watcher:  # doctest: +SKIP
-  ...   for step in steps:
-  ...     train()
-  ...     if watcher.should_stop(step):
-  ...       save(); raise Interrupted(step, watcher.signal_number)
+  >>> from bort_jax.training.errors import Interrupted
+  >>> from bort_jax.training.interrupt import InterruptWatcher
+  >>> with InterruptWatcher() as watcher:
+  ...   for step in range(1, 4):
+  ...     pass  # one training step
+  ...     if watcher.should_stop(step):  # after a SIGINT or SIGTERM
+  ...       raise Interrupted(step, watcher.signal_number)  # once saved
 """
 
 from __future__ import annotations

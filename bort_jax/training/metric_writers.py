@@ -111,8 +111,12 @@ class TensorBoardWriter:
     enabled: write nothing if false (default: on process 0 only).
 
   Example:
-    >>> with TensorBoardWriter('/tmp/run') as writer:  # doctest: +SKIP
-    ...   writer.write({'step': 10, 'train_loss': 0.3})
+    >>> import tempfile
+    >>> from bort_jax.training.metric_writers import TensorBoardWriter
+    >>> with tempfile.TemporaryDirectory() as workdir:
+    ...   with TensorBoardWriter(workdir) as writer:
+    ...     writer.write({'step': 10, 'train_loss': 0.3})
+    {'train/loss': 0.3}
   """
 
   def __init__(

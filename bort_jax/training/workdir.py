@@ -12,8 +12,11 @@ simply taken over. :func:`previous_run` describes what an earlier run left
 those files (``--overwrite``).
 
 Example:
-  >>> with WorkdirLock('/tmp/run'):  # doctest: +SKIP
-  ...   pass  # train; another process locking /tmp/run fails meanwhile
+  >>> import tempfile
+  >>> from bort_jax.training.workdir import WorkdirLock
+  >>> with tempfile.TemporaryDirectory() as workdir:
+  ...   with WorkdirLock(workdir):
+  ...     pass  # train; another process locking workdir fails meanwhile
 """
 
 from __future__ import annotations
@@ -61,10 +64,15 @@ def check_directory(
       names the path and the reason.
 
   Example:
-    >>> check_directory('/etc/passwd')  # doctest: +SKIP
+    >>> import pathlib, tempfile
+    >>> from bort_jax.training.workdir import check_directory
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...   notes = pathlib.Path(folder, 'notes.txt')
+    ...   _ = notes.write_text('')
+    ...   check_directory(notes)
     Traceback (most recent call last):
     ...
-    WorkdirError: work directory /etc/passwd is a file, not a directory
+    bort_jax.training.errors.WorkdirError: work directory .../notes.txt is a file, not a directory
   """
   path = Path(path)
   if path.exists() and not path.is_dir():
@@ -237,7 +245,11 @@ def check_output_dir(path: str | os.PathLike[str]) -> Path:
       says why.
 
   Example:
-    >>> out = check_output_dir('/tmp/explain_out')  # doctest: +SKIP
+    >>> import tempfile
+    >>> from bort_jax.training.workdir import check_output_dir
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...   check_output_dir(f'{folder}/explain_out').is_dir()
+    True
   """
   return check_directory(path, what='output folder')
 
