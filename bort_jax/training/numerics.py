@@ -73,9 +73,15 @@ def check_finite_params(
     NonFiniteError: naming up to five leaves holding NaN or infinity.
 
   Example:
-    >>> from bort_jax.training.checkpoint import restore_model
-    >>> model, _ = restore_model('runs/a')  # doctest: +SKIP
-    >>> check_finite_params(model, what='runs/a')  # doctest: +SKIP
+    >>> import jax.numpy as jnp
+    >>> from flax import nnx
+    >>> from bort_jax.training.numerics import check_finite_params
+    >>> check_finite_params(nnx.Linear(2, 2, rngs=nnx.Rngs(0)))  # finite
+    >>> params = {'dense': {'kernel': jnp.array([1.0, jnp.nan])}}
+    >>> check_finite_params(params, what='the checkpoint of runs/a')
+    Traceback (most recent call last):
+    ...
+    bort_jax.training.errors.NonFiniteError: the checkpoint of runs/a has non-finite parameters (NaN or infinity) in dense/kernel: the run that produced it diverged
   """
   tree = model_or_params
   if isinstance(tree, nnx.Module):
