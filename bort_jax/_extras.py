@@ -6,6 +6,7 @@ one is missing, importing the subpackage says which extra to install rather
 than failing on a bare ``No module named ...``.
 
 Example:
+  >>> from bort_jax._extras import extra_imports
   >>> with extra_imports('bort_jax.models', 'models'):
   ...   import flax  # a ModuleNotFoundError here names "bort-jax[models]"
 """

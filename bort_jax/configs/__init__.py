@@ -7,6 +7,7 @@ name (:data:`CONFIG_NAMES`), ``--config path/to/file.py`` any file with a
 ``get_config()``, and ``--config.FIELD=VALUE`` overrides a field.
 
 Example:
+  >>> from bort_jax.configs import get_config, replace
   >>> config = get_config('mnist_cnn')
   >>> config.model, config.optimizer
   ('invertible_cnn', 'bort_adamw')

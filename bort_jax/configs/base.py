@@ -49,6 +49,7 @@ Fields:
   ``max_consecutive_nonfinite`` in a row.
 
 Example:
+  >>> from bort_jax.configs.base import get_config
   >>> config = get_config()
   >>> config.epochs = 3
   >>> config.epoch = 3
@@ -248,6 +249,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     ``config``, unchanged.
 
   Example:
+    >>> from bort_jax.configs.base import get_config
+    >>> from bort_jax.configs import validate
     >>> config = get_config()
     >>> config.schedule = 'linear'
     >>> validate(config)
@@ -322,6 +325,7 @@ def from_dict(values: Mapping[str, Any]) -> ml_collections.ConfigDict:
     ValueError: unknown field, or a value of the wrong type (naming it).
 
   Example:
+    >>> from bort_jax.configs import from_dict
     >>> from_dict({'epochs': 3, 'lr_decay_epochs': [30, 60]}).lr_decay_epochs
     (30, 60)
   """
@@ -350,6 +354,8 @@ def replace(
   """A validated copy of ``config`` with ``changes``; ``config`` is unchanged.
 
   Example:
+    >>> from bort_jax.configs import replace
+    >>> from bort_jax.configs.base import get_config
     >>> replace(get_config(), epochs=3, amplitude='adaptive').amplitude
     'adaptive'
   """

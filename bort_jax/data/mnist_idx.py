@@ -236,6 +236,8 @@ def encode_png_gray(images: np.ndarray, compress_level: int = 6) -> list[bytes]:
   Example:
     >>> import io
     >>> from PIL import Image
+    >>> import numpy as np
+    >>> from bort_jax.data.mnist_idx import encode_png_gray
     >>> x = np.arange(12, dtype=np.uint8).reshape(1, 3, 4)
     >>> png, = encode_png_gray(x)
     >>> np.array_equal(np.asarray(Image.open(io.BytesIO(png))), x[0])
@@ -281,6 +283,7 @@ class MnistFromIdx(tfds_mnist.MNIST, skip_registration=True):
       ``file_format``...).
 
   Example:
+    >>> from bort_jax.data.mnist_idx import MnistFromIdx
     >>> builder = MnistFromIdx(idx_dir='mnist_idx', data_dir='/tmp/tfds')
     >>> builder.download_and_prepare(file_format='array_record')  # doctest: +SKIP
   """

@@ -140,6 +140,7 @@ def dataset_info(name: str) -> DatasetSpec:
     ValueError: for an unsupported name.
 
   Example:
+    >>> from bort_jax.data import dataset_info
     >>> info = dataset_info('cifar10')
     >>> info.image_shape, info.num_classes
     ((32, 32, 3), 10)

@@ -32,6 +32,7 @@ def quiet_tfds_warnings() -> Iterator[None]:
 
   Example:
     >>> import logging
+    >>> from bort_jax.data.tfds_warnings import quiet_tfds_warnings
     >>> with quiet_tfds_warnings():
     ...   logging.getLogger('absl').warning('Variant folder %s has no %s', 'x', 'y')
   """

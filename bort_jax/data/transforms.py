@@ -97,6 +97,9 @@ def decode_image(image: ImageLike, channels: int) -> np.ndarray:
     The uint8 image.
 
   Example:
+    >>> import io
+    >>> from PIL import Image
+    >>> from bort_jax.data.transforms import decode_image
     >>> buf = io.BytesIO()
     >>> Image.new('RGB', (5, 4), (1, 2, 3)).save(buf, format='PNG')
     >>> decode_image(buf.getvalue(), 3).shape
@@ -127,6 +130,8 @@ def normalize(
     float32 ``(images / 255 - mean) / std``.
 
   Example:
+    >>> import numpy as np
+    >>> from bort_jax.data.transforms import normalize
     >>> normalize(np.full((1, 1, 1), 255, np.uint8), [0.5], [0.5])
     array([[[1.]]], dtype=float32)
   """
@@ -157,6 +162,8 @@ def pad_crop_flip(
     Augmented ``[B, H, W, C]``, same dtype.
 
   Example:
+    >>> import numpy as np
+    >>> from bort_jax.data.transforms import pad_crop_flip
     >>> x = np.arange(4, dtype=np.uint8).reshape(1, 2, 2, 1)
     >>> pad_crop_flip(x, np.array([[0, 0]]), np.array([False]), 1)[0, ..., 0]
     array([[0, 0],
@@ -225,6 +232,8 @@ def inception_crop_boxes(
     int ``[B, 4]`` boxes ``(top, left, height, width)``.
 
   Example:
+    >>> import numpy as np
+    >>> from bort_jax.data.transforms import inception_crop_boxes
     >>> u = np.random.default_rng(0).random((3, 40))
     >>> boxes = inception_crop_boxes(np.array([100] * 3), np.array([80] * 3), u)
     >>> bool(np.all(boxes[:, 0] + boxes[:, 2] <= 100))

@@ -154,6 +154,7 @@ def fgsm(
   Example:
     >>> import jax, jax.numpy as jnp
     >>> from flax import nnx
+    >>> from bort_jax.explain import fgsm
     >>> model = nnx.Linear(4, 3, rngs=nnx.Rngs(0))
     >>> x = jnp.zeros((2, 4))
     >>> x_adv = fgsm(model, x, jnp.array([0, 1]), 0.1)
@@ -209,6 +210,7 @@ def pgd(
   Example:
     >>> import jax, jax.numpy as jnp
     >>> from flax import nnx
+    >>> from bort_jax.explain import pgd
     >>> model = nnx.Linear(4, 3, rngs=nnx.Rngs(0))
     >>> x = jnp.zeros((2, 4))
     >>> x_adv = pgd(model, x, jnp.array([0, 1]), 0.5, jax.random.key(0), norm='l2')
@@ -266,6 +268,7 @@ def classifier_input_layer(model: Any) -> chain.LayerRef:
   Example:
     >>> from flax import nnx
     >>> from bort_jax.models import create_model
+    >>> from bort_jax.explain import classifier_input_layer
     >>> classifier_input_layer(create_model('mlp', num_classes=10, rngs=nnx.Rngs(0)))
     'fc1_relu'
   """
@@ -350,6 +353,7 @@ def explainable_adversarial(
     >>> import jax.numpy as jnp
     >>> from flax import nnx
     >>> from bort_jax.models import create_model
+    >>> from bort_jax.explain import explainable_adversarial
     >>> model = create_model('mlp', num_classes=10, rngs=nnx.Rngs(0))
     >>> x = jnp.ones((2, 28, 28, 1))
     >>> explainable_adversarial(model, x, jnp.array([3, 4])).shape

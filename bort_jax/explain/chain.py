@@ -22,6 +22,7 @@ output shape with ``jax.eval_shape`` (no computation).
 Example:
   >>> import functools, jax.numpy as jnp
   >>> from flax import nnx
+  >>> from bort_jax.explain.chain import forward_to, layer_shapes, resolve_layer
   >>> model = nnx.Sequential(
   ...     nnx.Conv(1, 4, (2, 2), strides=2, rngs=nnx.Rngs(0)),
   ...     functools.partial(nnx.leaky_relu, negative_slope=0.5),
@@ -100,6 +101,7 @@ def layer_chain(model: Any) -> LayerChain:
 
   Example:
     >>> from flax import nnx
+    >>> from bort_jax.explain.chain import layer_chain
     >>> layer_chain(nnx.Sequential(nnx.relu, nnx.relu)).names is None
     True
   """
@@ -135,6 +137,7 @@ def resolve_layer(model: Any, layer: LayerRef) -> int:
 
   Example:
     >>> from flax import nnx
+    >>> from bort_jax.explain.chain import resolve_layer
     >>> resolve_layer(nnx.Sequential(nnx.relu, nnx.relu, nnx.relu), -1)
     2
   """
@@ -179,6 +182,7 @@ def describe_layer(layer: Any) -> str:
   Example:
     >>> import functools
     >>> from flax import nnx
+    >>> from bort_jax.explain.chain import describe_layer
     >>> describe_layer(functools.partial(nnx.leaky_relu, negative_slope=0.5))
     'functools.partial(leaky_relu, negative_slope=0.5)'
   """
@@ -197,6 +201,7 @@ def layer_label(model: Any, index: int) -> str:
 
   Example:
     >>> from flax import nnx
+    >>> from bort_jax.explain.chain import layer_label
     >>> layer_label(nnx.Sequential(nnx.relu), 0)
     'layer 0 (relu)'
   """

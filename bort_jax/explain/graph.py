@@ -19,6 +19,7 @@ and its output is a *block*, the unit that
 
 Example:
   >>> import jax.numpy as jnp
+  >>> from bort_jax.explain.graph import trace_graph
   >>> graph = trace_graph(lambda x: 2.0 * x + 1.0, jnp.zeros((1, 3)))
   >>> [node.primitive for node in graph.nodes]
   ['mul', 'add']

@@ -50,6 +50,7 @@ both ways out.
 
 Example:
   >>> import jax, jax.numpy as jnp
+  >>> from bort_jax.explain import backtrack
   >>> q, _ = jnp.linalg.qr(jax.random.normal(jax.random.key(0), (4, 4)))
   >>> f = lambda x: jax.nn.leaky_relu(x @ q + 1.0, 0.5)
   >>> x = jax.random.normal(jax.random.key(1), (2, 4))
@@ -105,6 +106,7 @@ def custom_inverse(
 
   Example:
     >>> import jax.numpy as jnp
+    >>> from bort_jax.explain import backtrack, custom_inverse
     >>> cube = custom_inverse(lambda x: x**3, jnp.cbrt)
     >>> g = backtrack(lambda x: cube(x) + 1.0, jnp.zeros(3))
     >>> g(jnp.array([9.0, 2.0, 0.0])).round(4)
@@ -513,6 +515,7 @@ def backtrack(
 
   Example:
     >>> import functools, jax, jax.numpy as jnp
+    >>> from bort_jax.explain import backtrack
     >>> kernel = jnp.linalg.qr(jax.random.normal(jax.random.key(0), (4, 4)))[0]
     >>> f = lambda x: jax.lax.conv_general_dilated(
     ...     x, kernel.reshape(2, 2, 1, 4), (2, 2), 'VALID',

@@ -172,6 +172,7 @@ def representation_fn(
   Example:
     >>> import jax.numpy as jnp
     >>> from flax import nnx
+    >>> from bort_jax.explain.inverse import representation_fn
     >>> model = nnx.Sequential(nnx.Linear(2, 3, rngs=nnx.Rngs(0)), nnx.relu)
     >>> representation_fn(model, 0)(jnp.ones((1, 2))).shape
     (1, 3)
@@ -233,6 +234,7 @@ def backtracking_map(
   Example:
     >>> import jax.numpy as jnp
     >>> from flax import nnx
+    >>> from bort_jax.explain import backtracking_map
     >>> layer = nnx.Linear(3, 3, rngs=nnx.Rngs(0))
     >>> g = backtracking_map(layer, None, (3,), method='pinv')
     >>> x = jnp.ones((2, 3))
@@ -331,6 +333,7 @@ def layer_inverse(
   Example:
     >>> import jax.numpy as jnp
     >>> from bort_jax.models.layers import LeakyReLU
+    >>> from bort_jax.explain import layer_inverse
     >>> layer_inverse(LeakyReLU(0.5), jnp.array([[-1.0, 2.0]]), (2,))
     Array([[-2.,  2.]], dtype=float32)
   """
@@ -368,6 +371,7 @@ def layer_input_shapes(
   Example:
     >>> from flax import nnx
     >>> from bort_jax.models import create_model
+    >>> from bort_jax.explain.inverse import layer_input_shapes
     >>> model = create_model('mlp', num_classes=10, rngs=nnx.Rngs(0))
     >>> layer_input_shapes(model, (28, 28, 1))[1]
     ((784,), (256,))
@@ -393,6 +397,7 @@ def invertible_layer_names(
 
   Example:
     >>> from flax import nnx
+    >>> from bort_jax.explain.inverse import invertible_layer_names
     >>> model = nnx.Sequential(nnx.Linear(2, 2, rngs=nnx.Rngs(0)), nnx.relu)
     >>> invertible_layer_names(model, (2,))
     (0, 1)
@@ -461,6 +466,7 @@ def reconstruct(
   Example:
     >>> import jax, jax.numpy as jnp
     >>> from flax import nnx
+    >>> from bort_jax.explain import reconstruct
     >>> class Block(nnx.Module):  # Not a Sequential: a __call__ of its own.
     ...   def __init__(self, rngs):
     ...     self.conv = nnx.Conv(1, 4, (2, 2), strides=2, rngs=rngs)
@@ -534,6 +540,7 @@ def reconstruct_all(
     >>> import jax.numpy as jnp
     >>> from flax import nnx
     >>> from bort_jax.models import create_model
+    >>> from bort_jax.explain import reconstruct_all
     >>> model = create_model('mlp', num_classes=10, rngs=nnx.Rngs(0))
     >>> sorted(reconstruct_all(model, jnp.ones((1, 784)), ['fc1', 'fc1_relu']))
     ['fc1', 'fc1_relu']

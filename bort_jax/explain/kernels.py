@@ -52,6 +52,7 @@ jittable and batched over a leading axis.
 
 Example:
   >>> import jax.numpy as jnp
+  >>> from bort_jax.explain.kernels import dense_inverse
   >>> k = jnp.array([[0.0, 2.0], [1.0, 0.0]])  # Orthogonal units.
   >>> dense_inverse(jnp.array([3.0, 4.0]) @ k, k)
   Array([3., 4.], dtype=float32)
@@ -125,6 +126,7 @@ def unit_scales(
 
   Example:
     >>> import jax.numpy as jnp
+    >>> from bort_jax.explain.kernels import unit_scales
     >>> unit_scales(jnp.array([[3.0, 0.0], [0.0, 1.0]]), 'row')
     Array([9., 1.], dtype=float32)
     >>> unit_scales(jnp.array([[3.0, 0.0], [0.0, 1.0]]), 'frame')
@@ -165,6 +167,7 @@ def dense_inverse(
 
   Example:
     >>> import jax.numpy as jnp
+    >>> from bort_jax.explain.kernels import dense_inverse
     >>> k = jnp.array([[0.0, 2.0], [1.0, 0.0]])  # orthogonal units
     >>> dense_inverse(jnp.array([3.0, 4.0]) @ k, k)
     Array([3., 4.], dtype=float32)
@@ -282,6 +285,7 @@ def conv_inverse(
 
   Example:
     >>> import jax, jax.numpy as jnp
+    >>> from bort_jax.explain.kernels import conv_inverse
     >>> q, _ = jnp.linalg.qr(jax.random.normal(jax.random.key(0), (4, 4)))
     >>> kernel = q.reshape(2, 2, 1, 4)  # 2x2 patches, 4 orthonormal filters
     >>> x = jax.random.normal(jax.random.key(1), (1, 6, 6, 1))
@@ -371,6 +375,7 @@ def pool_inverse(
 
   Example:
     >>> import jax.numpy as jnp
+    >>> from bort_jax.explain.kernels import pool_inverse
     >>> pool_inverse(jnp.array([[[[1.0], [2.0]]]]), input_shape=(2, 4))[0, ..., 0]
     Array([[1., 1., 2., 2.],
            [1., 1., 2., 2.]], dtype=float32)
@@ -419,6 +424,7 @@ def leaky_relu_inverse(y: jax.Array, slope: float) -> jax.Array:
 
   Example:
     >>> import jax.numpy as jnp
+    >>> from bort_jax.explain.kernels import leaky_relu_inverse
     >>> leaky_relu_inverse(jnp.array([-1.0, 3.0]), 0.5)
     Array([-2.,  3.], dtype=float32)
   """
@@ -436,6 +442,7 @@ def relu_inverse(y: jax.Array) -> jax.Array:
 
   Example:
     >>> import jax.numpy as jnp
+    >>> from bort_jax.explain.kernels import relu_inverse
     >>> relu_inverse(jnp.array([0.0, 3.0]))
     Array([0., 3.], dtype=float32)
   """
@@ -447,6 +454,7 @@ def flatten_inverse(y: jax.Array, input_shape: Sequence[int]) -> jax.Array:
 
   Example:
     >>> import jax.numpy as jnp
+    >>> from bort_jax.explain.kernels import flatten_inverse
     >>> flatten_inverse(jnp.zeros((2, 12)), (2, 2, 3)).shape
     (2, 2, 2, 3)
   """
@@ -520,6 +528,7 @@ def least_squares_inverse(
 
   Example:
     >>> import jax.numpy as jnp
+    >>> from bort_jax.explain.kernels import least_squares_inverse
     >>> forward = lambda x: jnp.concatenate([x, 2.0 * x], axis=-1) + 1.0
     >>> least_squares_inverse(forward, forward(jnp.array([[1.0, -2.0]])), (2,))
     Array([[ 1., -2.]], dtype=float32)
@@ -570,6 +579,7 @@ def dense_pinv(
 
   Example:
     >>> import jax.numpy as jnp
+    >>> from bort_jax.explain.kernels import dense_pinv
     >>> k = jnp.array([[1.0, 1.0, 0.0], [0.0, 1.0, 3.0]])  # Not orthogonal.
     >>> b = jnp.full((3,), 0.5)
     >>> x_hat = dense_pinv(jnp.array([[2.0, -1.0]]) @ k + b, k, b)
@@ -625,6 +635,7 @@ def conv_pinv(
 
   Example:
     >>> import jax, jax.numpy as jnp
+    >>> from bort_jax.explain.kernels import conv_pinv
     >>> kernel = jax.random.normal(jax.random.key(0), (3, 3, 1, 8))
     >>> x = jax.random.normal(jax.random.key(1), (1, 6, 6, 1))
     >>> y = jax.lax.conv_general_dilated(x, kernel, (1, 1), 'SAME',
@@ -715,6 +726,7 @@ def batch_norm_inverse(
 
   Example:
     >>> import jax.numpy as jnp
+    >>> from bort_jax.explain.kernels import batch_norm_inverse
     >>> batch_norm_inverse(jnp.array([[1.0, 1.0]]), jnp.array([0.0, 2.0]),
     ...                    jnp.array([4.0, 1.0]), epsilon=0.0)
     Array([[2., 3.]], dtype=float32)

@@ -73,6 +73,7 @@ def mse(x: jax.Array, y: jax.Array) -> jax.Array:
 
   Example:
     >>> import jax.numpy as jnp
+    >>> from bort_jax.explain import mse
     >>> mse(jnp.zeros((1, 2, 2, 1)), jnp.ones((1, 2, 2, 1)))
     Array([1.], dtype=float32)
   """
@@ -106,6 +107,7 @@ def pearson_r(x: jax.Array, y: jax.Array) -> jax.Array:
 
   Example:
     >>> import jax.numpy as jnp
+    >>> from bort_jax.explain import pearson_r
     >>> x = jnp.array([[0.0, 1.0, 2.0, 4.0]])
     >>> pearson_r(x, 3 * x + 1), pearson_r(x, -x)
     (Array([1.], dtype=float32), Array([-1.], dtype=float32))
@@ -144,6 +146,7 @@ def affine_fitted_mse(x_hat: jax.Array, x: jax.Array) -> jax.Array:
 
   Example:
     >>> import jax.numpy as jnp
+    >>> from bort_jax.explain import affine_fitted_mse
     >>> x = jnp.array([[0.0, 1.0, 2.0, 3.0]])
     >>> affine_fitted_mse(0.5 * x - 4.0, x)
     Array([0.], dtype=float32)
@@ -177,6 +180,7 @@ def psnr(x: jax.Array, y: jax.Array, data_range: float = 1.0) -> jax.Array:
 
   Example:
     >>> import jax.numpy as jnp
+    >>> from bort_jax.explain import psnr
     >>> psnr(jnp.zeros((1, 4)), jnp.full((1, 4), 0.1))  # MSE 0.01 -> 20 dB
     Array([20.], dtype=float32)
   """
@@ -232,6 +236,7 @@ def ssim(
 
   Example:
     >>> import jax.numpy as jnp
+    >>> from bort_jax.explain import ssim
     >>> x = jnp.linspace(0, 1, 2 * 16 * 16).reshape(2, 16, 16, 1)
     >>> ssim(x, x)
     Array([1., 1.], dtype=float32)
@@ -303,6 +308,7 @@ def spearman_rank_correlation(a: jax.Array, b: jax.Array) -> jax.Array:
 
   Example:
     >>> import jax.numpy as jnp
+    >>> from bort_jax.explain import spearman_rank_correlation
     >>> a = jnp.array([[0.1, 0.5, 0.2, 0.9]])
     >>> spearman_rank_correlation(a, jnp.exp(10 * a))
     Array([1.], dtype=float32)
@@ -350,6 +356,7 @@ def mean_confidence_interval(
     ValueError: for an empty sample or a confidence outside ``(0, 1)``.
 
   Example:
+    >>> from bort_jax.explain import mean_confidence_interval
     >>> mean, half = mean_confidence_interval([1.0, 2.0, 3.0])
     >>> float(mean), round(float(half), 4)  # t_{0.975, 2} * 1 / sqrt(3)
     (2.0, 2.4841)
@@ -383,6 +390,7 @@ def auc(curve: jax.Array) -> jax.Array:
 
   Example:
     >>> import jax.numpy as jnp
+    >>> from bort_jax.explain import auc
     >>> auc(jnp.linspace(1.0, 0.0, 11))  # a straight line from 1 to 0
     Array(0.5, dtype=float32)
   """
@@ -460,6 +468,7 @@ def deletion_curve(
 
   Example:
     >>> import jax.numpy as jnp
+    >>> from bort_jax.explain import deletion_curve
     >>> f = lambda im: jnp.stack([im.sum((1, 2, 3)), -im.sum((1, 2, 3))], -1)
     >>> x = jnp.ones((1, 2, 2, 1))
     >>> deletion_curve(f, x, x[..., 0], jnp.array([0]), num_steps=4).shape
@@ -506,6 +515,7 @@ def mass_on_mask(saliency: jax.Array, mask: jax.Array) -> jax.Array:
 
   Example:
     >>> import jax.numpy as jnp
+    >>> from bort_jax.explain import mass_on_mask
     >>> mass_on_mask(jnp.array([[[3.0, 1.0]]]), jnp.array([[[True, False]]]))
     Array([0.75], dtype=float32)
   """
@@ -526,6 +536,7 @@ def attack_success(
 
   Example:
     >>> import jax.numpy as jnp
+    >>> from bort_jax.explain import attack_success
     >>> logits = jnp.array([[2.0, 1.0], [0.0, 1.0]])
     >>> attack_success(logits, jnp.array([0, 0]))
     Array([0., 1.], dtype=float32)
@@ -552,6 +563,7 @@ def perturbation_norms(
 
   Example:
     >>> import jax.numpy as jnp
+    >>> from bort_jax.explain import perturbation_norms
     >>> {k: v.tolist() for k, v in perturbation_norms(jnp.array([[3.0, -4.0]])).items()}
     {'l2': [5.0], 'linf': [4.0], 'l0': [2.0]}
   """
@@ -570,6 +582,7 @@ def cosine_similarity(
 
   Example:
     >>> import jax.numpy as jnp
+    >>> from bort_jax.explain import cosine_similarity
     >>> cosine_similarity(jnp.array([[1.0, 0.0]]), jnp.array([[2.0, 0.0]]))
     Array([1.], dtype=float32)
   """
@@ -608,6 +621,7 @@ def target_likeness(
 
   Example:
     >>> import jax.numpy as jnp
+    >>> from bort_jax.explain import target_likeness
     >>> means = jnp.array([[[[1.0]], [[0.0]]], [[[0.0]], [[1.0]]]])  # K=2, 2x1
     >>> cos = target_likeness(means[1:] - means[:1], jnp.array([0]), jnp.array([1]), means)
     >>> round(float(cos[0]), 5)

@@ -49,6 +49,7 @@ def total_variation(x: jax.Array, beta: float = 2.0) -> jax.Array:
 
   Example:
     >>> import jax.numpy as jnp
+    >>> from bort_jax.explain import total_variation
     >>> total_variation(jnp.ones((1, 4, 4, 1)))
     Array([0.], dtype=float32)
   """
@@ -111,6 +112,7 @@ def invert_by_optimization(
     >>> import jax, jax.numpy as jnp
     >>> from flax import nnx
     >>> from bort_jax.models import create_model
+    >>> from bort_jax.explain import invert_by_optimization
     >>> model = create_model('mlp', num_classes=10, rngs=nnx.Rngs(0))
     >>> z = model.forward_to(jnp.ones((2, 28, 28, 1)), 'fc1')
     >>> invert_by_optimization(model, z, 'fc1', (28, 28, 1), jax.random.key(0),

@@ -39,6 +39,8 @@ inverse until it registers its own.
 Example:
   >>> import jax.numpy as jnp
   >>> from flax import nnx
+  >>> from bort_jax.explain import register_inverse
+  >>> from bort_jax.explain.registry import find_inverse
   >>> class Scale(nnx.Module):  # y = x * s, per channel
   ...   def __init__(self, channels):
   ...     self.s = nnx.Param(jnp.full((channels,), 2.0))
@@ -125,6 +127,8 @@ def register_inverse(
 
   Example:
     >>> import functools, jax.numpy as jnp
+    >>> from bort_jax.explain import register_inverse
+    >>> from bort_jax.explain.registry import find_inverse
     >>> def cube(x, offset=0.0):
     ...   return x**3 + offset
     >>> def cube_inverse(function, y, input_shape, **options):

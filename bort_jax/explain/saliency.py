@@ -58,6 +58,7 @@ def resolve_k(k: int | None, channels: int) -> int:
     ValueError: for an explicit ``k`` outside ``[1, channels]``.
 
   Example:
+    >>> from bort_jax.explain.saliency import resolve_k
     >>> resolve_k(None, 64), resolve_k(None, 512), resolve_k(8, 64)
     (64, 256, 8)
   """
@@ -174,7 +175,7 @@ def backtracking_saliency(
     drop_border: drop channels whose maximum lies on the border.
     method: the layer inverses of :math:`g`, ``'transpose'`` (the paper's)
       or ``'pinv'`` (least squares).
-    scaling: layer-inverse scaling, see :func:`~bort_jax.explain.inverse.unit_scales`.
+    scaling: layer-inverse scaling, see :func:`~bort_jax.explain.kernels.unit_scales`.
     inverse_options: more keyword arguments of
       :func:`~bort_jax.explain.inverse.reconstruct` (e.g. ``maxiter``, ``tol``).
     batch_size: examples backtracked at once (each needs ``k`` passes through
@@ -309,6 +310,7 @@ def vanilla_gradient(model: Any, x: jax.Array, labels: jax.Array) -> jax.Array:
   Example:
     >>> import jax.numpy as jnp
     >>> from flax import nnx
+    >>> from bort_jax.explain import vanilla_gradient
     >>> model = nnx.Linear(3, 2, rngs=nnx.Rngs(0))
     >>> g = vanilla_gradient(model, jnp.ones((1, 3)), jnp.array([1]))
     >>> bool(jnp.allclose(g[0], model.kernel[...][:, 1]))
@@ -371,6 +373,7 @@ def integrated_gradients(
   Example:
     >>> import jax.numpy as jnp
     >>> from flax import nnx
+    >>> from bort_jax.explain import integrated_gradients
     >>> model = nnx.Linear(3, 2, rngs=nnx.Rngs(0))
     >>> x = jnp.ones((1, 3))
     >>> ig = integrated_gradients(model, x, jnp.array([0]), num_steps=4)
@@ -405,6 +408,7 @@ def attribution_map(
 
   Example:
     >>> import jax.numpy as jnp
+    >>> from bort_jax.explain import attribution_map
     >>> attribution_map(jnp.array([[[[-1.0, 2.0]]]]))
     Array([[[3.]]], dtype=float32)
   """

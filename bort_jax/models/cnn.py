@@ -187,6 +187,7 @@ class BortInvertibleCNN(NamedSequential):
   Example:
     >>> from flax import nnx
     >>> import jax.numpy as jnp
+    >>> from bort_jax.models import BortInvertibleCNN
     >>> model = BortInvertibleCNN(rngs=nnx.Rngs(0))
     >>> model(jnp.zeros((2, 28, 28, 1))).shape
     (2, 10)

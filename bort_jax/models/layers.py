@@ -54,6 +54,7 @@ class LeakyReLU(nnx.Module):
 
   Example:
     >>> import jax.numpy as jnp
+    >>> from bort_jax.models import LeakyReLU
     >>> LeakyReLU(0.5)(jnp.array([-2.0, 3.0]))
     Array([-1.,  3.], dtype=float32)
   """
@@ -70,6 +71,7 @@ class ReLU(nnx.Module):
 
   Example:
     >>> import jax.numpy as jnp
+    >>> from bort_jax.models import ReLU
     >>> ReLU()(jnp.array([-2.0, 3.0]))
     Array([0., 3.], dtype=float32)
   """
@@ -86,6 +88,7 @@ class Flatten(nnx.Module):
 
   Example:
     >>> import jax.numpy as jnp
+    >>> from bort_jax.models import Flatten
     >>> Flatten()(jnp.zeros((2, 7, 7, 64))).shape
     (2, 3136)
   """
@@ -124,6 +127,7 @@ class MaxPool(_Pool):
 
   Example:
     >>> import jax.numpy as jnp
+    >>> from bort_jax.models import MaxPool
     >>> MaxPool(2)(jnp.zeros((1, 8, 8, 3))).shape
     (1, 4, 4, 3)
   """
@@ -144,6 +148,7 @@ class AvgPool(_Pool):
 
   Example:
     >>> import jax.numpy as jnp
+    >>> from bort_jax.models import AvgPool
     >>> AvgPool(2)(jnp.ones((1, 8, 8, 3))).shape
     (1, 4, 4, 3)
   """
@@ -180,6 +185,7 @@ class NamedSequential(nnx.Module):
   Example:
     >>> from flax import nnx
     >>> import jax.numpy as jnp
+    >>> from bort_jax.models import Flatten, LeakyReLU, NamedSequential
     >>> rngs = nnx.Rngs(0)
     >>> net = NamedSequential([
     ...     ('flatten', Flatten()),
@@ -245,6 +251,7 @@ class NamedSequential(nnx.Module):
 
     Example:
       >>> from flax import nnx
+      >>> from bort_jax.models import Flatten, NamedSequential
       >>> head = nnx.Linear(4, 2, rngs=nnx.Rngs(0))
       >>> net = NamedSequential([('flatten', Flatten()), ('classifier', head)])
       >>> net.kernel_pattern('classifier')
@@ -266,6 +273,7 @@ class NamedSequential(nnx.Module):
 
     Example:
       >>> from flax import nnx
+      >>> from bort_jax.models import Flatten, NamedSequential
       >>> net = NamedSequential([
       ...     ('conv', nnx.Conv(1, 16, (3, 3), rngs=nnx.Rngs(0))),
       ...     ('flatten', Flatten())])
@@ -309,6 +317,7 @@ class NamedSequential(nnx.Module):
     Example:
       >>> from flax import nnx
       >>> import jax.numpy as jnp
+      >>> from bort_jax.models import Flatten, NamedSequential, ReLU
       >>> net = NamedSequential([('flatten', Flatten()), ('relu', ReLU())])
       >>> list(net.intermediates(jnp.ones((1, 2, 2))))
       ['flatten', 'relu']

@@ -49,6 +49,7 @@ class MLP(NamedSequential):
   Example:
     >>> from flax import nnx
     >>> import jax.numpy as jnp
+    >>> from bort_jax.models import MLP
     >>> model = MLP(rngs=nnx.Rngs(0))
     >>> model(jnp.zeros((2, 28, 28, 1))).shape
     (2, 10)

@@ -88,6 +88,7 @@ class BasicBlock(nnx.Module):
   Example:
     >>> from flax import nnx
     >>> import jax.numpy as jnp
+    >>> from bort_jax.models import BasicBlock
     >>> block = BasicBlock(4, 8, stride=2, rngs=nnx.Rngs(0))
     >>> block(jnp.zeros((1, 8, 8, 4))).shape
     (1, 4, 4, 8)
@@ -142,6 +143,7 @@ class BottleneckBlock(nnx.Module):
   Example:
     >>> from flax import nnx
     >>> import jax.numpy as jnp
+    >>> from bort_jax.models import BottleneckBlock
     >>> block = BottleneckBlock(8, 2, stride=2, rngs=nnx.Rngs(0))
     >>> block(jnp.zeros((1, 8, 8, 8))).shape
     (1, 4, 4, 8)
@@ -209,6 +211,7 @@ class ResNet(nnx.Module):
   Example:
     >>> from flax import nnx
     >>> import jax.numpy as jnp
+    >>> from bort_jax.models import BasicBlock, ResNet
     >>> model = ResNet(BasicBlock, (1, 1), num_classes=10, width=4,
     ...                rngs=nnx.Rngs(0))
     >>> model(jnp.zeros((2, 16, 16, 3))).shape
@@ -296,6 +299,7 @@ class ResNet18(ResNet):
   Example:
     >>> from flax import nnx
     >>> import jax.numpy as jnp
+    >>> from bort_jax.models import ResNet18
     >>> # Shapes only: traced, nothing allocated or computed.
     >>> logits = nnx.eval_shape(lambda: ResNet18(
     ...     num_classes=10, rngs=nnx.Rngs(0))(jnp.zeros((2, 32, 32, 3))))
@@ -320,6 +324,7 @@ class ResNet50(ResNet):
   Example:
     >>> from flax import nnx
     >>> import jax.numpy as jnp
+    >>> from bort_jax.models import ResNet50
     >>> # Shapes only (nothing allocated); bfloat16 compute, float32 parameters.
     >>> model = nnx.eval_shape(
     ...     lambda: ResNet50(num_classes=1000, dtype=jnp.bfloat16, rngs=nnx.Rngs(0)))

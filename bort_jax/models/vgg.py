@@ -195,6 +195,7 @@ class InvertibleVGG16(VGG16):
 
   Example:
     >>> from flax import nnx
+    >>> from bort_jax.models import InvertibleVGG16
     >>> # Shapes only (nothing allocated).
     >>> model = nnx.eval_shape(lambda: InvertibleVGG16(
     ...     num_classes=10, image_size=32, classifier_widths=(), rngs=nnx.Rngs(0)))

@@ -44,6 +44,7 @@ class PatchEmbedding(nnx.Module):
   Example:
     >>> from flax import nnx
     >>> import jax.numpy as jnp
+    >>> from bort_jax.models import PatchEmbedding
     >>> embed = PatchEmbedding(3, 64, 4, rngs=nnx.Rngs(0))
     >>> embed(jnp.zeros((2, 32, 32, 3))).shape
     (2, 64, 64)
@@ -89,6 +90,7 @@ class FeedForward(nnx.Module):
   Example:
     >>> from flax import nnx
     >>> import jax.numpy as jnp
+    >>> from bort_jax.models import FeedForward
     >>> FeedForward(64, 256, rngs=nnx.Rngs(0))(jnp.zeros((2, 65, 64))).shape
     (2, 65, 64)
   """
@@ -138,6 +140,7 @@ class EncoderBlock(nnx.Module):
   Example:
     >>> from flax import nnx
     >>> import jax.numpy as jnp
+    >>> from bort_jax.models import EncoderBlock
     >>> block = EncoderBlock(64, 2, rngs=nnx.Rngs(0))
     >>> block(jnp.zeros((2, 65, 64))).shape
     (2, 65, 64)
@@ -225,6 +228,7 @@ class VisionTransformer(nnx.Module):
   Example:
     >>> from flax import nnx
     >>> import jax.numpy as jnp
+    >>> from bort_jax.models import VisionTransformer
     >>> model = VisionTransformer(10, image_size=32, patch_size=4, embed_dim=64,
     ...                           depth=2, num_heads=2, rngs=nnx.Rngs(0))
     >>> model(jnp.zeros((2, 32, 32, 3))).shape
@@ -338,6 +342,7 @@ def deit_small(
 
   Example:
     >>> from flax import nnx
+    >>> from bort_jax.models import deit_small
     >>> model = nnx.eval_shape(lambda: deit_small(rngs=nnx.Rngs(0)))
     >>> model.blocks[0].attention.query.kernel.shape
     (384, 6, 64)
@@ -368,6 +373,7 @@ def vit_tiny_test(
   Example:
     >>> from flax import nnx
     >>> import jax.numpy as jnp
+    >>> from bort_jax.models import vit_tiny_test
     >>> vit_tiny_test(rngs=nnx.Rngs(0))(jnp.zeros((2, 32, 32, 3))).shape
     (2, 10)
   """

@@ -229,6 +229,7 @@ def matrix_correction(
 
   Example:
     >>> import jax.numpy as jnp
+    >>> from bort_jax import matrix_correction
     >>> m = jnp.eye(3, 2) * 2.0
     >>> matrix_correction(m)  # M (MᵀM) − M = 4M − M = 3M
     Array([[6., 0.],
@@ -299,6 +300,7 @@ def bort_correction(
 
   Example:
     >>> import jax, jax.numpy as jnp
+    >>> from bort_jax import bort_correction
     >>> kernel = jax.random.normal(jax.random.key(0), (3, 3, 8, 16)) * 0.1
     >>> for _ in range(50):
     ...   kernel = kernel - 0.5 * bort_correction(kernel)

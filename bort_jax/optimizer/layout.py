@@ -28,6 +28,7 @@ class BortDimensionNumbers(NamedTuple):
   a permutation of the fan-in.
 
   Examples:
+    >>> from bort_jax import BortDimensionNumbers
     >>> BortDimensionNumbers()  # Dense (in, out), Conv (kh, kw, in, out)
     BortDimensionNumbers(output_axis=(-1,), batch_axis=())
     >>> # attention query/key/value kernel (in, heads, head_dim)

@@ -96,6 +96,7 @@ def default_mask(params: PyTree) -> PyTree:
 
   Example:
     >>> import jax.numpy as jnp
+    >>> from bort_jax import default_mask
     >>> default_mask({'dense': {'kernel': jnp.ones((3, 4)), 'bias': jnp.ones(4)}})
     {'dense': {'bias': False, 'kernel': True}}
   """
@@ -142,6 +143,7 @@ def kernels_except(*patterns: str) -> Callable[[PyTree], PyTree]:
 
   Example:
     >>> import jax.numpy as jnp
+    >>> from bort_jax import kernels_except
     >>> params = {'body': {'kernel': jnp.ones((3, 3))}, 'head': {'kernel': jnp.ones((3, 2))}}
     >>> kernels_except('^head/')(params)
     {'body': {'kernel': True}, 'head': {'kernel': False}}
@@ -224,6 +226,7 @@ def stacked_dimension_numbers(
 
   Example:
     >>> import jax.numpy as jnp
+    >>> from bort_jax import stacked_dimension_numbers
     >>> params = {'layers': {'kernel': jnp.ones((3, 4, 4))},
     ...           'head': {'kernel': jnp.ones((4, 2))}}
     >>> stacked_dimension_numbers('^layers/')(params)['layers']['kernel']

@@ -84,6 +84,7 @@ def orthogonality_report(
   Example:
     >>> import jax, jax.numpy as jnp
     >>> from bort_jax.optimizer.masking import kernels_except
+    >>> from bort_jax import orthogonality_report
     >>> q, _ = jnp.linalg.qr(jax.random.normal(jax.random.key(0), (8, 4)))
     >>> params = {'dense': {'kernel': q}, 'head': {'kernel': jnp.ones((4, 2))}}
     >>> mask = kernels_except('^head/')  # the optimizer's mask, given once

@@ -331,6 +331,7 @@ def add_bort_correction(
 
   Example:
     >>> import jax.numpy as jnp, optax
+    >>> from bort_jax import add_bort_correction
     >>> tx = optax.chain(optax.scale_by_lion(), add_bort_correction(1e-2),
     ...                  optax.scale_by_learning_rate(1e-3))
     >>> params = {'dense': {'kernel': jnp.ones((4, 3)), 'bias': jnp.zeros(3)}}
@@ -425,6 +426,7 @@ def add_decoupled_bort_correction(
 
   Example:
     >>> import jax.numpy as jnp, optax
+    >>> from bort_jax import add_decoupled_bort_correction
     >>> schedule = optax.cosine_decay_schedule(1e-3, 1000)
     >>> tx = optax.chain(optax.lion(schedule),
     ...                  add_decoupled_bort_correction(schedule, gamma=10.0))
@@ -515,6 +517,7 @@ def with_bort(
 
   Example:
     >>> import jax.numpy as jnp, optax
+    >>> from bort_jax import with_bort
     >>> schedule = optax.warmup_cosine_decay_schedule(0.0, 1e-3, 10, 100)
     >>> tx = with_bort(optax.adamw(schedule), learning_rate=schedule, gamma=30.0)
     >>> params = {'dense': {'kernel': jnp.ones((4, 3)), 'bias': jnp.zeros(3)}}
@@ -593,6 +596,7 @@ def bort_sgd(
 
   Example:
     >>> import jax, jax.numpy as jnp
+    >>> from bort_jax import bort_sgd
     >>> tx = bort_sgd(0.1, gamma=0.05, momentum=0.9, weight_decay=5e-4)
     >>> params = {'kernel': jax.random.normal(jax.random.key(0), (6, 2))}
     >>> state = tx.init(params)
@@ -680,6 +684,7 @@ def bort_adamw(
 
   Example:
     >>> import jax, jax.numpy as jnp, optax
+    >>> from bort_jax import bort_adamw
     >>> tx = optax.inject_hyperparams(bort_adamw)(learning_rate=1e-3, gamma=1e-4,
     ...                                           amplitude='adaptive')
     >>> params = {'conv': {'kernel': jnp.ones((3, 3, 4, 8)) * 0.1}}

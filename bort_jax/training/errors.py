@@ -7,6 +7,7 @@ use, 1 for a run that cannot go on, 128 + the signal number for an
 interrupted one); any other exception is a bug and keeps its traceback.
 
 Example:
+  >>> from bort_jax.training.errors import ConfigError
   >>> try:
   ...   raise ConfigError('keep_checkpoints must be at least 1, got 0')
   ... except ValueError as error:  # a ConfigError is a ValueError

@@ -19,6 +19,7 @@ and step time go under ``train/``, and the orthogonality summary under
 record's global ``step``.
 
 Example:
+  >>> from bort_jax.training.metric_writers import record_scalars
   >>> record_scalars({'step': 100, 'train_loss': 0.25, 'learning_rate': 0.5,
   ...                 'orthogonality': {'relative_error/mean': 0.2}})
   {'train/loss': 0.25, 'train/learning_rate': 0.5, \

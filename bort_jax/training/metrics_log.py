@@ -12,6 +12,7 @@ lines to a temporary file and ``os.replace``-ing it, so the log is never
 half rewritten. The resumed run then writes those steps again, once.
 
 Example:
+  >>> from bort_jax.training.metrics_log import sanitize_records
   >>> record, = sanitize_records([{'step': 3, 'train_loss': float('nan')}])
   >>> record
   {'step': 3, 'train_loss': None, 'nonfinite': ['train_loss']}

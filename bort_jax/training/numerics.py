@@ -8,6 +8,7 @@ the error message once a check failed; :func:`check_finite_params` raises
 
 Example:
   >>> import jax.numpy as jnp
+  >>> from bort_jax.training.numerics import all_finite, nonfinite_leaves
   >>> params = {'dense': {'kernel': jnp.array([1.0, jnp.nan])}}
   >>> bool(all_finite(params)), nonfinite_leaves(params)
   (False, ['dense/kernel'])

@@ -25,6 +25,7 @@ configs, to keep it apart from :mod:`bort_jax.optimizer`, the Bort
 transformations themselves.)
 
 Example:
+  >>> from bort_jax.training import create_optimizer
   >>> tx = create_optimizer('bort_lamb', learning_rate=1e-3, weight_decay=0.05,
   ...                       gamma=1e-4)
 """
@@ -105,6 +106,7 @@ def create_optimizer(
 
   Example:
     >>> import jax.numpy as jnp
+    >>> from bort_jax.training import create_optimizer
     >>> tx = create_optimizer('bort_sgd', learning_rate=0.1, gamma=0.05)
     >>> params = {'dense': {'kernel': jnp.eye(3), 'bias': jnp.zeros(3)}}
     >>> updates, _ = tx.update(params, tx.init(params), params)
@@ -185,6 +187,7 @@ def peak_learning_rate(config: ml_collections.ConfigDict) -> float:
 
   Example:
     >>> from bort_jax import configs
+    >>> from bort_jax.training import peak_learning_rate
     >>> config = configs.get_config('imagenet_deit_s')
     >>> round(peak_learning_rate(configs.replace(config, batch_size=2048)), 6)
     0.002
@@ -214,6 +217,7 @@ def create_learning_rate_schedule(
 
   Example:
     >>> from bort_jax import configs
+    >>> from bort_jax.training import create_learning_rate_schedule
     >>> config = configs.replace(configs.base.get_config(), learning_rate=0.1,
     ...                          epochs=10, warmup_epochs=1.0)
     >>> schedule = create_learning_rate_schedule(config, 100)

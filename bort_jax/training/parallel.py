@@ -13,6 +13,8 @@ axis (:func:`split_for_pmap`).
 
 Example:
   >>> import jax, jax.numpy as jnp, numpy as np
+  >>> from bort_jax.training.parallel import create_mesh, global_batch
+  >>> from bort_jax.training.parallel import state_sharding
   >>> mesh = create_mesh()
   >>> state = {'w': jnp.ones((4, 2))}
   >>> state = jax.device_put(state, state_sharding(state, mesh))
@@ -65,6 +67,8 @@ def fsdp_spec(shape: tuple[int, ...], num_shards: int, min_size: int) -> P:
   divisible axis, are replicated.
 
   Example:
+    >>> from jax.sharding import PartitionSpec as P
+    >>> from bort_jax.training.parallel import fsdp_spec
     >>> fsdp_spec((3, 3, 64, 128), 8, min_size=0) == P(None, None, None, 'data')
     True
     >>> fsdp_spec((10,), 8, min_size=0) == P()
