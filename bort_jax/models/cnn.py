@@ -188,10 +188,13 @@ class BortInvertibleCNN(NamedSequential):
     >>> from flax import nnx
     >>> import jax.numpy as jnp
     >>> from bort_jax.models import BortInvertibleCNN
-    >>> model = BortInvertibleCNN(rngs=nnx.Rngs(0))
-    >>> model(jnp.zeros((2, 28, 28, 1))).shape
+    >>> # Shapes only: traced, nothing allocated or computed.
+    >>> model = nnx.eval_shape(lambda: BortInvertibleCNN(rngs=nnx.Rngs(0)))
+    >>> x = jnp.zeros((2, 28, 28, 1))
+    >>> nnx.eval_shape(lambda model, x: model(x), model, x).shape
     (2, 10)
-    >>> model.forward_to(jnp.zeros((2, 28, 28, 1)), 'down2_lrelu').shape
+    >>> nnx.eval_shape(lambda model, x: model.forward_to(x, 'down2_lrelu'),
+    ...                model, x).shape
     (2, 7, 7, 256)
     >>> model.patch_matrix_shapes()['down2']
     (256, 256)
