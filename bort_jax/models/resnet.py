@@ -90,8 +90,8 @@ class BasicBlock(nnx.Module):
     >>> import jax.numpy as jnp
     >>> from bort_jax.models import BasicBlock
     >>> block = BasicBlock(4, 8, stride=2, rngs=nnx.Rngs(0))
-    >>> block(jnp.zeros((1, 8, 8, 4))).shape
-    (1, 4, 4, 8)
+    >>> block(jnp.zeros((2, 4, 4, 4))).shape
+    (2, 2, 2, 8)
   """
 
   expansion = 1
