@@ -302,8 +302,9 @@ def bort_correction(
     >>> import jax, jax.numpy as jnp
     >>> from bort_jax import bort_correction
     >>> kernel = jax.random.normal(jax.random.key(0), (3, 3, 8, 16)) * 0.1
+    >>> step = jax.jit(lambda kernel: kernel - 0.5 * bort_correction(kernel))
     >>> for _ in range(50):
-    ...   kernel = kernel - 0.5 * bort_correction(kernel)
+    ...   kernel = step(kernel)
     >>> m = kernel.reshape(-1, 16)
     >>> bool(jnp.allclose(m.T @ m, jnp.eye(16), atol=1e-4))
     True
