@@ -11,7 +11,7 @@ from bort_jax import explain
 from bort_jax.models import MLP, InvertibleCNN
 from bort_jax.models.layers import Flatten, LeakyReLU, NamedSequential
 
-from explain_testing import conv, linear, mlp, normal, set_orthogonal, uniform
+from testing import conv, linear, mlp, normal, set_orthogonal, uniform
 
 
 def _mlp(num_classes, seed=0):

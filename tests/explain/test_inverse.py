@@ -11,7 +11,7 @@ from bort_jax import explain
 from bort_jax.models import InvertibleCNN, InvertibleVGG16, MLP, ResNet18
 from bort_jax.models.layers import AvgPool, Flatten, LeakyReLU, MaxPool, NamedSequential, ReLU
 
-from explain_testing import conv, linear, normal, orthonormal
+from testing import conv, linear, normal, orthonormal
 
 DN = ('NHWC', 'HWIO', 'NHWC')
 

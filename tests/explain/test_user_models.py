@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from explain_testing import normal, orthonormal
+from testing import normal, orthonormal
 from flax import nnx
 
 from bort_jax import explain

@@ -14,7 +14,8 @@ parameters; failed checkpoint writes end the run; one run per work
 directory; ``bort-prepare-mnist`` verifies what it reports.
 
 Signals, kill -9 (``crash_worker.py``) and a second process run in
-subprocesses; the rest in process.
+subprocesses; the rest in process. The checks themselves, called directly,
+are tested in ``tests/training/test_fault_checks.py``.
 """
 
 import json
@@ -28,17 +29,16 @@ import threading
 import time
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
-import numpy as np
 import pytest
 from flax import nnx
+
+from testing import assert_trees_equal, strict_records
 
 from bort_jax import configs
 from bort_jax.data import mnist_idx
 from bort_jax.programs import prepare_mnist as prepare_program
 from bort_jax.programs import train as train_program
-from bort_jax.training import checkpoint, errors, loop, metrics_log, numerics, preflight
+from bort_jax.training import checkpoint, errors, loop, numerics
 from bort_jax.training import workdir as workdir_lib
 
 pytestmark = pytest.mark.expensive
@@ -77,23 +77,6 @@ def tiny(**changes):
   return configs.replace(configs.get_config('mnist_mlp'), **{**TINY, **changes})
 
 
-def _no_constant(name):
-  raise ValueError(f'not strict JSON: {name}')
-
-
-def strict_records(workdir):
-  """metrics.jsonl as strict JSON (no NaN), steps unique and increasing."""
-  text = (Path(workdir) / 'metrics.jsonl').read_text()
-  assert text.endswith('\n')
-  records = [
-      json.loads(line, parse_constant=_no_constant)
-      for line in text.splitlines()
-  ]
-  steps = [r['step'] for r in records]
-  assert steps == sorted(set(steps)), steps
-  return records
-
-
 def without_timing(records):
   return [{k: v for k, v in r.items() if k not in TIMING} for r in records]
 
@@ -101,15 +84,6 @@ def without_timing(records):
 def checkpoint_steps(workdir):
   folder = Path(workdir) / 'checkpoints'
   return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())
-
-
-def assert_trees_equal(a, b):
-  leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
-  assert len(leaves_a) == len(leaves_b)
-  for x, y in zip(leaves_a, leaves_b):
-    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-      x, y = jax.random.key_data(x), jax.random.key_data(y)
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 def run_cli(argv, capsys):
@@ -227,47 +201,6 @@ def test_batch_not_divisible_by_the_devices(
   assert 'Traceback' not in result.stderr
 
 
-@pytest.mark.parametrize(
-    'sizes,match',
-    [
-        (
-            dict(eval_batch_size=101, devices=2, processes=2),
-            'not divisible by the 2 processes',
-        ),
-        (
-            dict(eval_batch_size=100, devices=8, processes=1),
-            'eval_batch_size 100 .* the 8 devices',
-        ),
-        (  # pmap: per process
-            dict(
-                batch_size=36,
-                devices=8,
-                processes=2,
-                local_devices=4,
-                pmap=True,
-            ),
-            'the 4 devices',
-        ),
-    ],
-)
-def test_preflight_batch_checks_refuse(sizes, match):
-  arguments = dict(batch_size=64, eval_batch_size=64, train_examples=640)
-  with pytest.raises(errors.ConfigError, match=match):
-    preflight.check_batch_sizes(**{**arguments, **sizes})
-
-
-def test_preflight_batch_checks_accept_pmap_per_process():
-  preflight.check_batch_sizes(
-      batch_size=64,
-      eval_batch_size=64,
-      train_examples=64,
-      devices=8,
-      processes=2,
-      local_devices=4,
-      pmap=True,
-  )
-
-
 def test_workdir_that_is_a_file_or_not_writable(
     tmp_path, mnist_data_dir, capsys
 ):
@@ -292,21 +225,6 @@ def test_workdir_that_is_a_file_or_not_writable(
   if os.geteuid() != 0:  # root writes anywhere
     with pytest.raises(errors.WorkdirError, match='Permission denied'):
       workdir_lib.check_directory(read_only)
-
-
-def test_read_only_workdir_message(tmp_path, monkeypatch):
-  """The write probe failing as on a read-only file system (EROFS; root
-  cannot be denied by permissions here) gives a message, not a traceback."""
-
-  def refuse(*args, **kwargs):
-    raise OSError(30, 'Read-only file system')
-
-  monkeypatch.setattr(workdir_lib.tempfile, 'TemporaryFile', refuse)
-  with pytest.raises(
-      errors.WorkdirError,
-      match=f'cannot use {tmp_path} as the work directory: Read-only file system',
-  ):
-    workdir_lib.check_directory(tmp_path)
 
 
 def test_truncated_config_json(tmp_path, mnist_data_dir, capsys):
@@ -569,44 +487,6 @@ def test_diverged_run_with_skipped_steps_fails(
       in err
   )
   assert checkpoint_steps(workdir) == []
-
-
-def test_metrics_log_is_strict_json(tmp_path):
-  log = metrics_log.MetricsLog(tmp_path)
-  log.write(
-      {
-          'step': 1,
-          'eval_loss': float('inf'),
-          'orthogonality': {'relative_error/mean': float('nan')},
-      }
-  )
-  (record,) = strict_records(tmp_path)
-  assert record == {
-      'step': 1,
-      'eval_loss': None,
-      'orthogonality': {'relative_error/mean': None},
-      'nonfinite': ['eval_loss', 'orthogonality/relative_error/mean'],
-  }
-
-
-def test_check_finite_params_names_the_leaves():
-  params = {
-      'dense': {'kernel': jnp.array([1.0, jnp.nan]), 'bias': jnp.zeros(2)},
-      'count': jnp.arange(2),
-  }
-  with pytest.raises(
-      errors.NonFiniteError,
-      match=r'runs/a has non-finite parameters .* in ' r'dense/kernel: ',
-  ):
-    numerics.check_finite_params(params, what='runs/a')
-  numerics.check_finite_params({'dense': {'kernel': jnp.ones(2)}})
-
-
-def test_check_output_dir(tmp_path):
-  assert workdir_lib.check_output_dir(tmp_path / 'new' / 'out').is_dir()
-  (tmp_path / 'file').write_text('')
-  with pytest.raises(errors.WorkdirError, match='output folder .* is a file'):
-    workdir_lib.check_output_dir(tmp_path / 'file')
 
 
 # Checkpoints verified, metrics.jsonl consistent, against a run never stopped.
@@ -927,27 +807,6 @@ def test_failed_checkpoint_write_ends_the_run(
   assert len(errors_) == 1 and message in errors_[0], result.stderr
 
 
-def test_check_regular_files_names_a_fifo(tmp_path):
-  """A checkpoint holding a FIFO counts as corrupt (reading it would block)."""
-  folder = tmp_path / '4' / 'params'
-  folder.mkdir(parents=True)
-  (folder / 'data').write_bytes(b'x')
-  checkpoint.check_regular_files(tmp_path / '4')
-  os.mkfifo(folder / 'manifest')
-  with pytest.raises(
-      ValueError, match=f'{folder / "manifest"} is not a regular file'
-  ):
-    checkpoint.check_regular_files(tmp_path / '4')
-
-
-def test_truncate_after(tmp_path):
-  path = tmp_path / 'metrics.jsonl'
-  path.write_text('{"step": 1}\n{"step": 2}\n{"step": 3}\n{"step": 4, "tr')
-  assert metrics_log.truncate_after(path, 2) == 2
-  assert path.read_text() == '{"step": 1}\n{"step": 2}\n'
-  assert metrics_log.truncate_after(path, 2) == 0
-
-
 # One run per work directory.
 
 
@@ -980,19 +839,6 @@ def test_previous_run_resume_and_overwrite(tmp_path, mnist_data_dir, capsys):
   assert json.loads((workdir / 'config.json').read_text())['seed'] == 1
   assert [r['step'] for r in strict_records(workdir)] == [1, 2, 3]
   assert checkpoint_steps(workdir) == [3]
-
-
-def test_lock_names_its_owner(tmp_path):
-  with (
-      workdir_lib.WorkdirLock(tmp_path),
-      pytest.raises(
-          errors.WorkdirError,
-          match=rf'{tmp_path} is in use by pid {os.getpid()} on ',
-      ),
-  ):
-    workdir_lib.WorkdirLock(tmp_path).acquire()
-  with workdir_lib.WorkdirLock(tmp_path):  # released: free again
-    pass
 
 
 def _wait_for_records(workdir, count, process, deadline=TIMEOUT):

@@ -3,10 +3,11 @@ for bit, restore_model, and the command line end to end."""
 
 import json
 
-import jax
 import numpy as np
 import pytest
 from flax import nnx
+
+from testing import assert_trees_equal
 
 from bort_jax import configs
 from bort_jax.data import mnist_idx
@@ -40,15 +41,6 @@ def read_metrics(workdir):
       json.loads(line)
       for line in (workdir / 'metrics.jsonl').read_text().splitlines()
   ]
-
-
-def assert_trees_equal(a, b):
-  leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
-  assert len(leaves_a) == len(leaves_b)
-  for x, y in zip(leaves_a, leaves_b):
-    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-      x, y = jax.random.key_data(x), jax.random.key_data(y)
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 def test_finished_run(tmp_path, mnist_data_dir, tiny_config):
