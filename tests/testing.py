@@ -28,6 +28,15 @@ def assert_trees_equal(a, b):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+def train(config, workdir, data_dir, **kwargs):
+  """``loop.train_and_evaluate`` on ``data_dir`` without a progress bar."""
+  from bort_jax.training import loop  # pylint: disable=import-outside-toplevel
+
+  return loop.train_and_evaluate(
+      config, workdir, data_dir=data_dir, progress=False, **kwargs
+  )
+
+
 def _no_constant(name):
   raise ValueError(f'not strict JSON: {name}')
 

@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 from flax import nnx
 
-from testing import assert_trees_equal, strict_records
+from testing import assert_trees_equal, strict_records, train
 
 from bort_jax import configs
 from bort_jax.data import mnist_idx
@@ -69,6 +69,9 @@ TINY_ARGS = [
     '--set',
     'model_kwargs={"hidden_features": [16]}',
 ]
+# AdamW at learning rate 1e38: step 1 leaves finite (huge) weights, the loss
+# of step 2 overflows.
+DIVERGING_ARGS = ['--optimizer', 'adamw', '--learning-rate', '1e38']
 TIMEOUT = 300
 TIMING = ('step_time', 'elapsed')
 
@@ -84,6 +87,36 @@ def without_timing(records):
 def checkpoint_steps(workdir):
   folder = Path(workdir) / 'checkpoints'
   return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())
+
+
+def tiny_args(data_dir, workdir, *extra):
+  """``TINY_ARGS`` reading ``data_dir``, writing ``workdir``, then ``extra``."""
+  return [*TINY_ARGS, '--data-dir', data_dir, '--workdir', workdir, *extra]
+
+
+def resume_args(workdir, data_dir):
+  """Resumes the run in ``workdir`` from its own config.json."""
+  return [
+      '--workdir',
+      workdir,
+      '--resume',
+      '--data-dir',
+      data_dir,
+      '--no-progress',
+  ]
+
+
+def run_python(program, argv, env):
+  """Runs ``python PROGRAM... ARGV...`` in a subprocess to its end (at most
+  ``TIMEOUT`` seconds); its output captured as text."""
+  return subprocess.run(
+      [sys.executable, *map(str, [*program, *argv])],
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=TIMEOUT,
+      check=False,
+  )
 
 
 def run_cli(argv, capsys):
@@ -157,7 +190,7 @@ def test_bad_values_are_refused_before_anything_is_written(
 ):
   workdir = tmp_path / 'run'
   code, err = run_cli(
-      [*TINY_ARGS, '--data-dir', mnist_data_dir, '--workdir', workdir, *extra],
+      tiny_args(mnist_data_dir, workdir, *extra),
       capsys,
   )
   assert code == 2
@@ -174,24 +207,10 @@ def test_batch_not_divisible_by_the_devices(
       **subprocess_env,
       'XLA_FLAGS': '--xla_force_host_platform_device_count=8',
   }
-  result = subprocess.run(
-      [
-          sys.executable,
-          '-m',
-          'bort_jax.programs.train',
-          *TINY_ARGS,
-          '--batch-size',
-          '60',
-          '--data-dir',
-          mnist_data_dir,
-          '--workdir',
-          str(tmp_path / 'run'),
-      ],
-      env=env,
-      capture_output=True,
-      text=True,
-      timeout=TIMEOUT,
-      check=False,
+  result = run_python(
+      ['-m', 'bort_jax.programs.train'],
+      tiny_args(mnist_data_dir, tmp_path / 'run', '--batch-size', '60'),
+      env,
   )
   assert result.returncode == 2, result.stderr
   assert (
@@ -206,12 +225,10 @@ def test_workdir_that_is_a_file_or_not_writable(
 ):
   a_file = tmp_path / 'file'
   a_file.write_text('not a directory')
-  code, err = run_cli(
-      [*TINY_ARGS, '--data-dir', mnist_data_dir, '--workdir', a_file], capsys
-  )
+  code, err = run_cli(tiny_args(mnist_data_dir, a_file), capsys)
   assert code == 2 and f'--workdir {a_file} is a file, not a directory' in err
   code, err = run_cli(
-      [*TINY_ARGS, '--data-dir', mnist_data_dir, '--workdir', a_file / 'run'],
+      tiny_args(mnist_data_dir, a_file / 'run'),
       capsys,
   )
   assert code == 1, err
@@ -229,20 +246,11 @@ def test_workdir_that_is_a_file_or_not_writable(
 
 def test_truncated_config_json(tmp_path, mnist_data_dir, capsys):
   workdir = tmp_path / 'run'
-  loop.train_and_evaluate(
-      tiny(), workdir, data_dir=mnist_data_dir, progress=False, max_steps=1
-  )
+  train(tiny(), workdir, mnist_data_dir, max_steps=1)
   text = (workdir / 'config.json').read_text()
   (workdir / 'config.json').write_text(text[: len(text) // 2])
   code, err = run_cli(
-      [
-          '--workdir',
-          workdir,
-          '--resume',
-          '--data-dir',
-          mnist_data_dir,
-          '--no-progress',
-      ],
+      resume_args(workdir, mnist_data_dir),
       capsys,
   )
   assert code == 2
@@ -251,9 +259,7 @@ def test_truncated_config_json(tmp_path, mnist_data_dir, capsys):
       in err
   )
   with pytest.raises(errors.ConfigError, match='is not valid JSON'):
-    loop.train_and_evaluate(
-        tiny(), workdir, data_dir=mnist_data_dir, progress=False, resume=True
-    )
+    train(tiny(), workdir, mnist_data_dir, resume=True)
 
 
 def _config_file(text):
@@ -336,7 +342,7 @@ def test_unreadable_dataset_info_gives_one_line(
   (info,) = (data_dir / 'mnist').rglob('dataset_info.json')
   info.write_text('{not json')
   code, err = run_cli(
-      [*TINY_ARGS, '--data-dir', data_dir, '--workdir', tmp_path / 'run'],
+      tiny_args(data_dir, tmp_path / 'run'),
       capsys,
   )
   assert code == 2, err
@@ -358,9 +364,7 @@ def test_signal_during_start_up_stops_before_writing(
 
   monkeypatch.setattr(loop.input_pipeline, 'open_splits', interrupted_open)
   workdir = tmp_path / 'run'
-  code, err = run_cli(
-      [*TINY_ARGS, '--data-dir', mnist_data_dir, '--workdir', workdir], capsys
-  )
+  code, err = run_cli(tiny_args(mnist_data_dir, workdir), capsys)
   assert code == 130, err
   assert (
       'bort-train: interrupted (SIGINT) during the start-up; nothing written'
@@ -380,21 +384,15 @@ def test_nonfinite_loss_stops_with_the_last_finite_checkpoint_newest(
   it holds finite weights."""
   workdir = tmp_path / 'run'
   code, err = run_cli(
-      [
-          *TINY_ARGS,
-          '--data-dir',
+      tiny_args(
           mnist_data_dir,
-          '--workdir',
           workdir,
-          '--optimizer',
-          'adamw',
-          '--learning-rate',
-          '1e38',
+          *DIVERGING_ARGS,
           '--set',
           'checkpoint_every_steps=1',
           '--set',
           'log_every_steps=1',
-      ],
+      ),
       capsys,
   )
   assert code == 1
@@ -422,13 +420,7 @@ def test_skip_nonfinite_steps(tmp_path, mnist_data_dir):
       skip_nonfinite_steps=True,
       max_consecutive_nonfinite=100,
   )
-  result = loop.train_and_evaluate(
-      config,
-      tmp_path / 'skip',
-      data_dir=mnist_data_dir,
-      progress=False,
-      max_steps=4,
-  )
+  result = train(config, tmp_path / 'skip', mnist_data_dir, max_steps=4)
   records = strict_records(tmp_path / 'skip')
   assert [
       (r['step'], r['train_loss'] is None, r.get('nonfinite_steps'))
@@ -444,13 +436,7 @@ def test_skip_nonfinite_steps(tmp_path, mnist_data_dir):
       match=r'non-finite parameters at step 4 \(1 non-finite updates in a '
       r'row were skipped, then applied\).*checkpoint, step 2',
   ):
-    loop.train_and_evaluate(
-        config,
-        tmp_path / 'give_up',
-        data_dir=mnist_data_dir,
-        progress=False,
-        max_steps=4,
-    )
+    train(config, tmp_path / 'give_up', mnist_data_dir, max_steps=4)
   assert checkpoint_steps(tmp_path / 'give_up') == [2]
   strict_records(tmp_path / 'give_up')
 
@@ -462,23 +448,17 @@ def test_diverged_run_with_skipped_steps_fails(
   evaluation is not finite fails (exit 1) and says so."""
   workdir = tmp_path / 'run'
   code, err = run_cli(
-      [
-          *TINY_ARGS,
-          '--data-dir',
+      tiny_args(
           mnist_data_dir,
-          '--workdir',
           workdir,
-          '--optimizer',
-          'adamw',
-          '--learning-rate',
-          '1e38',
+          *DIVERGING_ARGS,
           '--epochs',
           '1',
           '--set',
           'skip_nonfinite_steps=true',
           '--set',
           'max_consecutive_nonfinite=100',
-      ],
+      ),
       capsys,
   )
   assert code == 1, err
@@ -504,9 +484,7 @@ RESUME_CONFIG = {
 def whole_run(tmp_path_factory, mnist_data_dir):
   """The reference: the resume config, 20 steps, never stopped."""
   workdir = tmp_path_factory.mktemp('whole')
-  result = loop.train_and_evaluate(
-      tiny(**RESUME_CONFIG), workdir, data_dir=mnist_data_dir, progress=False
-  )
+  result = train(tiny(**RESUME_CONFIG), workdir, mnist_data_dir)
   return result, strict_records(workdir)
 
 
@@ -519,9 +497,7 @@ def test_corrupt_and_truncated_checkpoints_fall_back(
   run never stopped ends."""
   config = tiny(**RESUME_CONFIG)
   workdir = tmp_path / 'split'
-  loop.train_and_evaluate(
-      config, workdir, data_dir=mnist_data_dir, progress=False, max_steps=6
-  )
+  train(config, workdir, mnist_data_dir, max_steps=6)
   assert checkpoint_steps(workdir) == [2, 4, 6]
   flip_bytes(workdir / 'checkpoints' / '6' / 'params')
   files = sorted(
@@ -531,9 +507,7 @@ def test_corrupt_and_truncated_checkpoints_fall_back(
   )
   max(files, key=lambda p: p.stat().st_size).unlink()
   with caplog.at_level(logging.WARNING, logger='bort_jax'):
-    result = loop.train_and_evaluate(
-        config, workdir, data_dir=mnist_data_dir, progress=False, resume=True
-    )
+    result = train(config, workdir, mnist_data_dir, resume=True)
   warnings = [r.getMessage() for r in caplog.records if r.name == 'bort_jax']
   assert any(
       m.startswith(
@@ -561,23 +535,14 @@ def test_corrupt_and_truncated_checkpoints_fall_back(
 def test_no_usable_checkpoint_moves_nothing(tmp_path, mnist_data_dir, capsys):
   workdir = tmp_path / 'run'
   config = tiny(**RESUME_CONFIG)
-  loop.train_and_evaluate(
-      config, workdir, data_dir=mnist_data_dir, progress=False, max_steps=2
-  )
+  train(config, workdir, mnist_data_dir, max_steps=2)
   record_path = workdir / 'checkpoint_records' / '2.json'
   record = json.loads(record_path.read_text())
   key = min(k for k in record['sha256'] if k.startswith('params/'))
   record['sha256'][key] = '0' * 64
   record_path.write_text(json.dumps(record))
   code, err = run_cli(
-      [
-          '--workdir',
-          workdir,
-          '--resume',
-          '--data-dir',
-          mnist_data_dir,
-          '--no-progress',
-      ],
+      resume_args(workdir, mnist_data_dir),
       capsys,
   )
   assert code == 1
@@ -602,18 +567,14 @@ def test_metrics_consistent_after_a_crash(
   stopped; the epoch's average covers steps 1-10 across the resume."""
   config = tiny(**RESUME_CONFIG)
   workdir = tmp_path / 'split'
-  loop.train_and_evaluate(
-      config, workdir, data_dir=mnist_data_dir, progress=False, max_steps=7
-  )
+  train(config, workdir, mnist_data_dir, max_steps=7)
   for step in (6, 7):
     shutil.rmtree(workdir / 'checkpoints' / str(step))
   with (workdir / 'metrics.jsonl').open('a') as f:
     f.write(json.dumps({'step': 6, 'epoch': 0.6, 'train_loss': 1.0}) + '\n')
     f.write('{"step": 7, "epoch": 0.7, "train_lo')
   with caplog.at_level(logging.WARNING, logger='bort_jax'):
-    result = loop.train_and_evaluate(
-        config, workdir, data_dir=mnist_data_dir, progress=False, resume=True
-    )
+    result = train(config, workdir, mnist_data_dir, resume=True)
   assert any(
       'dropped 2 record(s) after step 4' in r.getMessage()
       for r in caplog.records
@@ -645,9 +606,7 @@ CRASH_ARGS = [
 def crash_reference(tmp_path_factory, mnist_data_dir):
   """The run never stopped: its final params and its records."""
   workdir = tmp_path_factory.mktemp('never_stopped')
-  result = loop.train_and_evaluate(
-      tiny(**CRASH_CONFIG), workdir, data_dir=mnist_data_dir, progress=False
-  )
+  result = train(tiny(**CRASH_CONFIG), workdir, mnist_data_dir)
   return result.state.params, strict_records(workdir)
 
 
@@ -672,19 +631,10 @@ def test_resume_after_a_stop_equals_the_run_never_stopped(
     code, err = run_cli([*args, '--max-steps', n], capsys)
     assert code == 0, err
   else:
-    killed = subprocess.run(
-        [
-            sys.executable,
-            str(Path(__file__).with_name('crash_worker.py')),
-            point,
-            str(n),
-            *map(str, args),
-        ],
-        env=subprocess_env,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=False,
+    killed = run_python(
+        [Path(__file__).with_name('crash_worker.py'), point, n],
+        args,
+        subprocess_env,
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
   code, err = run_cli([*args, '--resume'], capsys)
@@ -702,13 +652,7 @@ def test_unverifiable_checkpoint_refused_unless_allowed(
   refused; allowed explicitly, it ends where the run never stopped ends (the
   running sums are in the checkpoint itself)."""
   workdir = tmp_path / 'run'
-  loop.train_and_evaluate(
-      tiny(**RESUME_CONFIG),
-      workdir,
-      data_dir=mnist_data_dir,
-      progress=False,
-      max_steps=5,
-  )
+  train(tiny(**RESUME_CONFIG), workdir, mnist_data_dir, max_steps=5)
   shutil.rmtree(workdir / 'checkpoint_records')
   args = ['--workdir', workdir, '--resume', '--data-dir', mnist_data_dir]
   code, err = run_cli([*args, '--no-progress'], capsys)
@@ -741,13 +685,7 @@ def _checkpoints_a_file(workdir, mnist_data_dir):
 
 
 def _newest_checkpoint_a_fifo(workdir, mnist_data_dir):
-  loop.train_and_evaluate(
-      tiny(**RESUME_CONFIG),
-      workdir,
-      data_dir=mnist_data_dir,
-      progress=False,
-      max_steps=4,
-  )
+  train(tiny(**RESUME_CONFIG), workdir, mnist_data_dir, max_steps=4)
   shutil.rmtree(workdir / 'checkpoints' / '4')
   os.mkfifo(workdir / 'checkpoints' / '4')
   return ['--resume'], f'{workdir / "checkpoints" / "4"} is not a folder'
@@ -775,28 +713,20 @@ def test_failed_checkpoint_write_ends_the_run(
       'resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000)); '
       "runpy.run_module('bort_jax.programs.train', run_name='__main__')"
   )
-  result = subprocess.run(
-      [
-          sys.executable,
-          *(
-              ['-c', limited]
-              if fault is _file_size_limit
-              else ['-m', 'bort_jax.programs.train']
-          ),
-          *TINY_ARGS,
+  result = run_python(
+      (
+          ['-c', limited]
+          if fault is _file_size_limit
+          else ['-m', 'bort_jax.programs.train']
+      ),
+      tiny_args(
+          mnist_data_dir,
+          workdir,
           '--set',
           'checkpoint_every_steps=2',
-          '--data-dir',
-          mnist_data_dir,
-          '--workdir',
-          str(workdir),
           *extra,
-      ],
-      env=subprocess_env,
-      capture_output=True,
-      text=True,
-      timeout=TIMEOUT,
-      check=False,
+      ),
+      subprocess_env,
   )
   assert result.returncode == 1, result.stderr
   errors_ = [
@@ -812,15 +742,7 @@ def test_failed_checkpoint_write_ends_the_run(
 
 def test_previous_run_resume_and_overwrite(tmp_path, mnist_data_dir, capsys):
   workdir = tmp_path / 'run'
-  args = [
-      *TINY_ARGS,
-      '--data-dir',
-      mnist_data_dir,
-      '--workdir',
-      workdir,
-      '--set',
-      'log_every_steps=1',
-  ]
+  args = tiny_args(mnist_data_dir, workdir, '--set', 'log_every_steps=1')
   assert run_cli([*args, '--max-steps', '2'], capsys)[0] == 0
   code, err = run_cli([*args, '--max-steps', '3'], capsys)
   assert code == 1
@@ -863,19 +785,16 @@ def test_second_process_sigterm_kill9_resume(
   increasing, and the parameters equal those of one uninterrupted run to
   step N, bit for bit."""
   workdir = tmp_path / 'run'
-  args = [
-      *TINY_ARGS,
+  args = tiny_args(
+      mnist_data_dir,
+      str(workdir),
       '--epochs',
       '1000',
       '--set',
       'log_every_steps=3',
       '--set',
       'checkpoint_every_steps=7',
-      '--data-dir',
-      mnist_data_dir,
-      '--workdir',
-      str(workdir),
-  ]
+  )
   start = lambda *extra: subprocess.Popen(
       [sys.executable, '-m', 'bort_jax.programs.train', *args, *extra],
       env=subprocess_env,
@@ -919,12 +838,8 @@ def test_second_process_sigterm_kill9_resume(
   assert checkpoint_steps(workdir)[-1] == final_step
 
   config = checkpoint.load_config(workdir)
-  reference = loop.train_and_evaluate(
-      config,
-      tmp_path / 'reference',
-      data_dir=mnist_data_dir,
-      progress=False,
-      max_steps=final_step,
+  reference = train(
+      config, tmp_path / 'reference', mnist_data_dir, max_steps=final_step
   )
   model, _ = checkpoint.restore_model(workdir)
   assert_trees_equal(reference.state.params, nnx.state(model, nnx.Param))
@@ -938,17 +853,9 @@ def test_second_process_sigterm_kill9_resume(
 
 def test_sigint_saves_a_checkpoint(tmp_path, mnist_data_dir, capsys):
   workdir = tmp_path / 'run'
-  args = [
-      *TINY_ARGS,
-      '--epochs',
-      '1000',
-      '--set',
-      'log_every_steps=2',
-      '--data-dir',
-      mnist_data_dir,
-      '--workdir',
-      workdir,
-  ]
+  args = tiny_args(
+      mnist_data_dir, workdir, '--epochs', '1000', '--set', 'log_every_steps=2'
+  )
 
   def interrupt():
     path, end = workdir / 'metrics.jsonl', time.monotonic() + TIMEOUT

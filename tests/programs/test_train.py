@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from testing import assert_trees_equal
+from testing import assert_trees_equal, train
 
 from bort_jax import configs
 from bort_jax.data import mnist_idx
@@ -43,13 +43,24 @@ def read_metrics(workdir):
   ]
 
 
+def mnist_mlp_args(workdir, data_dir):
+  """bort-train's arguments for the default MLP run, no progress bar."""
+  return [
+      '--config',
+      'mnist_mlp',
+      '--workdir',
+      str(workdir),
+      '--data-dir',
+      str(data_dir),
+      '--no-progress',
+  ]
+
+
 def test_finished_run(tmp_path, mnist_data_dir, tiny_config):
   """A tiny run's metrics.jsonl, config.json, checkpoints and restore_model;
   rerunning it needs resume=True and the same config."""
   config = tiny_config('mnist_mlp', log_every_steps=4)
-  result = loop.train_and_evaluate(
-      config, tmp_path, data_dir=mnist_data_dir, progress=False
-  )
+  result = train(config, tmp_path, mnist_data_dir)
 
   records = read_metrics(tmp_path)
   assert records == json.loads(json.dumps(result.metrics))
@@ -91,16 +102,10 @@ def test_finished_run(tmp_path, mnist_data_dir, tiny_config):
   assert np.mean(np.argmax(model(batch['image']), -1) == batch['label']) > 0.5
 
   with pytest.raises(FileExistsError, match='pass resume=True'):
-    loop.train_and_evaluate(
-        config, tmp_path, data_dir=mnist_data_dir, progress=False
-    )
+    train(config, tmp_path, mnist_data_dir)
   with pytest.raises(ValueError, match=r"different config.*'seed': \(0, 1\)"):
-    loop.train_and_evaluate(
-        configs.replace(config, seed=1),
-        tmp_path,
-        data_dir=mnist_data_dir,
-        progress=False,
-        resume=True,
+    train(
+        configs.replace(config, seed=1), tmp_path, mnist_data_dir, resume=True
     )
 
 
@@ -125,16 +130,8 @@ def test_interrupted_run_resumes_bit_for_bit(
       parallel=parallel,
       checkpoint_every_steps=3,
   )
-  whole = loop.train_and_evaluate(
-      config, tmp_path / 'whole', data_dir=mnist_data_dir, progress=False
-  )
-  first = loop.train_and_evaluate(
-      config,
-      tmp_path / 'split',
-      data_dir=mnist_data_dir,
-      progress=False,
-      max_steps=stop_at,
-  )
+  whole = train(config, tmp_path / 'whole', mnist_data_dir)
+  first = train(config, tmp_path / 'split', mnist_data_dir, max_steps=stop_at)
   assert int(first.state.step) == stop_at
   saved = sorted(
       int(p.name) for p in (tmp_path / 'split' / 'checkpoints').iterdir()
@@ -143,13 +140,7 @@ def test_interrupted_run_resumes_bit_for_bit(
       -config.keep_checkpoints :
   ]
   assert saved == expected  # every 3 steps and on stopping, the last 2 kept
-  second = loop.train_and_evaluate(
-      config,
-      tmp_path / 'split',
-      data_dir=mnist_data_dir,
-      progress=False,
-      resume=True,
-  )
+  second = train(config, tmp_path / 'split', mnist_data_dir, resume=True)
   assert int(second.state.step) == int(whole.state.step) == 20
   assert_trees_equal(whole.state.params, second.state.params)
   assert_trees_equal(whole.state.opt_state, second.state.opt_state)
@@ -200,15 +191,7 @@ def test_cli_missing_mnist_says_how_to_prepare_it(
 ):
   monkeypatch.delenv('BORT_MNIST_IDX_DIR', raising=False)
   code = train_program.main(
-      [
-          '--config',
-          'mnist_mlp',
-          '--workdir',
-          str(tmp_path / 'run'),
-          '--data-dir',
-          str(tmp_path / 'empty'),
-          '--no-progress',
-      ]
+      mnist_mlp_args(tmp_path / 'run', str(tmp_path / 'empty'))
   )
   assert code == 1
   assert 'bort-prepare-mnist' in capsys.readouterr().err
@@ -244,17 +227,7 @@ def test_cli_prepares_mnist_from_the_idx_dir_env(
   )
   monkeypatch.setenv('BORT_MNIST_IDX_DIR', str(mnist_idx_dir))
   data_dir = tmp_path / 'tfds'
-  code = train_program.main(
-      [
-          '--config',
-          'mnist_mlp',
-          '--workdir',
-          str(tmp_path / 'run'),
-          '--data-dir',
-          str(data_dir),
-          '--no-progress',
-      ]
-  )
+  code = train_program.main(mnist_mlp_args(tmp_path / 'run', str(data_dir)))
   assert code == 0
   assert calls == [
       ('prepare', mnist_idx_dir, str(data_dir)),

@@ -16,6 +16,9 @@ from testing import strict_records
 from bort_jax.training import checkpoint, errors, metrics_log, numerics, preflight
 from bort_jax.training import workdir as workdir_lib
 
+# pmap over 8 devices in 2 processes: batches are split per process.
+PMAP_TWO_PROCESSES = dict(devices=8, processes=2, local_devices=4, pmap=True)
+
 
 @pytest.mark.parametrize(
     'sizes,match',
@@ -28,16 +31,7 @@ from bort_jax.training import workdir as workdir_lib
             dict(eval_batch_size=100, devices=8, processes=1),
             'eval_batch_size 100 .* the 8 devices',
         ),
-        (  # pmap: per process
-            dict(
-                batch_size=36,
-                devices=8,
-                processes=2,
-                local_devices=4,
-                pmap=True,
-            ),
-            'the 4 devices',
-        ),
+        (dict(batch_size=36, **PMAP_TWO_PROCESSES), 'the 4 devices'),
     ],
 )
 def test_preflight_batch_checks_refuse(sizes, match):
@@ -48,13 +42,7 @@ def test_preflight_batch_checks_refuse(sizes, match):
 
 def test_preflight_batch_checks_accept_pmap_per_process():
   preflight.check_batch_sizes(
-      batch_size=64,
-      eval_batch_size=64,
-      train_examples=64,
-      devices=8,
-      processes=2,
-      local_devices=4,
-      pmap=True,
+      batch_size=64, eval_batch_size=64, train_examples=64, **PMAP_TWO_PROCESSES
   )
 
 
