@@ -17,6 +17,20 @@ from flax import nnx
 
 from bort_jax.models.layers import Flatten, LeakyReLU, NamedSequential, ReLU
 
+# The layers of InvertibleCNN and BortInvertibleCNN, in order.
+INVERTIBLE_CNN_LAYER_NAMES = (
+    'conv1',
+    'conv1_lrelu',
+    'down1',
+    'down1_lrelu',
+    'conv2',
+    'conv2_lrelu',
+    'down2',
+    'down2_lrelu',
+    'flatten',
+    'classifier',
+)
+
 
 def assert_trees_equal(a, b):
   """Asserts two pytrees have equal leaves, bit for bit (PRNG keys by data)."""

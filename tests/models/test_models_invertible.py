@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from testing import INVERTIBLE_CNN_LAYER_NAMES
+
 from bort_jax.models import (
     SEQUENCE_LAYER_TYPES,
     LeakyReLU,
@@ -87,18 +89,7 @@ def test_default_layer_names(build):
       'fc2_lrelu',
       'classifier',
   )
-  assert build('invertible_cnn').layer_names == (
-      'conv1',
-      'conv1_lrelu',
-      'down1',
-      'down1_lrelu',
-      'conv2',
-      'conv2_lrelu',
-      'down2',
-      'down2_lrelu',
-      'flatten',
-      'classifier',
-  )
+  assert build('invertible_cnn').layer_names == INVERTIBLE_CNN_LAYER_NAMES
 
 
 def test_vgg_layer_names(abstract_model):
