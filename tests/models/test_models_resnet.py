@@ -19,15 +19,23 @@ def resnet18(fast_rngs):
 
 
 def test_resnet18_forward(resnet18, random_images):
+  """Logits are the classifier of the globally averaged last feature map;
+  finite, and different for different images."""
   resnet18.eval()
-  logits = resnet18(random_images((2, 32, 32, 3)))
+  x = random_images((2, 32, 32, 3))
+  logits = resnet18(x)
   assert logits.shape == (2, 10) and logits.dtype == jnp.float32
-  assert resnet18.features(random_images((2, 32, 32, 3))).shape == (
-      2,
-      4,
-      4,
-      512,
+  features = resnet18.features(x)
+  assert features.shape == (2, 4, 4, 512)
+  assert bool(jnp.all(features >= 0))  # after the last block's ReLU
+  pooled = np.asarray(features).mean(axis=(1, 2))
+  kernel = np.asarray(resnet18.classifier.kernel[...])
+  bias = np.asarray(resnet18.classifier.bias[...])
+  np.testing.assert_allclose(
+      logits, pooled @ kernel + bias, rtol=1e-4, atol=1e-5
   )
+  assert bool(jnp.all(jnp.isfinite(logits)))
+  assert float(jnp.abs(logits[0] - logits[1]).max()) > 0
 
 
 def test_batchnorm_train_vs_eval(resnet18, random_images):
