@@ -130,7 +130,7 @@ def test_vgg_layer_names(abstract_model):
 
 
 @pytest.mark.parametrize('label', sorted(SEQUENTIAL_CASES))
-def test_structure(label, build):
+def test_structure_named_layers_without_batchnorm(label, build):
   model = build(label)
   assert isinstance(model, NamedSequential)
   assert (

@@ -56,7 +56,9 @@ def mnist_mlp_args(workdir, data_dir):
   ]
 
 
-def test_finished_run(tmp_path, mnist_data_dir, tiny_config):
+def test_finished_run_writes_records_checkpoints_and_a_model(
+    tmp_path, mnist_data_dir, tiny_config
+):
   """A tiny run's metrics.jsonl, config.json, checkpoints and restore_model;
   rerunning it needs resume=True and the same config."""
   config = tiny_config('mnist_mlp', log_every_steps=4)
@@ -197,7 +199,7 @@ def test_cli_missing_mnist_says_how_to_prepare_it(
   assert 'bort-prepare-mnist' in capsys.readouterr().err
 
 
-def test_ensure_mnist(tmp_path, mnist_data_dir):
+def test_ensure_mnist_when_prepared_or_missing(tmp_path, mnist_data_dir):
   """Preparing from IDX files is what built ``mnist_data_dir``; here the other cases."""
   assert mnist_idx.ensure_mnist(mnist_data_dir)  # prepared: nothing to do
   assert not mnist_idx.ensure_mnist(

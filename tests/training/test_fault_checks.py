@@ -112,7 +112,7 @@ def test_check_regular_files_names_a_fifo(tmp_path):
     checkpoint.check_regular_files(tmp_path / '4')
 
 
-def test_truncate_after(tmp_path):
+def test_truncate_after_drops_the_records_past_a_step(tmp_path):
   path = tmp_path / 'metrics.jsonl'
   path.write_text('{"step": 1}\n{"step": 2}\n{"step": 3}\n{"step": 4, "tr')
   assert metrics_log.truncate_after(path, 2) == 2
