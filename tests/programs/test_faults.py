@@ -189,10 +189,7 @@ def test_bad_values_are_refused_before_anything_is_written(
     extra, message, tmp_path, mnist_data_dir, capsys
 ):
   workdir = tmp_path / 'run'
-  code, err = run_cli(
-      tiny_args(mnist_data_dir, workdir, *extra),
-      capsys,
-  )
+  code, err = run_cli(tiny_args(mnist_data_dir, workdir, *extra), capsys)
   assert code == 2
   assert 'bort-train: error: ' in err and message in err
   assert 'Traceback' not in err
@@ -227,10 +224,7 @@ def test_workdir_that_is_a_file_or_not_writable(
   a_file.write_text('not a directory')
   code, err = run_cli(tiny_args(mnist_data_dir, a_file), capsys)
   assert code == 2 and f'--workdir {a_file} is a file, not a directory' in err
-  code, err = run_cli(
-      tiny_args(mnist_data_dir, a_file / 'run'),
-      capsys,
-  )
+  code, err = run_cli(tiny_args(mnist_data_dir, a_file / 'run'), capsys)
   assert code == 1, err
   assert (
       f'cannot use {a_file / "run"} as the work directory: a part of the path is a file'
@@ -249,10 +243,7 @@ def test_truncated_config_json(tmp_path, mnist_data_dir, capsys):
   train(tiny(), workdir, mnist_data_dir, max_steps=1)
   text = (workdir / 'config.json').read_text()
   (workdir / 'config.json').write_text(text[: len(text) // 2])
-  code, err = run_cli(
-      resume_args(workdir, mnist_data_dir),
-      capsys,
-  )
+  code, err = run_cli(resume_args(workdir, mnist_data_dir), capsys)
   assert code == 2
   assert (
       f'{workdir / "config.json"} is not valid JSON (truncated or edited?)'
@@ -341,10 +332,7 @@ def test_unreadable_dataset_info_gives_one_line(
   shutil.copytree(Path(mnist_data_dir) / 'mnist', data_dir / 'mnist')
   (info,) = (data_dir / 'mnist').rglob('dataset_info.json')
   info.write_text('{not json')
-  code, err = run_cli(
-      tiny_args(data_dir, tmp_path / 'run'),
-      capsys,
-  )
+  code, err = run_cli(tiny_args(data_dir, tmp_path / 'run'), capsys)
   assert code == 2, err
   assert (
       f'bort-train: error: the mnist data in {data_dir} cannot be read: '
@@ -541,10 +529,7 @@ def test_no_usable_checkpoint_moves_nothing(tmp_path, mnist_data_dir, capsys):
   key = min(k for k in record['sha256'] if k.startswith('params/'))
   record['sha256'][key] = '0' * 64
   record_path.write_text(json.dumps(record))
-  code, err = run_cli(
-      resume_args(workdir, mnist_data_dir),
-      capsys,
-  )
+  code, err = run_cli(resume_args(workdir, mnist_data_dir), capsys)
   assert code == 1
   assert (
       f'bort-train: error: no usable checkpoint in {(workdir / "checkpoints").absolute()}: '
