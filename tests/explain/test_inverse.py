@@ -283,11 +283,7 @@ def test_reconstruct_shapes_on_the_invertible_models(build, input_shape, layer):
 
 @pytest.mark.parametrize(
     'build,layer',
-    [
-        (MLP, 'fc1_relu'),
-        (InvertibleCNN, 'down2_lrelu'),
-        (InvertibleCNN, 'classifier'),
-    ],
+    [(MLP, 'fc1_relu'), (InvertibleCNN, 'classifier')],  # the whole chain
 )
 def test_reconstruct_values_on_the_invertible_models(build, layer):
   """On initialised models the layer-by-layer inverse of the chain equals the
