@@ -74,6 +74,16 @@ def sharding_record(labels, step, kind, leaf_name, expected, leaf, ref_leaf):
   return entry
 
 
+def sharding_changes(records):
+  """One line per record whose sharding came out other than it was placed."""
+  return [
+      f"step {r['step']} {r['kind']} {r['leaf']}: placed as {r['expected']}, "
+      f"came out as {r['got']}"
+      for r in records
+      if not r['equivalent']
+  ]
+
+
 def run_check_script(name, timeout):
   """Runs ``name`` (in this folder) on 8 CPU devices; returns its JSON line."""
   script = os.path.join(os.path.dirname(os.path.abspath(__file__)), name)
