@@ -2,7 +2,8 @@
 
 Tiny, exactly invertible models for the explainability tests (orthogonal
 weights set directly, by QR of a Gaussian matrix, not trained), random arrays
-drawn with numpy, and pytree comparisons. The folder of the root
+drawn with numpy, bit-for-bit pytree comparison, and a quiet training run
+with its ``metrics.jsonl`` read as strict JSON. The folder of the root
 ``conftest.py`` is on ``sys.path`` (pytest's rootdir-relative imports), so any
 test module can ``from testing import ...``.
 """
