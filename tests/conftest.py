@@ -1,4 +1,7 @@
-"""Fixtures every test package can use: the real MNIST and the repository.
+"""Fixtures every test package can use: the real MNIST, the repository, tiny
+training configs, and no user TFDS_DATA_DIR.
+
+Plain helper functions are in ``testing.py`` beside this file.
 
 The four MNIST IDX ``.gz`` files are found through ``$BORT_MNIST_IDX_DIR``,
 else in ``../shared/data/mnist`` next to the repository (the layout of this
@@ -78,3 +81,41 @@ def subprocess_env():
   env.pop('TFDS_DATA_DIR', None)
   env.pop('XLA_FLAGS', None)
   return env
+
+
+@pytest.fixture(autouse=True)
+def _no_tfds_data_dir_env(monkeypatch):
+  """No test may depend on (or write to) the user's TFDS_DATA_DIR."""
+  monkeypatch.delenv('TFDS_DATA_DIR', raising=False)
+
+
+def _tiny_config(name: str = 'mnist_mlp', **changes):
+  from bort_jax import configs  # pylint: disable=import-outside-toplevel
+
+  small = {
+      'mnist_mlp': dict(model_kwargs={'hidden_features': [32]}),
+      'mnist_cnn': dict(model_kwargs={'channels': [4, 8]}),
+  }.get(name, {})
+  values = dict(
+      epochs=2,
+      batch_size=64,
+      eval_batch_size=128,
+      train_examples=640,
+      eval_examples=300,
+      **small,
+  )
+  values.update(changes)
+  return configs.replace(configs.get_config(name), **values)
+
+
+@pytest.fixture(scope='session')
+def tiny_config():
+  """``tiny_config(name='mnist_mlp', **changes)``: a config shrunk to seconds.
+
+  640 train / 300 eval MNIST examples, batch 64, 2 epochs (20 steps), a
+  32-unit MLP or a 4/8-channel CNN. Every training run in the tests is this
+  tiny, so the suite stays within minutes on two CPU cores; multi-device and
+  multi-process checks run in subprocesses, so the test process keeps its
+  single CPU device.
+  """
+  return _tiny_config

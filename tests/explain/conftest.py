@@ -1,4 +1,4 @@
-"""Fixtures of the explainability tests (helpers in :mod:`explain_testing`).
+"""Fixtures of the explainability tests (helpers in :mod:`testing`).
 
 A convolution whose im2col matrix is square and orthogonal, followed by a
 LeakyReLU, loses nothing, so :func:`bort_jax.explain.reconstruct` must give
@@ -7,7 +7,7 @@ the input back up to float error.
 
 import pytest
 
-from explain_testing import make_lossless_cnn, normal
+from testing import make_lossless_cnn, normal
 
 
 @pytest.fixture(scope='session')

@@ -11,7 +11,7 @@ from bort_jax import explain
 from bort_jax.models import MLP, InvertibleCNN
 from bort_jax.models.layers import Flatten, LeakyReLU, NamedSequential
 
-from explain_testing import conv, linear, mlp, normal, set_orthogonal, uniform
+from testing import conv, linear, mlp, normal, set_orthogonal, uniform
 
 
 def _mlp(num_classes, seed=0):
@@ -81,39 +81,25 @@ def test_targeted_pgd_reaches_targets_and_keys_matter():
   model = _mlp(4)
   x = normal(4, (8, 10))
   targets = (jnp.argmax(model(x), -1) + 1) % 4
-  x_adv = explain.pgd(
-      model,
-      x,
-      targets,
-      3.0,
-      jax.random.key(0),
-      num_steps=50,
-      norm='l2',
-      targeted=True,
-  )
+
+  def attack(seed):
+    return explain.pgd(
+        model,
+        x,
+        targets,
+        3.0,
+        jax.random.key(seed),
+        num_steps=50,
+        norm='l2',
+        targeted=True,
+    )
+
+  x_adv = attack(0)
   assert (
       float(explain.attack_success(model(x_adv), None, targets).mean()) == 1.0
   )
-  same = explain.pgd(
-      model,
-      x,
-      targets,
-      3.0,
-      jax.random.key(0),
-      num_steps=50,
-      norm='l2',
-      targeted=True,
-  )
-  other = explain.pgd(
-      model,
-      x,
-      targets,
-      3.0,
-      jax.random.key(1),
-      num_steps=50,
-      norm='l2',
-      targeted=True,
-  )
+  same = attack(0)
+  other = attack(1)
   np.testing.assert_array_equal(x_adv, same)
   assert float(jnp.abs(x_adv - other).max()) > 0
 
@@ -215,31 +201,17 @@ def test_attack_errors(lossless_cnn, images):
         model, x, jnp.array([0, 1]), 0.1, jax.random.key(0), num_steps=0
     )
   targets = jnp.zeros(3, jnp.int32)
-  with pytest.raises(ValueError, match="unknown mode 'gradient'"):
-    explain.explainable_adversarial(
-        lossless_cnn, images, targets, mode='gradient'
-    )
-  with pytest.raises(ValueError, match='needs target_examples'):
-    explain.explainable_adversarial(
-        lossless_cnn, images, targets, mode='example'
-    )
-  with pytest.raises(
-      ValueError, match="target_examples must have the inputs' shape"
-  ):
-    explain.explainable_adversarial(
-        lossless_cnn,
-        images,
-        targets,
-        mode='example',
-        target_examples=images[:1],
-    )
-  with pytest.raises(ValueError, match="moves the classifier's input"):
-    explain.explainable_adversarial(
-        lossless_cnn, images, targets, layer_name='conv1'
-    )
-  with pytest.raises(ValueError, match="unknown layer 'conv7'"):
-    explain.explainable_adversarial(
-        lossless_cnn, images, targets, layer_name='conv7'
-    )
+  for options, message in [
+      (dict(mode='gradient'), "unknown mode 'gradient'"),
+      (dict(mode='example'), 'needs target_examples'),
+      (
+          dict(mode='example', target_examples=images[:1]),
+          "target_examples must have the inputs' shape",
+      ),
+      (dict(layer_name='conv1'), "moves the classifier's input"),
+      (dict(layer_name='conv7'), "unknown layer 'conv7'"),
+  ]:
+    with pytest.raises(ValueError, match=message):
+      explain.explainable_adversarial(lossless_cnn, images, targets, **options)
   with pytest.raises(ValueError, match=r'targets must have shape \[N\]'):
     explain.explainable_adversarial(lossless_cnn, images, targets[:2])

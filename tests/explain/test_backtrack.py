@@ -21,7 +21,7 @@ from bort_jax.models import create_model
 from bort_jax.models.resnet import BasicBlock
 from bort_jax.models.vit import EncoderBlock
 
-from explain_testing import normal, orthonormal, uniform
+from testing import normal, orthonormal, uniform
 
 NHWC = ('NHWC', 'HWIO', 'NHWC')
 X_SHAPE = (2, 8, 8, 1)

@@ -8,7 +8,7 @@ from scipy import stats
 
 from bort_jax import explain
 
-from explain_testing import normal, uniform
+from testing import normal, uniform
 
 
 def _ssim_reference(x, y, data_range=1.0, size=11, sigma=1.5):

@@ -7,7 +7,7 @@ import pytest
 
 from bort_jax import explain
 
-from explain_testing import normal
+from testing import normal
 
 
 def test_total_variation_hand_values():

@@ -8,7 +8,7 @@ import pytest
 from bort_jax import explain
 from bort_jax.models.layers import Flatten, LeakyReLU, NamedSequential
 
-from explain_testing import conv, linear, mlp, normal, orthonormal
+from testing import conv, linear, mlp, normal, orthonormal
 
 
 def _identity_conv_model(channels=2):

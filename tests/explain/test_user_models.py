@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from explain_testing import normal, orthonormal
+from testing import conv, normal, orthonormal
 from flax import nnx
 
 from bort_jax import explain
@@ -22,14 +22,7 @@ INPUT_SHAPE = (8, 8, 1)
 
 def orthogonal_conv(in_features, out_features, kernel_size, seed, **kwargs):
   """An ``nnx.Conv`` with orthogonal ``[fan_in, units]`` matrix, bias != 0."""
-  layer = nnx.Conv(
-      in_features,
-      out_features,
-      kernel_size,
-      kernel_init=nnx.initializers.zeros,
-      rngs=nnx.Rngs(0),
-      **kwargs,
-  )
+  layer = conv(in_features, out_features, kernel_size, seed, **kwargs)
   shape = layer.kernel[...].shape
   fan_in = int(np.prod(shape[:-1]))
   layer.kernel[...] = orthonormal(seed, fan_in, out_features).reshape(shape)
@@ -39,14 +32,7 @@ def orthogonal_conv(in_features, out_features, kernel_size, seed, **kwargs):
 
 def random_conv(in_features, out_features, kernel_size, seed, **kwargs):
   """An ``nnx.Conv`` with a Gaussian kernel (not orthogonal) and a bias."""
-  layer = nnx.Conv(
-      in_features,
-      out_features,
-      kernel_size,
-      kernel_init=nnx.initializers.zeros,
-      rngs=nnx.Rngs(0),
-      **kwargs,
-  )
+  layer = conv(in_features, out_features, kernel_size, seed, **kwargs)
   layer.kernel[...] = normal(seed, layer.kernel[...].shape)
   layer.bias[...] = normal(seed + 1, (out_features,))
   return layer

@@ -71,12 +71,18 @@ def expected_kernel_paths(model):
   return paths
 
 
+def model_and_params(abstract_model, name):
+  """The abstract model ``name``, its ``nnx.Param`` state, and that state's
+  leaves by path."""
+  model = abstract_model(name, EXPECTED_KERNEL_COUNTS[name][0])
+  params = nnx.state(model, nnx.Param)
+  return model, params, flat_leaves(params)
+
+
 @pytest.mark.parametrize('name', sorted(EXPECTED_KERNEL_COUNTS))
 def test_default_mask_selects_exactly_the_kernels(name, abstract_model):
-  num_classes, count = EXPECTED_KERNEL_COUNTS[name]
-  model = abstract_model(name, num_classes)
-  params = nnx.state(model, nnx.Param)
-  param_leaves = flat_leaves(params)
+  model, params, param_leaves = model_and_params(abstract_model, name)
+  count = EXPECTED_KERNEL_COUNTS[name][1]
   mask = flat_leaves(bort_jax.default_mask(params))
   assert set(mask) == set(param_leaves)
 
@@ -94,10 +100,7 @@ def test_default_mask_selects_exactly_the_kernels(name, abstract_model):
 
 @pytest.mark.parametrize('name', sorted(EXPECTED_KERNEL_COUNTS))
 def test_default_dimension_numbers(name, abstract_model):
-  num_classes, _ = EXPECTED_KERNEL_COUNTS[name]
-  model = abstract_model(name, num_classes)
-  params = nnx.state(model, nnx.Param)
-  param_leaves = flat_leaves(params)
+  model, params, param_leaves = model_and_params(abstract_model, name)
   dims = flat_leaves(bort_jax.default_dimension_numbers(params))
   assert set(dims) == set(param_leaves)
   kernels = expected_kernel_paths(model)

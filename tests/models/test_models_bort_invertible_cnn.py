@@ -10,8 +10,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from testing import INVERTIBLE_CNN_LAYER_NAMES
+
 import bort_jax
 from bort_jax import explain
+
 from bort_jax.models import (
     BORT_INVERTIBLE_CNN_CLASSIFIER_PATTERN,
     BortInvertibleCNN,
@@ -19,18 +22,7 @@ from bort_jax.models import (
 )
 from bort_jax.optimizer.masking import path_string
 
-LAYER_NAMES = (
-    'conv1',
-    'conv1_lrelu',
-    'down1',
-    'down1_lrelu',
-    'conv2',
-    'conv2_lrelu',
-    'down2',
-    'down2_lrelu',
-    'flatten',
-    'classifier',
-)
+LAYER_NAMES = INVERTIBLE_CNN_LAYER_NAMES
 CONVS = ('conv1', 'down1', 'conv2', 'down2')
 
 

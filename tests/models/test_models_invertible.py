@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from testing import INVERTIBLE_CNN_LAYER_NAMES
+
 from bort_jax.models import (
     SEQUENCE_LAYER_TYPES,
     LeakyReLU,
@@ -87,18 +89,7 @@ def test_default_layer_names(build):
       'fc2_lrelu',
       'classifier',
   )
-  assert build('invertible_cnn').layer_names == (
-      'conv1',
-      'conv1_lrelu',
-      'down1',
-      'down1_lrelu',
-      'conv2',
-      'conv2_lrelu',
-      'down2',
-      'down2_lrelu',
-      'flatten',
-      'classifier',
-  )
+  assert build('invertible_cnn').layer_names == INVERTIBLE_CNN_LAYER_NAMES
 
 
 def test_vgg_layer_names(abstract_model):
@@ -139,7 +130,7 @@ def test_vgg_layer_names(abstract_model):
 
 
 @pytest.mark.parametrize('label', sorted(SEQUENTIAL_CASES))
-def test_structure(label, build):
+def test_structure_named_layers_without_batchnorm(label, build):
   model = build(label)
   assert isinstance(model, NamedSequential)
   assert (
@@ -202,15 +193,56 @@ def test_forward_to_matches_prefix_of_call(label, build):
     )
 
 
-def test_invertible_cnn_shapes(build):
+def test_invertible_cnn_shapes_and_values(build):
+  """Each layer's output, recomputed from the previous one with plain
+  ``lax``/``jnp`` (3x3 convolutions padded by 1, 2x2 stride-2 convolutions
+  unpadded, LeakyReLU with slope 0.5, a dense classifier)."""
   model = build('invertible_cnn')
-  outputs = model.intermediates(example_input('invertible_cnn'))
+  x = example_input('invertible_cnn')
+  outputs = model.intermediates(x)
   shapes = {name: out.shape for name, out in outputs.items()}
   assert shapes['conv1'] == (2, 28, 28, 32)
   assert shapes['down1'] == (2, 14, 14, 32)
   assert shapes['conv2'] == (2, 14, 14, 64)
   assert shapes['down2_lrelu'] == (2, 7, 7, 64)
   assert shapes['flatten'] == (2, 7 * 7 * 64)
+
+  def conv(inputs, name, strides, padding):
+    layer = model.get_layer(name)
+    out = jax.lax.conv_general_dilated(
+        inputs,
+        layer.kernel[...],
+        strides,
+        padding,
+        dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+        precision='highest',
+    )
+    return out + layer.bias[...]
+
+  def leaky_relu(y):
+    return jnp.where(y >= 0, y, 0.5 * y)
+
+  expected = {}
+  previous = x
+  for name, strides, padding in [
+      ('conv1', (1, 1), ((1, 1), (1, 1))),
+      ('down1', (2, 2), 'VALID'),
+      ('conv2', (1, 1), ((1, 1), (1, 1))),
+      ('down2', (2, 2), 'VALID'),
+  ]:
+    expected[name] = conv(previous, name, strides, padding)
+    expected[f'{name}_lrelu'] = previous = leaky_relu(expected[name])
+  expected['flatten'] = previous.reshape(2, -1)
+  classifier = model.get_layer('classifier')
+  expected['classifier'] = (
+      expected['flatten'] @ classifier.kernel[...] + classifier.bias[...]
+  )
+  assert set(expected) == set(outputs)
+  for name, want in expected.items():
+    np.testing.assert_allclose(
+        outputs[name], want, rtol=1e-4, atol=1e-5, err_msg=name
+    )
+  np.testing.assert_array_equal(outputs['classifier'], model(x))
 
 
 def test_forward_to_unknown_layer_names_valid_layers(build):

@@ -17,44 +17,32 @@ from bort_jax.models import (
     create_model,
 )
 
+
+def conv_params(*layers):
+  """Parameters of square convolutions with biases, given as
+  ``(kernel_size, in_features, out_features)``."""
+  return sum(k * k * fan_in * units + units for k, fan_in, units in layers)
+
+
+# The classifiers are dense layers on 7x7 maps, counted as 7x7 convolutions.
+INVERTIBLE_CNN = conv_params(
+    (3, 1, 32), (2, 32, 32), (3, 32, 64), (2, 64, 64), (7, 64, 10)
+)
+BORT_INVERTIBLE_CNN = conv_params(
+    (3, 1, 16), (2, 16, 64), (1, 64, 64), (2, 64, 256), (7, 256, 10)
+)
+
 # name -> (num_classes, input shape NHWC, class, parameter count).
 # Known figures: torchvision ResNet-50 25,557,032 and VGG-16 138,357,544;
 # timm DeiT-S/16 22,050,664; the usual CIFAR ResNet-18 11,173,962.
 CASES = {
     'mlp': (10, (2, 28, 28, 1), MLP, 784 * 256 + 256 + 256 * 10 + 10),
-    'invertible_cnn': (
-        10,
-        (2, 28, 28, 1),
-        InvertibleCNN,
-        (
-            3 * 3 * 1 * 32
-            + 32
-            + 2 * 2 * 32 * 32
-            + 32
-            + 3 * 3 * 32 * 64
-            + 64
-            + 2 * 2 * 64 * 64
-            + 64
-            + 7 * 7 * 64 * 10
-            + 10
-        ),
-    ),
+    'invertible_cnn': (10, (2, 28, 28, 1), InvertibleCNN, INVERTIBLE_CNN),
     'bort_invertible_cnn': (
         10,
         (2, 28, 28, 1),
         BortInvertibleCNN,
-        (
-            3 * 3 * 1 * 16
-            + 16
-            + 2 * 2 * 16 * 64
-            + 64
-            + 64 * 64
-            + 64
-            + 2 * 2 * 64 * 256
-            + 256
-            + 7 * 7 * 256 * 10
-            + 10
-        ),
+        BORT_INVERTIBLE_CNN,
     ),
     'vgg16': (1000, (2, 224, 224, 3), VGG16, 138_357_544),
     'invertible_vgg16': (

@@ -13,32 +13,45 @@ def batch_stats(model):
   return jax.tree.map(np.asarray, nnx.state(model, nnx.BatchStat))
 
 
+def batchnorm_modes(model):
+  """The ``use_running_average`` values of the model's BatchNorm layers."""
+  return {
+      bn.use_running_average
+      for _, bn in nnx.iter_modules(model)
+      if isinstance(bn, nnx.BatchNorm)
+  }
+
+
 @pytest.fixture(scope='module')
 def resnet18(fast_rngs):
   return ResNet18(num_classes=10, rngs=fast_rngs())
 
 
 def test_resnet18_forward(resnet18, random_images):
+  """Logits are the classifier of the globally averaged last feature map;
+  finite, and different for different images."""
   resnet18.eval()
-  logits = resnet18(random_images((2, 32, 32, 3)))
+  x = random_images((2, 32, 32, 3))
+  logits = resnet18(x)
   assert logits.shape == (2, 10) and logits.dtype == jnp.float32
-  assert resnet18.features(random_images((2, 32, 32, 3))).shape == (
-      2,
-      4,
-      4,
-      512,
+  features = resnet18.features(x)
+  assert features.shape == (2, 4, 4, 512)
+  assert bool(jnp.all(features >= 0))  # after the last block's ReLU
+  pooled = np.asarray(features).mean(axis=(1, 2))
+  kernel = np.asarray(resnet18.classifier.kernel[...])
+  bias = np.asarray(resnet18.classifier.bias[...])
+  np.testing.assert_allclose(
+      logits, pooled @ kernel + bias, rtol=1e-4, atol=1e-5
   )
+  assert bool(jnp.all(jnp.isfinite(logits)))
+  assert float(jnp.abs(logits[0] - logits[1]).max()) > 0
 
 
 def test_batchnorm_train_vs_eval(resnet18, random_images):
   x = random_images((4, 32, 32, 3), seed=1)
 
   resnet18.train()
-  assert all(
-      bn.use_running_average is False
-      for _, bn in nnx.iter_modules(resnet18)
-      if isinstance(bn, nnx.BatchNorm)
-  )
+  assert batchnorm_modes(resnet18) == {False}
   before = batch_stats(resnet18)
   train_logits = resnet18(x)
   after_train = batch_stats(resnet18)
@@ -51,11 +64,7 @@ def test_batchnorm_train_vs_eval(resnet18, random_images):
   assert not np.allclose(resnet18(x[:2])[:2], train_logits[:2], atol=1e-4)
 
   resnet18.eval()
-  assert all(
-      bn.use_running_average is True
-      for _, bn in nnx.iter_modules(resnet18)
-      if isinstance(bn, nnx.BatchNorm)
-  )
+  assert batchnorm_modes(resnet18) == {True}
   stats = batch_stats(resnet18)
   eval_logits = resnet18(x)
   jax.tree.map(np.testing.assert_array_equal, stats, batch_stats(resnet18))
@@ -96,7 +105,9 @@ def test_block_layout(abstract_model):
   assert r50.classifier.kernel.shape == (2048, 1000)
 
 
-def test_stem_override(abstract_model, abstract_apply):
+def test_imagenet_stem_divides_the_resolution_by_32(
+    abstract_model, abstract_apply
+):
   model = abstract_model('resnet18', 10, stem='imagenet')
   assert abstract_apply(model, (2, 64, 64, 3)).shape == (2, 10)
   assert abstract_apply(model, (2, 64, 64, 3), method='features').shape == (

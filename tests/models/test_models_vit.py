@@ -43,6 +43,8 @@ def test_tiny_vit_forward_and_dropout_modes(fast_rngs, random_images):
 
 
 def test_bf16_compute_f32_params(fast_rngs, random_images):
+  """bfloat16 compute, float32 parameters; the logits agree with the float32
+  model of the same parameters to bfloat16 precision."""
   model = vit_tiny_test(num_classes=10, dtype=jnp.bfloat16, rngs=fast_rngs())
   model.eval()
   x = random_images((2, 32, 32, 3))
@@ -53,6 +55,13 @@ def test_bf16_compute_f32_params(fast_rngs, random_images):
   assert {p.dtype for p in jax.tree.leaves(nnx.state(model, nnx.Param))} == {
       jnp.dtype(jnp.float32)
   }
+  reference = vit_tiny_test(num_classes=10, rngs=fast_rngs())
+  reference.eval()
+  nnx.update(reference, nnx.state(model, nnx.Param))
+  want = np.asarray(reference(x))
+  got = np.asarray(logits.astype(jnp.float32))
+  assert np.all(np.isfinite(got)) and np.abs(want).max() > 0
+  np.testing.assert_allclose(got, want, atol=0.05 * np.abs(want).max())
 
 
 def test_deit_s_bf16_abstract(abstract_model, abstract_apply):

@@ -35,10 +35,11 @@ from jax.sharding import PartitionSpec as P
 import bort_jax
 from mesh_testing import is_spec
 from mesh_testing import make_tree as make_layout_tree
+from mesh_testing import mesh_devices
 from mesh_testing import path_str
+from mesh_testing import sharding_record
 
 NUM_STEPS = 2
-NUM_DEVICES = 8
 MESH_SHAPE = (2, 4)
 AXES = ('data', 'model')
 
@@ -120,39 +121,30 @@ def run(factory, batch, place, params, grads, mesh):
   return history, concatenates
 
 
-def record(optimizer, variant, step, kind, leaf_name, expected, leaf, ref_leaf):
-  equivalent = bool(leaf.sharding.is_equivalent_to(expected, leaf.ndim))
-  entry = {
-      'optimizer': optimizer,
-      'variant': variant,
-      'step': step,
-      'kind': kind,
-      'leaf': leaf_name,
-      'expected': str(expected.spec),
-      'got': str(getattr(leaf.sharding, 'spec', leaf.sharding)),
-      'equivalent': equivalent,
-  }
-  if ref_leaf is not None:
-    value, ref_value = np.asarray(leaf, np.float64), np.asarray(
-        ref_leaf, np.float64
-    )
-    entry['max_abs_diff'] = float(np.max(np.abs(value - ref_value)))
-    entry['max_abs_value'] = float(np.max(np.abs(ref_value)))
-  return entry
+def record(optimizer, variant, *fields):
+  """One leaf's sharding record (see :func:`mesh_testing.sharding_record`)."""
+  return sharding_record({'optimizer': optimizer, 'variant': variant}, *fields)
 
 
 def main():
-  devices = jax.devices()
-  if len(devices) != NUM_DEVICES:
-    raise SystemExit(
-        f'expected {NUM_DEVICES} devices, got {len(devices)}: set XLA_FLAGS='
-        f'--xla_force_host_platform_device_count={NUM_DEVICES}'
-    )
+  devices = mesh_devices()
   explicit_mesh = jax.make_mesh(
       MESH_SHAPE, AXES, axis_types=(AxisType.Explicit,) * 2
   )
   auto_mesh = jax.make_mesh(MESH_SHAPE, AXES, axis_types=(AxisType.Auto,) * 2)
   specs = specs_tree()
+
+  def put_with(shardings):
+    return lambda tree: jax.device_put(tree, shardings)
+
+  def named_shardings(mesh):
+    """``specs`` as ``NamedSharding``s on ``mesh``."""
+    return jax.tree.map(
+        lambda s: NamedSharding(mesh, s),
+        specs,
+        is_leaf=lambda x: isinstance(x, P),
+    )
+
   single = jax.sharding.SingleDeviceSharding(devices[0])
   params = make_tree(0, 0.3)
   grads = [make_tree(step + 1, 0.5) for step in range(NUM_STEPS)]
@@ -169,43 +161,18 @@ def main():
     for variant, (where, batch) in VARIANTS.items():
       if where == 'explicit':
         with jax.set_mesh(explicit_mesh):
-          shardings = jax.tree.map(
-              lambda s: NamedSharding(explicit_mesh, s),
-              specs,
-              is_leaf=lambda x: isinstance(x, P),
-          )
+          shardings = named_shardings(explicit_mesh)
           history, count = run(
-              factory,
-              batch,
-              lambda t, s=shardings: jax.device_put(t, s),
-              params,
-              grads,
-              explicit_mesh,
+              factory, batch, put_with(shardings), params, grads, explicit_mesh
           )
         concatenates[f'{name}/{variant}'] = count
       elif where == 'auto':
-        shardings = jax.tree.map(
-            lambda s: NamedSharding(auto_mesh, s),
-            specs,
-            is_leaf=lambda x: isinstance(x, P),
-        )
+        shardings = named_shardings(auto_mesh)
         history, _ = run(
-            factory,
-            batch,
-            lambda t, s=shardings: jax.device_put(t, s),
-            params,
-            grads,
-            None,
+            factory, batch, put_with(shardings), params, grads, None
         )
       else:
-        history, _ = run(
-            factory,
-            batch,
-            lambda t: jax.device_put(t, single),
-            params,
-            grads,
-            None,
-        )
+        history, _ = run(factory, batch, put_with(single), params, grads, None)
       results[variant] = (history, shardings if where != 'single' else None)
 
     reference = results['single'][0]

@@ -41,6 +41,49 @@ def make_tree(layout, seed, scale):
   )
 
 
+def mesh_devices():
+  """The ``NUM_DEVICES`` devices of a check script; exits if there are not."""
+  devices = jax.devices()
+  if len(devices) != NUM_DEVICES:
+    raise SystemExit(
+        f'expected {NUM_DEVICES} devices, got {len(devices)}: set XLA_FLAGS='
+        f'--xla_force_host_platform_device_count={NUM_DEVICES}'
+    )
+  return devices
+
+
+def sharding_record(labels, step, kind, leaf_name, expected, leaf, ref_leaf):
+  """A JSON-ready record of one leaf after ``step``: ``labels`` (e.g. the
+  optimizer), whether its sharding is equivalent to ``expected``, and, with a
+  single-device ``ref_leaf``, the largest difference from it."""
+  equivalent = bool(leaf.sharding.is_equivalent_to(expected, leaf.ndim))
+  entry = {
+      **labels,
+      'step': step,
+      'kind': kind,
+      'leaf': leaf_name,
+      'expected': str(expected.spec),
+      'got': str(getattr(leaf.sharding, 'spec', leaf.sharding)),
+      'equivalent': equivalent,
+  }
+  if ref_leaf is not None:
+    value = np.asarray(leaf, np.float64)
+    ref_value = np.asarray(ref_leaf, np.float64)
+    entry['max_abs_diff'] = float(np.max(np.abs(value - ref_value)))
+    entry['max_abs_value'] = float(np.max(np.abs(ref_value)))
+  return entry
+
+
+def sharding_changes(records):
+  """One line per record whose sharding came out other than it was placed."""
+  return [
+      f"step {r['step']} {r['kind']} {r['leaf']}: placed as {r['expected']}, "
+      f"came out as {r['got']}"
+      for r in records
+      if not r['equivalent']
+  ]
+
+
 def run_check_script(name, timeout):
   """Runs ``name`` (in this folder) on 8 CPU devices; returns its JSON line."""
   script = os.path.join(os.path.dirname(os.path.abspath(__file__)), name)

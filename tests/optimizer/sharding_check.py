@@ -27,10 +27,11 @@ from jax.sharding import PartitionSpec as P
 import bort_jax
 from mesh_testing import is_spec
 from mesh_testing import make_tree as make_layout_tree
+from mesh_testing import mesh_devices
 from mesh_testing import path_str
+from mesh_testing import sharding_record
 
 NUM_STEPS = 2
-NUM_DEVICES = 8
 
 # leaf -> (shape, partition spec over the mesh axis 'x' of 8 devices)
 LAYOUT = {
@@ -61,12 +62,7 @@ def make_tree(seed, scale):
 
 
 def main():
-  devices = jax.devices()
-  if len(devices) != NUM_DEVICES:
-    raise SystemExit(
-        f'expected {NUM_DEVICES} devices, got {len(devices)}: set XLA_FLAGS='
-        f'--xla_force_host_platform_device_count={NUM_DEVICES}'
-    )
+  devices = mesh_devices()
   mesh = jax.sharding.Mesh(np.array(devices), ('x',))
   shardings = jax.tree.map(
       lambda leaf: NamedSharding(mesh, leaf[1]), LAYOUT, is_leaf=is_spec
@@ -145,24 +141,9 @@ def main():
   )
 
 
-def record(optimizer, step, kind, leaf_name, expected, leaf, ref_leaf):
-  equivalent = bool(leaf.sharding.is_equivalent_to(expected, leaf.ndim))
-  entry = {
-      'optimizer': optimizer,
-      'step': step,
-      'kind': kind,
-      'leaf': leaf_name,
-      'expected': str(expected.spec),
-      'got': str(getattr(leaf.sharding, 'spec', leaf.sharding)),
-      'equivalent': equivalent,
-  }
-  if ref_leaf is not None:
-    value, ref_value = np.asarray(leaf, np.float64), np.asarray(
-        ref_leaf, np.float64
-    )
-    entry['max_abs_diff'] = float(np.max(np.abs(value - ref_value)))
-    entry['max_abs_value'] = float(np.max(np.abs(ref_value)))
-  return entry
+def record(optimizer, *fields):
+  """One leaf's sharding record (see :func:`mesh_testing.sharding_record`)."""
+  return sharding_record({'optimizer': optimizer}, *fields)
 
 
 if __name__ == '__main__':

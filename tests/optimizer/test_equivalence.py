@@ -132,6 +132,28 @@ def assert_trajectories_match(ours, reference, shape, rtol, atol):
   assert steps == NUM_STEPS
 
 
+def official_trajectory(official, kernel, grads, **options):
+  """``official`` from ``kernel`` with ``grads``, all in the torch layout."""
+  return official(
+      TorchLayout.to_torch(kernel),
+      [TorchLayout.to_torch(g) for g in grads],
+      **options,
+  )
+
+
+def assert_matches_official(optimizer, official, shape, hyper, seed, **options):
+  """``optimizer`` (an optax Bort) follows ``official`` for ``NUM_STEPS`` steps
+  from a random kernel: same hyperparameters ``hyper`` (``lr`` the learning
+  rate) and ``options`` (mode, amplitude)."""
+  kernel, grads = random_kernel_and_grads(shape, seed=seed)
+  extra = {k: v for k, v in hyper.items() if k != 'lr'}
+  tx = optimizer(hyper['lr'], **extra, **options)
+  reference = official_trajectory(official, kernel, grads, **options, **hyper)
+  assert_trajectories_match(
+      run_optax(tx, kernel, grads), reference, shape, rtol=2e-5, atol=2e-6
+  )
+
+
 AMPLITUDES = [1.0, 0.5, 'adaptive']
 
 # ---------------------------------------------------------------- correction
@@ -192,27 +214,14 @@ SGD_CONFIGS = {
 @pytest.mark.parametrize('amplitude', [1.0, 'adaptive'])
 @pytest.mark.parametrize('mode', bort_jax.MODES)
 def test_bort_sgd_matches_official_borts(mode, amplitude, shape_name, config):
-  shape = KERNEL_SHAPES[shape_name]
-  kernel, grads = random_kernel_and_grads(shape, seed=1)
-  hyper = dict(lr=0.1, gamma=0.7, **SGD_CONFIGS[config])
-  tx = bort_jax.bort_sgd(
-      hyper['lr'],
-      gamma=hyper['gamma'],
-      momentum=hyper['momentum'],
-      nesterov=hyper['nesterov'],
-      weight_decay=hyper['weight_decay'],
+  assert_matches_official(
+      bort_jax.bort_sgd,
+      official_borts,
+      KERNEL_SHAPES[shape_name],
+      dict(lr=0.1, gamma=0.7, **SGD_CONFIGS[config]),
       mode=mode,
       amplitude=amplitude,
-  )
-  reference = official_borts(
-      TorchLayout.to_torch(kernel),
-      [TorchLayout.to_torch(g) for g in grads],
-      mode=mode,
-      amplitude=amplitude,
-      **hyper,
-  )
-  assert_trajectories_match(
-      run_optax(tx, kernel, grads), reference, shape, rtol=2e-5, atol=2e-6
+      seed=1,
   )
 
 
@@ -225,28 +234,14 @@ def test_bort_sgd_matches_official_borts(mode, amplitude, shape_name, config):
 def test_bort_adamw_matches_official_borta_without_decay(
     mode, amplitude, shape_name
 ):
-  shape = KERNEL_SHAPES[shape_name]
-  kernel, grads = random_kernel_and_grads(shape, seed=2)
-  hyper = dict(lr=0.05, gamma=0.8, b1=0.9, b2=0.99, eps=1e-8, weight_decay=0.0)
-  tx = bort_jax.bort_adamw(
-      hyper['lr'],
-      gamma=hyper['gamma'],
-      b1=hyper['b1'],
-      b2=hyper['b2'],
-      eps=hyper['eps'],
-      weight_decay=0.0,
+  assert_matches_official(
+      bort_jax.bort_adamw,
+      official_borta,
+      KERNEL_SHAPES[shape_name],
+      dict(lr=0.05, gamma=0.8, b1=0.9, b2=0.99, eps=1e-8, weight_decay=0.0),
       mode=mode,
       amplitude=amplitude,
-  )
-  reference = official_borta(
-      TorchLayout.to_torch(kernel),
-      [TorchLayout.to_torch(g) for g in grads],
-      mode=mode,
-      amplitude=amplitude,
-      **hyper,
-  )
-  assert_trajectories_match(
-      run_optax(tx, kernel, grads), reference, shape, rtol=2e-5, atol=2e-6
+      seed=2,
   )
 
 
@@ -271,12 +266,8 @@ def test_bort_adamw_with_decay_is_within_lr_times_wd_of_official(
   ours = list(run_optax(tx, kernel, grads))
   reference = [
       TorchLayout.to_flax(w, shape)
-      for w in official_borta(
-          TorchLayout.to_torch(kernel),
-          [TorchLayout.to_torch(g) for g in grads],
-          mode=mode,
-          amplitude=1.0,
-          **hyper,
+      for w in official_trajectory(
+          official_borta, kernel, grads, mode=mode, amplitude=1.0, **hyper
       )
   ]
   scale = hyper['lr'] * weight_decay

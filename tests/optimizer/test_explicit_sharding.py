@@ -77,12 +77,7 @@ def test_every_kernel_layout_is_exercised(mesh_run):
 def test_sharding_is_preserved(mesh_run, optimizer, variant):
   records = _records(mesh_run, optimizer, variant)
   assert {r['kind'] for r in records} >= {'param', 'update'}
-  changed = [
-      f"step {r['step']} {r['kind']} {r['leaf']}: placed as {r['expected']}, "
-      f"came out as {r['got']}"
-      for r in records
-      if not r['equivalent']
-  ]
+  changed = mesh_testing.sharding_changes(records)
   assert (
       not changed
   ), f'{optimizer} {variant}: sharding not preserved:\n' + '\n'.join(changed)

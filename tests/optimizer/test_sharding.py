@@ -42,11 +42,7 @@ def test_sharding_is_preserved(sharded_run, optimizer, kind):
       if r['optimizer'] == optimizer and r['kind'] == kind
   ]
   assert records
-  changed = [
-      f"step {r['step']} {r['leaf']}: placed as {r['expected']}, came out as {r['got']}"
-      for r in records
-      if not r['equivalent']
-  ]
+  changed = mesh_testing.sharding_changes(records)
   assert (
       not changed
   ), f'{optimizer}: {kind} sharding not preserved:\n' + '\n'.join(changed)

@@ -51,7 +51,7 @@ def paths(tree):
   }
 
 
-def test_names():
+def test_optimizer_names_are_four_families_with_and_without_bort():
   assert set(optimizers.OPTIMIZER_NAMES) == {
       'sgd',
       'bort_sgd',

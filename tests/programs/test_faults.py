@@ -14,7 +14,8 @@ parameters; failed checkpoint writes end the run; one run per work
 directory; ``bort-prepare-mnist`` verifies what it reports.
 
 Signals, kill -9 (``crash_worker.py``) and a second process run in
-subprocesses; the rest in process.
+subprocesses; the rest in process. The checks themselves, called directly,
+are tested in ``tests/training/test_fault_checks.py``.
 """
 
 import json
@@ -28,17 +29,16 @@ import threading
 import time
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
-import numpy as np
 import pytest
 from flax import nnx
+
+from testing import assert_trees_equal, strict_records, train
 
 from bort_jax import configs
 from bort_jax.data import mnist_idx
 from bort_jax.programs import prepare_mnist as prepare_program
 from bort_jax.programs import train as train_program
-from bort_jax.training import checkpoint, errors, loop, metrics_log, numerics, preflight
+from bort_jax.training import checkpoint, errors, loop, numerics
 from bort_jax.training import workdir as workdir_lib
 
 pytestmark = pytest.mark.expensive
@@ -69,29 +69,15 @@ TINY_ARGS = [
     '--set',
     'model_kwargs={"hidden_features": [16]}',
 ]
+# AdamW at learning rate 1e38: step 1 leaves finite (huge) weights, the loss
+# of step 2 overflows.
+DIVERGING_ARGS = ['--optimizer', 'adamw', '--learning-rate', '1e38']
 TIMEOUT = 300
 TIMING = ('step_time', 'elapsed')
 
 
 def tiny(**changes):
   return configs.replace(configs.get_config('mnist_mlp'), **{**TINY, **changes})
-
-
-def _no_constant(name):
-  raise ValueError(f'not strict JSON: {name}')
-
-
-def strict_records(workdir):
-  """metrics.jsonl as strict JSON (no NaN), steps unique and increasing."""
-  text = (Path(workdir) / 'metrics.jsonl').read_text()
-  assert text.endswith('\n')
-  records = [
-      json.loads(line, parse_constant=_no_constant)
-      for line in text.splitlines()
-  ]
-  steps = [r['step'] for r in records]
-  assert steps == sorted(set(steps)), steps
-  return records
 
 
 def without_timing(records):
@@ -103,13 +89,34 @@ def checkpoint_steps(workdir):
   return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())
 
 
-def assert_trees_equal(a, b):
-  leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
-  assert len(leaves_a) == len(leaves_b)
-  for x, y in zip(leaves_a, leaves_b):
-    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-      x, y = jax.random.key_data(x), jax.random.key_data(y)
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+def tiny_args(data_dir, workdir, *extra):
+  """``TINY_ARGS`` reading ``data_dir``, writing ``workdir``, then ``extra``."""
+  return [*TINY_ARGS, '--data-dir', data_dir, '--workdir', workdir, *extra]
+
+
+def resume_args(workdir, data_dir):
+  """Resumes the run in ``workdir`` from its own config.json."""
+  return [
+      '--workdir',
+      workdir,
+      '--resume',
+      '--data-dir',
+      data_dir,
+      '--no-progress',
+  ]
+
+
+def run_python(program, argv, env):
+  """Runs ``python PROGRAM... ARGV...`` in a subprocess to its end (at most
+  ``TIMEOUT`` seconds); its output captured as text."""
+  return subprocess.run(
+      [sys.executable, *map(str, [*program, *argv])],
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=TIMEOUT,
+      check=False,
+  )
 
 
 def run_cli(argv, capsys):
@@ -182,10 +189,7 @@ def test_bad_values_are_refused_before_anything_is_written(
     extra, message, tmp_path, mnist_data_dir, capsys
 ):
   workdir = tmp_path / 'run'
-  code, err = run_cli(
-      [*TINY_ARGS, '--data-dir', mnist_data_dir, '--workdir', workdir, *extra],
-      capsys,
-  )
+  code, err = run_cli(tiny_args(mnist_data_dir, workdir, *extra), capsys)
   assert code == 2
   assert 'bort-train: error: ' in err and message in err
   assert 'Traceback' not in err
@@ -200,24 +204,10 @@ def test_batch_not_divisible_by_the_devices(
       **subprocess_env,
       'XLA_FLAGS': '--xla_force_host_platform_device_count=8',
   }
-  result = subprocess.run(
-      [
-          sys.executable,
-          '-m',
-          'bort_jax.programs.train',
-          *TINY_ARGS,
-          '--batch-size',
-          '60',
-          '--data-dir',
-          mnist_data_dir,
-          '--workdir',
-          str(tmp_path / 'run'),
-      ],
-      env=env,
-      capture_output=True,
-      text=True,
-      timeout=TIMEOUT,
-      check=False,
+  result = run_python(
+      ['-m', 'bort_jax.programs.train'],
+      tiny_args(mnist_data_dir, tmp_path / 'run', '--batch-size', '60'),
+      env,
   )
   assert result.returncode == 2, result.stderr
   assert (
@@ -227,60 +217,14 @@ def test_batch_not_divisible_by_the_devices(
   assert 'Traceback' not in result.stderr
 
 
-@pytest.mark.parametrize(
-    'sizes,match',
-    [
-        (
-            dict(eval_batch_size=101, devices=2, processes=2),
-            'not divisible by the 2 processes',
-        ),
-        (
-            dict(eval_batch_size=100, devices=8, processes=1),
-            'eval_batch_size 100 .* the 8 devices',
-        ),
-        (  # pmap: per process
-            dict(
-                batch_size=36,
-                devices=8,
-                processes=2,
-                local_devices=4,
-                pmap=True,
-            ),
-            'the 4 devices',
-        ),
-    ],
-)
-def test_preflight_batch_checks_refuse(sizes, match):
-  arguments = dict(batch_size=64, eval_batch_size=64, train_examples=640)
-  with pytest.raises(errors.ConfigError, match=match):
-    preflight.check_batch_sizes(**{**arguments, **sizes})
-
-
-def test_preflight_batch_checks_accept_pmap_per_process():
-  preflight.check_batch_sizes(
-      batch_size=64,
-      eval_batch_size=64,
-      train_examples=64,
-      devices=8,
-      processes=2,
-      local_devices=4,
-      pmap=True,
-  )
-
-
 def test_workdir_that_is_a_file_or_not_writable(
     tmp_path, mnist_data_dir, capsys
 ):
   a_file = tmp_path / 'file'
   a_file.write_text('not a directory')
-  code, err = run_cli(
-      [*TINY_ARGS, '--data-dir', mnist_data_dir, '--workdir', a_file], capsys
-  )
+  code, err = run_cli(tiny_args(mnist_data_dir, a_file), capsys)
   assert code == 2 and f'--workdir {a_file} is a file, not a directory' in err
-  code, err = run_cli(
-      [*TINY_ARGS, '--data-dir', mnist_data_dir, '--workdir', a_file / 'run'],
-      capsys,
-  )
+  code, err = run_cli(tiny_args(mnist_data_dir, a_file / 'run'), capsys)
   assert code == 1, err
   assert (
       f'cannot use {a_file / "run"} as the work directory: a part of the path is a file'
@@ -294,48 +238,19 @@ def test_workdir_that_is_a_file_or_not_writable(
       workdir_lib.check_directory(read_only)
 
 
-def test_read_only_workdir_message(tmp_path, monkeypatch):
-  """The write probe failing as on a read-only file system (EROFS; root
-  cannot be denied by permissions here) gives a message, not a traceback."""
-
-  def refuse(*args, **kwargs):
-    raise OSError(30, 'Read-only file system')
-
-  monkeypatch.setattr(workdir_lib.tempfile, 'TemporaryFile', refuse)
-  with pytest.raises(
-      errors.WorkdirError,
-      match=f'cannot use {tmp_path} as the work directory: Read-only file system',
-  ):
-    workdir_lib.check_directory(tmp_path)
-
-
 def test_truncated_config_json(tmp_path, mnist_data_dir, capsys):
   workdir = tmp_path / 'run'
-  loop.train_and_evaluate(
-      tiny(), workdir, data_dir=mnist_data_dir, progress=False, max_steps=1
-  )
+  train(tiny(), workdir, mnist_data_dir, max_steps=1)
   text = (workdir / 'config.json').read_text()
   (workdir / 'config.json').write_text(text[: len(text) // 2])
-  code, err = run_cli(
-      [
-          '--workdir',
-          workdir,
-          '--resume',
-          '--data-dir',
-          mnist_data_dir,
-          '--no-progress',
-      ],
-      capsys,
-  )
+  code, err = run_cli(resume_args(workdir, mnist_data_dir), capsys)
   assert code == 2
   assert (
       f'{workdir / "config.json"} is not valid JSON (truncated or edited?)'
       in err
   )
   with pytest.raises(errors.ConfigError, match='is not valid JSON'):
-    loop.train_and_evaluate(
-        tiny(), workdir, data_dir=mnist_data_dir, progress=False, resume=True
-    )
+    train(tiny(), workdir, mnist_data_dir, resume=True)
 
 
 def _config_file(text):
@@ -417,10 +332,7 @@ def test_unreadable_dataset_info_gives_one_line(
   shutil.copytree(Path(mnist_data_dir) / 'mnist', data_dir / 'mnist')
   (info,) = (data_dir / 'mnist').rglob('dataset_info.json')
   info.write_text('{not json')
-  code, err = run_cli(
-      [*TINY_ARGS, '--data-dir', data_dir, '--workdir', tmp_path / 'run'],
-      capsys,
-  )
+  code, err = run_cli(tiny_args(data_dir, tmp_path / 'run'), capsys)
   assert code == 2, err
   assert (
       f'bort-train: error: the mnist data in {data_dir} cannot be read: '
@@ -440,9 +352,7 @@ def test_signal_during_start_up_stops_before_writing(
 
   monkeypatch.setattr(loop.input_pipeline, 'open_splits', interrupted_open)
   workdir = tmp_path / 'run'
-  code, err = run_cli(
-      [*TINY_ARGS, '--data-dir', mnist_data_dir, '--workdir', workdir], capsys
-  )
+  code, err = run_cli(tiny_args(mnist_data_dir, workdir), capsys)
   assert code == 130, err
   assert (
       'bort-train: interrupted (SIGINT) during the start-up; nothing written'
@@ -462,21 +372,15 @@ def test_nonfinite_loss_stops_with_the_last_finite_checkpoint_newest(
   it holds finite weights."""
   workdir = tmp_path / 'run'
   code, err = run_cli(
-      [
-          *TINY_ARGS,
-          '--data-dir',
+      tiny_args(
           mnist_data_dir,
-          '--workdir',
           workdir,
-          '--optimizer',
-          'adamw',
-          '--learning-rate',
-          '1e38',
+          *DIVERGING_ARGS,
           '--set',
           'checkpoint_every_steps=1',
           '--set',
           'log_every_steps=1',
-      ],
+      ),
       capsys,
   )
   assert code == 1
@@ -504,13 +408,7 @@ def test_skip_nonfinite_steps(tmp_path, mnist_data_dir):
       skip_nonfinite_steps=True,
       max_consecutive_nonfinite=100,
   )
-  result = loop.train_and_evaluate(
-      config,
-      tmp_path / 'skip',
-      data_dir=mnist_data_dir,
-      progress=False,
-      max_steps=4,
-  )
+  result = train(config, tmp_path / 'skip', mnist_data_dir, max_steps=4)
   records = strict_records(tmp_path / 'skip')
   assert [
       (r['step'], r['train_loss'] is None, r.get('nonfinite_steps'))
@@ -526,13 +424,7 @@ def test_skip_nonfinite_steps(tmp_path, mnist_data_dir):
       match=r'non-finite parameters at step 4 \(1 non-finite updates in a '
       r'row were skipped, then applied\).*checkpoint, step 2',
   ):
-    loop.train_and_evaluate(
-        config,
-        tmp_path / 'give_up',
-        data_dir=mnist_data_dir,
-        progress=False,
-        max_steps=4,
-    )
+    train(config, tmp_path / 'give_up', mnist_data_dir, max_steps=4)
   assert checkpoint_steps(tmp_path / 'give_up') == [2]
   strict_records(tmp_path / 'give_up')
 
@@ -544,23 +436,17 @@ def test_diverged_run_with_skipped_steps_fails(
   evaluation is not finite fails (exit 1) and says so."""
   workdir = tmp_path / 'run'
   code, err = run_cli(
-      [
-          *TINY_ARGS,
-          '--data-dir',
+      tiny_args(
           mnist_data_dir,
-          '--workdir',
           workdir,
-          '--optimizer',
-          'adamw',
-          '--learning-rate',
-          '1e38',
+          *DIVERGING_ARGS,
           '--epochs',
           '1',
           '--set',
           'skip_nonfinite_steps=true',
           '--set',
           'max_consecutive_nonfinite=100',
-      ],
+      ),
       capsys,
   )
   assert code == 1, err
@@ -569,44 +455,6 @@ def test_diverged_run_with_skipped_steps_fails(
       in err
   )
   assert checkpoint_steps(workdir) == []
-
-
-def test_metrics_log_is_strict_json(tmp_path):
-  log = metrics_log.MetricsLog(tmp_path)
-  log.write(
-      {
-          'step': 1,
-          'eval_loss': float('inf'),
-          'orthogonality': {'relative_error/mean': float('nan')},
-      }
-  )
-  (record,) = strict_records(tmp_path)
-  assert record == {
-      'step': 1,
-      'eval_loss': None,
-      'orthogonality': {'relative_error/mean': None},
-      'nonfinite': ['eval_loss', 'orthogonality/relative_error/mean'],
-  }
-
-
-def test_check_finite_params_names_the_leaves():
-  params = {
-      'dense': {'kernel': jnp.array([1.0, jnp.nan]), 'bias': jnp.zeros(2)},
-      'count': jnp.arange(2),
-  }
-  with pytest.raises(
-      errors.NonFiniteError,
-      match=r'runs/a has non-finite parameters .* in ' r'dense/kernel: ',
-  ):
-    numerics.check_finite_params(params, what='runs/a')
-  numerics.check_finite_params({'dense': {'kernel': jnp.ones(2)}})
-
-
-def test_check_output_dir(tmp_path):
-  assert workdir_lib.check_output_dir(tmp_path / 'new' / 'out').is_dir()
-  (tmp_path / 'file').write_text('')
-  with pytest.raises(errors.WorkdirError, match='output folder .* is a file'):
-    workdir_lib.check_output_dir(tmp_path / 'file')
 
 
 # Checkpoints verified, metrics.jsonl consistent, against a run never stopped.
@@ -624,9 +472,7 @@ RESUME_CONFIG = {
 def whole_run(tmp_path_factory, mnist_data_dir):
   """The reference: the resume config, 20 steps, never stopped."""
   workdir = tmp_path_factory.mktemp('whole')
-  result = loop.train_and_evaluate(
-      tiny(**RESUME_CONFIG), workdir, data_dir=mnist_data_dir, progress=False
-  )
+  result = train(tiny(**RESUME_CONFIG), workdir, mnist_data_dir)
   return result, strict_records(workdir)
 
 
@@ -639,9 +485,7 @@ def test_corrupt_and_truncated_checkpoints_fall_back(
   run never stopped ends."""
   config = tiny(**RESUME_CONFIG)
   workdir = tmp_path / 'split'
-  loop.train_and_evaluate(
-      config, workdir, data_dir=mnist_data_dir, progress=False, max_steps=6
-  )
+  train(config, workdir, mnist_data_dir, max_steps=6)
   assert checkpoint_steps(workdir) == [2, 4, 6]
   flip_bytes(workdir / 'checkpoints' / '6' / 'params')
   files = sorted(
@@ -651,9 +495,7 @@ def test_corrupt_and_truncated_checkpoints_fall_back(
   )
   max(files, key=lambda p: p.stat().st_size).unlink()
   with caplog.at_level(logging.WARNING, logger='bort_jax'):
-    result = loop.train_and_evaluate(
-        config, workdir, data_dir=mnist_data_dir, progress=False, resume=True
-    )
+    result = train(config, workdir, mnist_data_dir, resume=True)
   warnings = [r.getMessage() for r in caplog.records if r.name == 'bort_jax']
   assert any(
       m.startswith(
@@ -681,25 +523,13 @@ def test_corrupt_and_truncated_checkpoints_fall_back(
 def test_no_usable_checkpoint_moves_nothing(tmp_path, mnist_data_dir, capsys):
   workdir = tmp_path / 'run'
   config = tiny(**RESUME_CONFIG)
-  loop.train_and_evaluate(
-      config, workdir, data_dir=mnist_data_dir, progress=False, max_steps=2
-  )
+  train(config, workdir, mnist_data_dir, max_steps=2)
   record_path = workdir / 'checkpoint_records' / '2.json'
   record = json.loads(record_path.read_text())
   key = min(k for k in record['sha256'] if k.startswith('params/'))
   record['sha256'][key] = '0' * 64
   record_path.write_text(json.dumps(record))
-  code, err = run_cli(
-      [
-          '--workdir',
-          workdir,
-          '--resume',
-          '--data-dir',
-          mnist_data_dir,
-          '--no-progress',
-      ],
-      capsys,
-  )
+  code, err = run_cli(resume_args(workdir, mnist_data_dir), capsys)
   assert code == 1
   assert (
       f'bort-train: error: no usable checkpoint in {(workdir / "checkpoints").absolute()}: '
@@ -722,18 +552,14 @@ def test_metrics_consistent_after_a_crash(
   stopped; the epoch's average covers steps 1-10 across the resume."""
   config = tiny(**RESUME_CONFIG)
   workdir = tmp_path / 'split'
-  loop.train_and_evaluate(
-      config, workdir, data_dir=mnist_data_dir, progress=False, max_steps=7
-  )
+  train(config, workdir, mnist_data_dir, max_steps=7)
   for step in (6, 7):
     shutil.rmtree(workdir / 'checkpoints' / str(step))
   with (workdir / 'metrics.jsonl').open('a') as f:
     f.write(json.dumps({'step': 6, 'epoch': 0.6, 'train_loss': 1.0}) + '\n')
     f.write('{"step": 7, "epoch": 0.7, "train_lo')
   with caplog.at_level(logging.WARNING, logger='bort_jax'):
-    result = loop.train_and_evaluate(
-        config, workdir, data_dir=mnist_data_dir, progress=False, resume=True
-    )
+    result = train(config, workdir, mnist_data_dir, resume=True)
   assert any(
       'dropped 2 record(s) after step 4' in r.getMessage()
       for r in caplog.records
@@ -765,9 +591,7 @@ CRASH_ARGS = [
 def crash_reference(tmp_path_factory, mnist_data_dir):
   """The run never stopped: its final params and its records."""
   workdir = tmp_path_factory.mktemp('never_stopped')
-  result = loop.train_and_evaluate(
-      tiny(**CRASH_CONFIG), workdir, data_dir=mnist_data_dir, progress=False
-  )
+  result = train(tiny(**CRASH_CONFIG), workdir, mnist_data_dir)
   return result.state.params, strict_records(workdir)
 
 
@@ -792,19 +616,10 @@ def test_resume_after_a_stop_equals_the_run_never_stopped(
     code, err = run_cli([*args, '--max-steps', n], capsys)
     assert code == 0, err
   else:
-    killed = subprocess.run(
-        [
-            sys.executable,
-            str(Path(__file__).with_name('crash_worker.py')),
-            point,
-            str(n),
-            *map(str, args),
-        ],
-        env=subprocess_env,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=False,
+    killed = run_python(
+        [Path(__file__).with_name('crash_worker.py'), point, n],
+        args,
+        subprocess_env,
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
   code, err = run_cli([*args, '--resume'], capsys)
@@ -822,13 +637,7 @@ def test_unverifiable_checkpoint_refused_unless_allowed(
   refused; allowed explicitly, it ends where the run never stopped ends (the
   running sums are in the checkpoint itself)."""
   workdir = tmp_path / 'run'
-  loop.train_and_evaluate(
-      tiny(**RESUME_CONFIG),
-      workdir,
-      data_dir=mnist_data_dir,
-      progress=False,
-      max_steps=5,
-  )
+  train(tiny(**RESUME_CONFIG), workdir, mnist_data_dir, max_steps=5)
   shutil.rmtree(workdir / 'checkpoint_records')
   args = ['--workdir', workdir, '--resume', '--data-dir', mnist_data_dir]
   code, err = run_cli([*args, '--no-progress'], capsys)
@@ -861,13 +670,7 @@ def _checkpoints_a_file(workdir, mnist_data_dir):
 
 
 def _newest_checkpoint_a_fifo(workdir, mnist_data_dir):
-  loop.train_and_evaluate(
-      tiny(**RESUME_CONFIG),
-      workdir,
-      data_dir=mnist_data_dir,
-      progress=False,
-      max_steps=4,
-  )
+  train(tiny(**RESUME_CONFIG), workdir, mnist_data_dir, max_steps=4)
   shutil.rmtree(workdir / 'checkpoints' / '4')
   os.mkfifo(workdir / 'checkpoints' / '4')
   return ['--resume'], f'{workdir / "checkpoints" / "4"} is not a folder'
@@ -895,28 +698,20 @@ def test_failed_checkpoint_write_ends_the_run(
       'resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000)); '
       "runpy.run_module('bort_jax.programs.train', run_name='__main__')"
   )
-  result = subprocess.run(
-      [
-          sys.executable,
-          *(
-              ['-c', limited]
-              if fault is _file_size_limit
-              else ['-m', 'bort_jax.programs.train']
-          ),
-          *TINY_ARGS,
+  result = run_python(
+      (
+          ['-c', limited]
+          if fault is _file_size_limit
+          else ['-m', 'bort_jax.programs.train']
+      ),
+      tiny_args(
+          mnist_data_dir,
+          workdir,
           '--set',
           'checkpoint_every_steps=2',
-          '--data-dir',
-          mnist_data_dir,
-          '--workdir',
-          str(workdir),
           *extra,
-      ],
-      env=subprocess_env,
-      capture_output=True,
-      text=True,
-      timeout=TIMEOUT,
-      check=False,
+      ),
+      subprocess_env,
   )
   assert result.returncode == 1, result.stderr
   errors_ = [
@@ -927,41 +722,12 @@ def test_failed_checkpoint_write_ends_the_run(
   assert len(errors_) == 1 and message in errors_[0], result.stderr
 
 
-def test_check_regular_files_names_a_fifo(tmp_path):
-  """A checkpoint holding a FIFO counts as corrupt (reading it would block)."""
-  folder = tmp_path / '4' / 'params'
-  folder.mkdir(parents=True)
-  (folder / 'data').write_bytes(b'x')
-  checkpoint.check_regular_files(tmp_path / '4')
-  os.mkfifo(folder / 'manifest')
-  with pytest.raises(
-      ValueError, match=f'{folder / "manifest"} is not a regular file'
-  ):
-    checkpoint.check_regular_files(tmp_path / '4')
-
-
-def test_truncate_after(tmp_path):
-  path = tmp_path / 'metrics.jsonl'
-  path.write_text('{"step": 1}\n{"step": 2}\n{"step": 3}\n{"step": 4, "tr')
-  assert metrics_log.truncate_after(path, 2) == 2
-  assert path.read_text() == '{"step": 1}\n{"step": 2}\n'
-  assert metrics_log.truncate_after(path, 2) == 0
-
-
 # One run per work directory.
 
 
 def test_previous_run_resume_and_overwrite(tmp_path, mnist_data_dir, capsys):
   workdir = tmp_path / 'run'
-  args = [
-      *TINY_ARGS,
-      '--data-dir',
-      mnist_data_dir,
-      '--workdir',
-      workdir,
-      '--set',
-      'log_every_steps=1',
-  ]
+  args = tiny_args(mnist_data_dir, workdir, '--set', 'log_every_steps=1')
   assert run_cli([*args, '--max-steps', '2'], capsys)[0] == 0
   code, err = run_cli([*args, '--max-steps', '3'], capsys)
   assert code == 1
@@ -980,19 +746,6 @@ def test_previous_run_resume_and_overwrite(tmp_path, mnist_data_dir, capsys):
   assert json.loads((workdir / 'config.json').read_text())['seed'] == 1
   assert [r['step'] for r in strict_records(workdir)] == [1, 2, 3]
   assert checkpoint_steps(workdir) == [3]
-
-
-def test_lock_names_its_owner(tmp_path):
-  with (
-      workdir_lib.WorkdirLock(tmp_path),
-      pytest.raises(
-          errors.WorkdirError,
-          match=rf'{tmp_path} is in use by pid {os.getpid()} on ',
-      ),
-  ):
-    workdir_lib.WorkdirLock(tmp_path).acquire()
-  with workdir_lib.WorkdirLock(tmp_path):  # released: free again
-    pass
 
 
 def _wait_for_records(workdir, count, process, deadline=TIMEOUT):
@@ -1017,19 +770,16 @@ def test_second_process_sigterm_kill9_resume(
   increasing, and the parameters equal those of one uninterrupted run to
   step N, bit for bit."""
   workdir = tmp_path / 'run'
-  args = [
-      *TINY_ARGS,
+  args = tiny_args(
+      mnist_data_dir,
+      str(workdir),
       '--epochs',
       '1000',
       '--set',
       'log_every_steps=3',
       '--set',
       'checkpoint_every_steps=7',
-      '--data-dir',
-      mnist_data_dir,
-      '--workdir',
-      str(workdir),
-  ]
+  )
   start = lambda *extra: subprocess.Popen(
       [sys.executable, '-m', 'bort_jax.programs.train', *args, *extra],
       env=subprocess_env,
@@ -1073,12 +823,8 @@ def test_second_process_sigterm_kill9_resume(
   assert checkpoint_steps(workdir)[-1] == final_step
 
   config = checkpoint.load_config(workdir)
-  reference = loop.train_and_evaluate(
-      config,
-      tmp_path / 'reference',
-      data_dir=mnist_data_dir,
-      progress=False,
-      max_steps=final_step,
+  reference = train(
+      config, tmp_path / 'reference', mnist_data_dir, max_steps=final_step
   )
   model, _ = checkpoint.restore_model(workdir)
   assert_trees_equal(reference.state.params, nnx.state(model, nnx.Param))
@@ -1092,17 +838,9 @@ def test_second_process_sigterm_kill9_resume(
 
 def test_sigint_saves_a_checkpoint(tmp_path, mnist_data_dir, capsys):
   workdir = tmp_path / 'run'
-  args = [
-      *TINY_ARGS,
-      '--epochs',
-      '1000',
-      '--set',
-      'log_every_steps=2',
-      '--data-dir',
-      mnist_data_dir,
-      '--workdir',
-      workdir,
-  ]
+  args = tiny_args(
+      mnist_data_dir, workdir, '--epochs', '1000', '--set', 'log_every_steps=2'
+  )
 
   def interrupt():
     path, end = workdir / 'metrics.jsonl', time.monotonic() + TIMEOUT

@@ -8,7 +8,7 @@ import math
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from explain_testing import make_lossless_cnn, mlp, uniform
+from testing import make_lossless_cnn, mlp, uniform
 
 from bort_jax import explain
 from bort_jax.programs.explain import experiment, measure, protocol, report

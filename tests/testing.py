@@ -1,15 +1,72 @@
-"""Helpers of the explainability tests: tiny, exactly invertible models.
+"""Plain helpers shared by the tests (fixtures are in ``conftest.py``).
 
-Orthogonal weights are set directly (QR of a Gaussian matrix), not trained.
-(A uniquely named module, so that ``from explain_testing import ...`` cannot
-pick up another directory's ``conftest``.)
+Tiny, exactly invertible models for the explainability tests (orthogonal
+weights set directly, by QR of a Gaussian matrix, not trained), random arrays
+drawn with numpy, bit-for-bit pytree comparison, and a quiet training run
+with its ``metrics.jsonl`` read as strict JSON. The folder of the root
+``conftest.py`` is on ``sys.path`` (pytest's rootdir-relative imports), so any
+test module can ``from testing import ...``.
 """
 
+import json
+from pathlib import Path
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from bort_jax.models.layers import Flatten, LeakyReLU, NamedSequential, ReLU
+
+# The layers of InvertibleCNN and BortInvertibleCNN, in order.
+INVERTIBLE_CNN_LAYER_NAMES = (
+    'conv1',
+    'conv1_lrelu',
+    'down1',
+    'down1_lrelu',
+    'conv2',
+    'conv2_lrelu',
+    'down2',
+    'down2_lrelu',
+    'flatten',
+    'classifier',
+)
+
+
+def assert_trees_equal(a, b):
+  """Asserts two pytrees have equal leaves, bit for bit (PRNG keys by data)."""
+  leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
+  assert len(leaves_a) == len(leaves_b)
+  for x, y in zip(leaves_a, leaves_b):
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+      x, y = jax.random.key_data(x), jax.random.key_data(y)
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def train(config, workdir, data_dir, **kwargs):
+  """``loop.train_and_evaluate`` on ``data_dir`` without a progress bar."""
+  from bort_jax.training import loop  # pylint: disable=import-outside-toplevel
+
+  return loop.train_and_evaluate(
+      config, workdir, data_dir=data_dir, progress=False, **kwargs
+  )
+
+
+def _no_constant(name):
+  raise ValueError(f'not strict JSON: {name}')
+
+
+def strict_records(workdir):
+  """metrics.jsonl as strict JSON (no NaN), steps unique and increasing."""
+  text = (Path(workdir) / 'metrics.jsonl').read_text()
+  assert text.endswith('\n')
+  records = [
+      json.loads(line, parse_constant=_no_constant)
+      for line in text.splitlines()
+  ]
+  steps = [r['step'] for r in records]
+  assert steps == sorted(set(steps)), steps
+  return records
 
 
 def orthonormal(seed, rows, cols):

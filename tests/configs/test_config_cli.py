@@ -69,7 +69,7 @@ def test_recipes_change_only_what_differs_from_the_base(name):
         ('cifar10_resnet18', dict(optimizer='bort_sgd', gamma=0.05)),
     ],
 )
-def test_recipes(name, recipe):
+def test_recipes_set_their_fields_and_peak_learning_rate(name, recipe):
   config = configs.get_config(name)
   for key, value in recipe.items():
     actual = (
@@ -272,7 +272,7 @@ def test_cli_errors_exit_with_a_message(argv, message, tmp_path, capsys):
   assert message in capsys.readouterr().err
 
 
-def test_format_comparison():
+def test_format_comparison_table():
   rows = [
       train_program.comparison_row(
           'adamw',

@@ -13,6 +13,19 @@ import pytest
 pytestmark = pytest.mark.expensive
 
 
+def run_to_the_end(command, repo_root, env, timeout):
+  """Runs ``command`` in the repository; asserts it exits with 0."""
+  completed = subprocess.run(
+      command,
+      cwd=repo_root,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=timeout,
+  )
+  assert completed.returncode == 0, completed.stderr[-3000:]
+
+
 @pytest.fixture(scope='module')
 def reproduction(tmp_path_factory, mnist_data_dir, repo_root, subprocess_env):
   workdir = tmp_path_factory.mktemp('reproduce')
@@ -44,15 +57,7 @@ def reproduction(tmp_path_factory, mnist_data_dir, repo_root, subprocess_env):
       '200',
   ]
   env = subprocess_env
-  first = subprocess.run(
-      command,
-      cwd=repo_root,
-      env=env,
-      capture_output=True,
-      text=True,
-      timeout=1800,
-  )
-  assert first.returncode == 0, first.stderr[-3000:]
+  run_to_the_end(command, repo_root, env, timeout=1800)
   return command, env, workdir
 
 
@@ -150,15 +155,7 @@ def test_a_second_invocation_reads_finished_runs_back(reproduction, repo_root):
   metrics = sorted((workdir / 'runs').glob('*/metrics.jsonl'))
   before = {path: path.stat().st_mtime_ns for path in metrics}
   first = _results(workdir)
-  again = subprocess.run(
-      command,
-      cwd=repo_root,
-      env=env,
-      capture_output=True,
-      text=True,
-      timeout=600,
-  )
-  assert again.returncode == 0, again.stderr[-3000:]
+  run_to_the_end(command, repo_root, env, timeout=600)
   assert {path: path.stat().st_mtime_ns for path in metrics} == before
   assert [r['eval_accuracy'] for r in _results(workdir)] == [
       r['eval_accuracy'] for r in first

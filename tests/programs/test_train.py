@@ -3,10 +3,11 @@ for bit, restore_model, and the command line end to end."""
 
 import json
 
-import jax
 import numpy as np
 import pytest
 from flax import nnx
+
+from testing import assert_trees_equal, train
 
 from bort_jax import configs
 from bort_jax.data import mnist_idx
@@ -42,22 +43,26 @@ def read_metrics(workdir):
   ]
 
 
-def assert_trees_equal(a, b):
-  leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
-  assert len(leaves_a) == len(leaves_b)
-  for x, y in zip(leaves_a, leaves_b):
-    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-      x, y = jax.random.key_data(x), jax.random.key_data(y)
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+def mnist_mlp_args(workdir, data_dir):
+  """bort-train's arguments for the default MLP run, no progress bar."""
+  return [
+      '--config',
+      'mnist_mlp',
+      '--workdir',
+      str(workdir),
+      '--data-dir',
+      str(data_dir),
+      '--no-progress',
+  ]
 
 
-def test_finished_run(tmp_path, mnist_data_dir, tiny_config):
+def test_finished_run_writes_records_checkpoints_and_a_model(
+    tmp_path, mnist_data_dir, tiny_config
+):
   """A tiny run's metrics.jsonl, config.json, checkpoints and restore_model;
   rerunning it needs resume=True and the same config."""
   config = tiny_config('mnist_mlp', log_every_steps=4)
-  result = loop.train_and_evaluate(
-      config, tmp_path, data_dir=mnist_data_dir, progress=False
-  )
+  result = train(config, tmp_path, mnist_data_dir)
 
   records = read_metrics(tmp_path)
   assert records == json.loads(json.dumps(result.metrics))
@@ -99,16 +104,10 @@ def test_finished_run(tmp_path, mnist_data_dir, tiny_config):
   assert np.mean(np.argmax(model(batch['image']), -1) == batch['label']) > 0.5
 
   with pytest.raises(FileExistsError, match='pass resume=True'):
-    loop.train_and_evaluate(
-        config, tmp_path, data_dir=mnist_data_dir, progress=False
-    )
+    train(config, tmp_path, mnist_data_dir)
   with pytest.raises(ValueError, match=r"different config.*'seed': \(0, 1\)"):
-    loop.train_and_evaluate(
-        configs.replace(config, seed=1),
-        tmp_path,
-        data_dir=mnist_data_dir,
-        progress=False,
-        resume=True,
+    train(
+        configs.replace(config, seed=1), tmp_path, mnist_data_dir, resume=True
     )
 
 
@@ -133,16 +132,8 @@ def test_interrupted_run_resumes_bit_for_bit(
       parallel=parallel,
       checkpoint_every_steps=3,
   )
-  whole = loop.train_and_evaluate(
-      config, tmp_path / 'whole', data_dir=mnist_data_dir, progress=False
-  )
-  first = loop.train_and_evaluate(
-      config,
-      tmp_path / 'split',
-      data_dir=mnist_data_dir,
-      progress=False,
-      max_steps=stop_at,
-  )
+  whole = train(config, tmp_path / 'whole', mnist_data_dir)
+  first = train(config, tmp_path / 'split', mnist_data_dir, max_steps=stop_at)
   assert int(first.state.step) == stop_at
   saved = sorted(
       int(p.name) for p in (tmp_path / 'split' / 'checkpoints').iterdir()
@@ -151,13 +142,7 @@ def test_interrupted_run_resumes_bit_for_bit(
       -config.keep_checkpoints :
   ]
   assert saved == expected  # every 3 steps and on stopping, the last 2 kept
-  second = loop.train_and_evaluate(
-      config,
-      tmp_path / 'split',
-      data_dir=mnist_data_dir,
-      progress=False,
-      resume=True,
-  )
+  second = train(config, tmp_path / 'split', mnist_data_dir, resume=True)
   assert int(second.state.step) == int(whole.state.step) == 20
   assert_trees_equal(whole.state.params, second.state.params)
   assert_trees_equal(whole.state.opt_state, second.state.opt_state)
@@ -208,21 +193,13 @@ def test_cli_missing_mnist_says_how_to_prepare_it(
 ):
   monkeypatch.delenv('BORT_MNIST_IDX_DIR', raising=False)
   code = train_program.main(
-      [
-          '--config',
-          'mnist_mlp',
-          '--workdir',
-          str(tmp_path / 'run'),
-          '--data-dir',
-          str(tmp_path / 'empty'),
-          '--no-progress',
-      ]
+      mnist_mlp_args(tmp_path / 'run', str(tmp_path / 'empty'))
   )
   assert code == 1
   assert 'bort-prepare-mnist' in capsys.readouterr().err
 
 
-def test_ensure_mnist(tmp_path, mnist_data_dir):
+def test_ensure_mnist_when_prepared_or_missing(tmp_path, mnist_data_dir):
   """Preparing from IDX files is what built ``mnist_data_dir``; here the other cases."""
   assert mnist_idx.ensure_mnist(mnist_data_dir)  # prepared: nothing to do
   assert not mnist_idx.ensure_mnist(
@@ -252,17 +229,7 @@ def test_cli_prepares_mnist_from_the_idx_dir_env(
   )
   monkeypatch.setenv('BORT_MNIST_IDX_DIR', str(mnist_idx_dir))
   data_dir = tmp_path / 'tfds'
-  code = train_program.main(
-      [
-          '--config',
-          'mnist_mlp',
-          '--workdir',
-          str(tmp_path / 'run'),
-          '--data-dir',
-          str(data_dir),
-          '--no-progress',
-      ]
-  )
+  code = train_program.main(mnist_mlp_args(tmp_path / 'run', str(data_dir)))
   assert code == 0
   assert calls == [
       ('prepare', mnist_idx_dir, str(data_dir)),

@@ -51,7 +51,9 @@ TINY = [
 ]
 
 
-def test_cli_smoke(tmp_path, mnist_data_dir, monkeypatch):
+def test_cli_trains_measures_reports_and_reads_back(
+    tmp_path, mnist_data_dir, monkeypatch
+):
   monkeypatch.delenv('TFDS_DATA_DIR', raising=False)
   out = tmp_path / 'report'
   argv = ['--out', str(out), '--data-dir', mnist_data_dir, *TINY]
