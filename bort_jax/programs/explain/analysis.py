@@ -3,7 +3,7 @@
 Each run is measured on its own (:func:`measure.measure_model`); then the
 adversarial samples of every run are classified by an independently
 trained model (the transfer test), and the seeds are aggregated and
-compared (:func:`protocol.aggregate`, :func:`report.comparisons`).
+compared (:func:`aggregation.aggregate`, :func:`report.comparisons`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from bort_jax.programs.explain import experiment, measure, protocol, report
+from bort_jax.programs.explain import aggregation, experiment, finished, measure
+from bort_jax.programs.explain import report
 
 __all__ = [
     'MeasurementData',
@@ -99,7 +100,7 @@ def analyse_architecture(
         arrays[role] = seed_arrays
   _add_transfer(runs, per_seed, attacks)
   summary = {
-      role: protocol.aggregate([per_seed[s][role] for s in seeds])
+      role: aggregation.aggregate([per_seed[s][role] for s in seeds])
       for role in ('baseline', 'bort')
   }
   inputs = data.images[: config.num_figure_examples]
@@ -166,7 +167,7 @@ def recorded_training(runs: dict[str, Any]) -> dict[str, Any]:
   recorded = {}
   for arch, by_seed in runs.items():
     recorded[arch] = sum(
-        protocol.final_evaluation(d).get('elapsed', 0.0)
+        finished.final_evaluation(d).get('elapsed', 0.0)
         for pair in by_seed.values()
         for d in pair.values()
     )

@@ -2,7 +2,7 @@
 
 Comparisons are paired: Bort minus baseline (or Bort over baseline) per
 seed, the seed fixing initialisation and data order, then averaged with a
-95% Student-t interval (:func:`bort_jax.programs.explain.protocol.confidence`).
+95% Student-t interval (:func:`bort_jax.programs.explain.aggregation.confidence`).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from bort_jax.programs.explain import protocol
+from bort_jax.programs.explain import aggregation
 
 __all__ = [
     'ACCEPTANCE_ARCHITECTURE',
@@ -43,7 +43,7 @@ def comparisons(per_seed: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
     and layer the differences of Pearson r and SSIM and the ratio of
     affine-fitted MSE (``reconstruction``), and per L2 budget the
     difference of the attack success rate (``adversarial_success``); each
-    an interval over seeds (:func:`protocol.confidence`).
+    an interval over seeds (:func:`aggregation.confidence`).
   """
   seeds = sorted(per_seed)
   get = lambda role, *keys: [_dig(per_seed[s][role], keys) for s in seeds]
@@ -52,14 +52,14 @@ def comparisons(per_seed: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
   acc_base = get('baseline', 'test_accuracy')
   acc_bort = get('bort', 'test_accuracy')
   if None not in acc_base and None not in acc_bort:
-    out['accuracy_gap_points'] = protocol.confidence(
+    out['accuracy_gap_points'] = aggregation.confidence(
         [100.0 * (a - b) for a, b in zip(acc_base, acc_bort)]
     )
   out['reconstruction'] = _reconstruction_comparisons(
       get, first['reconstruction']['layers']
   )
   out['adversarial_success_difference'] = {
-      budget: protocol.paired_difference(
+      budget: aggregation.paired_difference(
           get('bort', 'adversarial', 'success_by_l2', budget),
           get('baseline', 'adversarial', 'success_by_l2', budget),
       )
@@ -96,15 +96,15 @@ def _paired_scores(
   """Differences of Pearson r (and SSIM), ratio of the affine-fitted MSE."""
   column = lambda runs, key: [run[key] for run in runs]
   out = {
-      'pearson_r_difference': protocol.paired_difference(
+      'pearson_r_difference': aggregation.paired_difference(
           column(bort, 'pearson_r'), column(base, 'pearson_r')
       )
   }
   if ssim:
-    out['ssim_difference'] = protocol.paired_difference(
+    out['ssim_difference'] = aggregation.paired_difference(
         column(bort, 'ssim'), column(base, 'ssim')
     )
-  out['affine_mse_ratio'] = protocol.paired_ratio(
+  out['affine_mse_ratio'] = aggregation.paired_ratio(
       column(bort, 'affine_mse'), column(base, 'affine_mse')
   )
   return out

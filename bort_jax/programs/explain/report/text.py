@@ -19,7 +19,7 @@ __all__ = [
 
 
 def format_ci(entry: Any, digits: int = 3, scale: float = 1.0) -> str:
-  """``mean ± half-width`` of a :func:`protocol.confidence` entry.
+  """``mean ± half-width`` of a :func:`~bort_jax.programs.explain.aggregation.confidence` entry.
 
   Example:
     >>> format_ci({'mean': 0.91234, 'ci95': 0.0213})

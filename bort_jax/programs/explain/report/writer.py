@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from bort_jax.programs.explain import protocol
+from bort_jax.programs.explain import aggregation
 from bort_jax.programs.explain.report.markdown import write_markdown
 from bort_jax.programs.explain.report.plots import write_figures
 
@@ -34,7 +34,7 @@ def write_report(
   Raises:
     ValueError: a reported number is NaN (nothing is written).
   """
-  protocol.check_finite(report)
+  aggregation.check_finite(report)
   os.makedirs(out_dir, exist_ok=True)
   files = write_figures(report, arrays_by_arch, out_dir)
   report['figures'] = files
