@@ -117,30 +117,9 @@ def measure_adversarial(
       ya + jax.random.randint(key_targets, ya.shape, 1, num_classes)
   ) % num_classes
   means_j = jnp.asarray(means)
-  std = float(norm.std[0])
-  curve = {}
-  transfer_images = None
-  for budget in config.l2_budgets:
-    x_adv = _pgd_l2(
-        model,
-        xa,
-        targets,
-        key_pgd,
-        budget / std,
-        num_steps=config.pgd_steps,
-        bounds=norm.bounds,
-    )
-    curve[budget] = mean(predict(model, x_adv) == targets)
-    if budget == config.transfer_budget:
-      transfer_images = x_adv
-      pgd_likeness = mean(
-          explain.target_likeness((x_adv - xa) * std, ya, targets, means_j)
-      )
-  if transfer_images is None:
-    raise ValueError(
-        f'transfer_budget {config.transfer_budget} is not one '
-        f'of the l2_budgets {config.l2_budgets}'
-    )
+  curve, transfer_images, pgd_likeness = _pgd_curve(
+      model, xa, ya, targets, means_j, norm, config, key_pgd
+  )
   results = {
       'num_examples': n,
       'attack': 'targeted PGD-L2',
@@ -156,6 +135,45 @@ def measure_adversarial(
       + ', '.join(f'{b:g}:{r:.2f}' for b, r in curve.items())
   )
   return results, {'images': transfer_images, 'targets': targets}
+
+
+def _pgd_curve(
+    model: Any,
+    x: jax.Array,
+    labels: jax.Array,
+    targets: jax.Array,
+    means: jax.Array,
+    norm: experiment.Normalization,
+    config: MeasureConfig,
+    key: jax.Array,
+) -> tuple[dict[float, float], jax.Array, float]:
+  """PGD's success at every budget; its samples and their target-likeness
+  at ``config.transfer_budget``."""
+  std = float(norm.std[0])
+  curve = {}
+  transfer_images = None
+  for budget in config.l2_budgets:
+    x_adv = _pgd_l2(
+        model,
+        x,
+        targets,
+        key,
+        budget / std,
+        num_steps=config.pgd_steps,
+        bounds=norm.bounds,
+    )
+    curve[budget] = mean(predict(model, x_adv) == targets)
+    if budget == config.transfer_budget:
+      transfer_images = x_adv
+      pgd_likeness = mean(
+          explain.target_likeness((x_adv - x) * std, labels, targets, means)
+      )
+  if transfer_images is None:
+    raise ValueError(
+        f'transfer_budget {config.transfer_budget} is not one '
+        f'of the l2_budgets {config.l2_budgets}'
+    )
+  return curve, transfer_images, pgd_likeness
 
 
 def _ours_scores(
