@@ -139,15 +139,14 @@ def _measurement_data(train: Any, test: Any) -> analysis.MeasurementData:
 
 
 def _restore(run_dir: str) -> tuple[Any, dict[str, Any], dict[str, Any]]:
-  """The finished run's model (its final checkpoint), config and final
-  evaluation record."""
+  """A finished run's model (final checkpoint), config and final record."""
   record = protocol.final_evaluation(run_dir)
   model, config = checkpoint.restore_model(run_dir, step=record['step'])
   numerics.check_finite_params(model, what=f'the model in {run_dir}')
   dataset = config.get('dataset', 'mnist')
   if dataset != 'mnist':
     raise ValueError(
-        f'{run_dir} is a {dataset} run; this experiment is on ' 'MNIST'
+        f'{run_dir} is a {dataset} run; this experiment is on MNIST'
     )
   return model, config, record
 
@@ -201,7 +200,7 @@ def run(args: argparse.Namespace) -> dict[str, str]:
   """Runs the protocol for parsed ``args``; returns the written files."""
   if bool(args.baseline_workdir) != bool(args.bort_workdir):
     raise ValueError(
-        'give both --baseline-workdir and --bort-workdir, or ' 'neither'
+        'give both --baseline-workdir and --bort-workdir, or neither'
     )
   workdir_lib.check_output_dir(args.out)
   t0 = time.perf_counter()
