@@ -1,4 +1,4 @@
-"""Command-line arguments of ``bort-explain``: the run and analysis groups.
+"""Command-line arguments of ``bort-explain``: their types and groups.
 
 Each ``type=`` here checks one value at parse time, so that a bad value
 stops the command before any work, with argparse's usage message.
