@@ -125,7 +125,7 @@ def _define_and_parse(
   """``config_flags`` on a flag set of its own (callable many times)."""
   flag_values = flags.FlagValues()
   inline = isinstance(source, ml_collections.ConfigDict)
-  argv = ['bort-train', *([] if inline else [f'--config={source}']), *overrides]
+  argv = ['config', *([] if inline else [f'--config={source}']), *overrides]
   options = dict(
       flag_values=flag_values,
       sys_argv=argv,

@@ -58,8 +58,7 @@ from bort_jax.training import checkpoint, errors, interrupt, parallel
 
 PROGRAM = 'bort-train'
 
-#: The flags that set a config field (``--batch-size``: ``batch_size``), each
-#: as (flag, type, help).
+#: The flags that set a field (``--batch-size``: ``batch_size``): (flag, type, help).
 FIELD_FLAGS = (
     ('--optimizer', str, 'optimizer name (see below)'),
     ('--epochs', int, None),
@@ -196,7 +195,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _main(argv, startup)
 
 
-def _main(argv: Sequence[str] | None, startup: interrupt.InterruptWatcher):
+def _main(
+    argv: Sequence[str] | None, startup: interrupt.InterruptWatcher
+) -> int:
+  """:func:`main`, with the signals of the start-up recorded by ``startup``."""
   parser = build_parser()
   args, extra = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
   common.report_library_warnings(PROGRAM)
@@ -215,10 +217,7 @@ def _main(argv: Sequence[str] | None, startup: interrupt.InterruptWatcher):
   workdir = Path(args.workdir)
   try:
     config = resolve_config(args, workdir, extra)
-    names = [config.optimizer]
-    if args.compare:
-      names = train_runs.parse_compare(args.compare)
-    runs = train_runs.run_configs(config, names)
+    runs = train_runs.run_configs(config, args.compare)
   except (ValueError, FileNotFoundError) as error:
     parser.error(str(error))
   try:

@@ -36,40 +36,6 @@ COMPARISON_COLUMNS = (
 )
 
 
-def comparison_row(
-    optimizer: str, record: dict[str, Any], seconds: float
-) -> dict[str, Any]:
-  """Flattens a final metrics record into :data:`COMPARISON_COLUMNS` keys."""
-  row = {'optimizer': optimizer, 'seconds': seconds, **record}
-  for figure, value in record.get('orthogonality', {}).items():
-    row[f'orthogonality/{figure}'] = value
-  return row
-
-
-def format_comparison(rows: list[dict[str, Any]]) -> str:
-  """A plain-text table of :data:`COMPARISON_COLUMNS`, one row per run.
-
-  Example:
-    >>> print(format_comparison([{'optimizer': 'adamw', 'eval_accuracy': 0.99}]))
-    ... # doctest: +NORMALIZE_WHITESPACE
-    optimizer  test acc  test loss  orth. rel. error  mean |cos|  norm spread  time (s)
-    adamw      0.9900    -          -                 -           -            -
-  """
-  table = [[title for title, _, _ in COMPARISON_COLUMNS]]
-  for row in rows:
-    table.append(
-        [
-            fmt.format(row[key]) if row.get(key) is not None else '-'
-            for _, key, fmt in COMPARISON_COLUMNS
-        ]
-    )
-  widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
-  return '\n'.join(
-      '  '.join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip()
-      for line in table
-  )
-
-
 def check_arguments(
     workdir: str | os.PathLike[str],
     max_steps: int | None,
@@ -84,7 +50,7 @@ def check_arguments(
   """
   if max_steps is not None and max_steps < 0:
     raise errors.ConfigError(f'--max-steps must be >= 0, got {max_steps}')
-  if resume and overwrite:
+  if resume and overwrite:  # as the library does, but naming the flags
     raise errors.ConfigError(
         '--resume and --overwrite exclude each other: --resume continues the run '
         'in the work directory, --overwrite discards it'
@@ -135,14 +101,22 @@ def parse_compare(text: str) -> list[str]:
 
 
 def run_configs(
-    config: ml_collections.ConfigDict, names: Sequence[str]
+    config: ml_collections.ConfigDict, compare: str | None
 ) -> list[tuple[str, ml_collections.ConfigDict]]:
-  """``(optimizer, config)`` of each run: ``config`` (validated, its optimizer
-  ``names[0]``) first, then a validated copy for each other name.
+  """``(optimizer, config)`` of each run.
+
+  Args:
+    config: the validated config; with ``compare``, its optimizer is the
+      first one compared.
+    compare: ``--compare``'s names (``None``: one run, of ``config``).
+
+  Returns:
+    ``config`` first, then a validated copy for each other compared name.
 
   Raises:
-    ValueError: an unknown optimizer name (the message lists the valid ones).
+    ValueError: no name, or an unknown one (the message lists the valid ones).
   """
+  names = parse_compare(compare) if compare else [config.optimizer]
   return [(names[0], config)] + [
       (name, configs.replace(config, optimizer=name)) for name in names[1:]
   ]
@@ -182,6 +156,40 @@ def train_runs(
     seconds = time.perf_counter() - start
     rows.append(comparison_row(name, loop.last_evaluation(run_dir), seconds))
   return rows
+
+
+def comparison_row(
+    optimizer: str, record: dict[str, Any], seconds: float
+) -> dict[str, Any]:
+  """Flattens a final metrics record into :data:`COMPARISON_COLUMNS` keys."""
+  row = {'optimizer': optimizer, 'seconds': seconds, **record}
+  for figure, value in record.get('orthogonality', {}).items():
+    row[f'orthogonality/{figure}'] = value
+  return row
+
+
+def format_comparison(rows: list[dict[str, Any]]) -> str:
+  """A plain-text table of :data:`COMPARISON_COLUMNS`, one row per run.
+
+  Example:
+    >>> print(format_comparison([{'optimizer': 'adamw', 'eval_accuracy': 0.99}]))
+    ... # doctest: +NORMALIZE_WHITESPACE
+    optimizer  test acc  test loss  orth. rel. error  mean |cos|  norm spread  time (s)
+    adamw      0.9900    -          -                 -           -            -
+  """
+  table = [[title for title, _, _ in COMPARISON_COLUMNS]]
+  for row in rows:
+    table.append(
+        [
+            fmt.format(row[key]) if row.get(key) is not None else '-'
+            for _, key, fmt in COMPARISON_COLUMNS
+        ]
+    )
+  widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+  return '\n'.join(
+      '  '.join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip()
+      for line in table
+  )
 
 
 def summary(
