@@ -58,7 +58,8 @@ from bort_jax.training import checkpoint, errors, interrupt, parallel
 
 PROGRAM = 'bort-train'
 
-#: The flags that set a field (``--batch-size``: ``batch_size``): (flag, type, help).
+#: The flags that set a config field (``--batch-size``: ``batch_size``), as
+#: (flag, type, help).
 FIELD_FLAGS = (
     ('--optimizer', str, 'optimizer name (see below)'),
     ('--epochs', int, None),
