@@ -33,7 +33,9 @@ with extra_imports('bort_jax.configs', 'train'):
   from bort_jax.configs.base import validate
   from bort_jax.configs.overrides import apply_overrides
   from bort_jax.configs.overrides import assignments_to_overrides
-  from bort_jax.configs.overrides import check_overrides
+  from bort_jax.configs.overrides import check_options
+  from bort_jax.configs.overrides import check_override_fields
+  from bort_jax.configs.overrides import config_source
   from bort_jax.configs.overrides import load
   from bort_jax.configs.overrides import override
   from bort_jax.configs.overrides import set_values
@@ -83,8 +85,10 @@ __all__ = [
     'OPTIMIZER_NAMES',
     'apply_overrides',
     'assignments_to_overrides',
-    'check_overrides',
+    'check_options',
+    'check_override_fields',
     'config_path',
+    'config_source',
     'field_names',
     'from_dict',
     'get_config',

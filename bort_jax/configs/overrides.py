@@ -104,18 +104,25 @@ def check_fields(names: Sequence[str]) -> None:
     )
 
 
-def check_overrides(arguments: Sequence[str]) -> None:
-  """Raises for an option that is no ``--config.FIELD`` override, or one of
-  an unknown field (the message lists the valid ones).
+def check_options(arguments: Sequence[str]) -> None:
+  """Raises for an option that is no ``--config.FIELD`` override.
 
   Raises:
-    ValueError: naming the argument or the fields.
+    ValueError: naming the argument.
   """
   for argument in arguments:
     if argument.startswith('-') and not _OVERRIDE.match(argument):
       raise ValueError(f'unrecognized argument {argument!r}')
+
+
+def check_override_fields(overrides: Sequence[str]) -> None:
+  """Raises for an override of an unknown field (listing the valid ones).
+
+  Raises:
+    ValueError: naming the fields.
+  """
   check_fields(
-      [m.group(2) for m in map(_OVERRIDE.match, arguments) if m is not None]
+      [m.group(2) for m in map(_OVERRIDE.match, overrides) if m is not None]
   )
 
 
@@ -201,7 +208,8 @@ def apply_overrides(
       field (the message lists the valid ones), or a value that does not
       parse to its field's type (the message names the override).
   """
-  check_overrides(overrides)
+  check_options(overrides)
+  check_override_fields(overrides)
   if not overrides:
     return copy.deepcopy(config)
   return _define_and_parse(copy.deepcopy(config), overrides)

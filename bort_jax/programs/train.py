@@ -58,8 +58,7 @@ from bort_jax.training import checkpoint, errors, interrupt, parallel
 
 PROGRAM = 'bort-train'
 
-#: The flags that set a config field (``--batch-size``: ``batch_size``), as
-#: (flag, type, help).
+#: (flag, type, help) of the flags that set a field (``--epochs``: ``epochs``).
 FIELD_FLAGS = (
     ('--optimizer', str, 'optimizer name (see below)'),
     ('--epochs', int, None),
@@ -168,9 +167,11 @@ def resolve_config(
     ValueError, FileNotFoundError: with a message for ``parser.error``.
   """
   overrides = configs.assignments_to_overrides(args.set) + list(extra)
-  configs.check_overrides(overrides)
-  if args.config:
-    config = configs.load(args.config)
+  configs.check_options(overrides)
+  source = configs.config_source(args.config) if args.config else None
+  configs.check_override_fields(overrides)
+  if source:
+    config = configs.load(source)
   elif args.resume:
     config = checkpoint.load_config(workdir)
   else:
