@@ -105,3 +105,29 @@ def test_no_import_cycle_between_modules():
   for node in sorted(graph):
     if node not in state:
       visit(node)
+
+
+PROGRAMS = (
+    'bort_jax.programs.train',
+    'bort_jax.programs.prepare_mnist',
+    'bort_jax.programs.explain',
+)
+
+
+def test_no_program_imports_another_program():
+  """Programs share bort_jax.programs.common, not each other's modules."""
+
+  def program_of(module):
+    return next(
+        (p for p in PROGRAMS if module == p or module.startswith(p + '.')),
+        None,
+    )
+
+  offenders = {
+      name: sorted(
+          t for t in targets if program_of(t) not in (None, program_of(name))
+      )
+      for name, targets in import_graph().items()
+      if program_of(name)
+  }
+  assert not {k: v for k, v in offenders.items() if v}

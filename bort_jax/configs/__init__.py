@@ -4,7 +4,8 @@
 validation; each recipe file's ``get_config()`` starts from it and changes
 only what differs. ``bort-train --config NAME`` takes a packaged recipe by
 name (:data:`CONFIG_NAMES`), ``--config path/to/file.py`` any file with a
-``get_config()``, and ``--config.FIELD=VALUE`` overrides a field.
+``get_config()``, and ``--config.FIELD=VALUE`` overrides a field
+(:mod:`~bort_jax.configs.overrides`: :func:`load`, :func:`override`).
 
 Example:
   >>> from bort_jax.configs import get_config, replace
@@ -25,11 +26,20 @@ from bort_jax._extras import extra_imports
 with extra_imports('bort_jax.configs', 'train'):
   import ml_collections
 
+  from bort_jax.configs.base import OPTIMIZER_NAMES
   from bort_jax.configs.base import field_names
   from bort_jax.configs.base import from_dict
   from bort_jax.configs.base import replace
   from bort_jax.configs.base import to_dict
   from bort_jax.configs.base import validate
+  from bort_jax.configs.overrides import apply_overrides
+  from bort_jax.configs.overrides import assignments_to_overrides
+  from bort_jax.configs.overrides import check_options
+  from bort_jax.configs.overrides import check_override_fields
+  from bort_jax.configs.overrides import config_source
+  from bort_jax.configs.overrides import load
+  from bort_jax.configs.overrides import override
+  from bort_jax.configs.overrides import set_values
 
 #: The packaged recipes, the names :func:`get_config` accepts.
 CONFIG_NAMES: tuple[str, ...] = (
@@ -73,11 +83,20 @@ def get_config(name: str) -> ml_collections.ConfigDict:
 
 __all__ = [
     'CONFIG_NAMES',
+    'OPTIMIZER_NAMES',
+    'apply_overrides',
+    'assignments_to_overrides',
+    'check_options',
+    'check_override_fields',
     'config_path',
+    'config_source',
     'field_names',
     'from_dict',
     'get_config',
+    'load',
+    'override',
     'replace',
+    'set_values',
     'to_dict',
     'validate',
 ]

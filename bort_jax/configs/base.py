@@ -16,7 +16,8 @@ Fields:
   224), ``augment``, ``train_examples`` / ``eval_examples`` (the first N
   examples only, 0: all), ``in_memory`` (decode MNIST/CIFAR-10 into memory),
   ``data_threads`` (threads decoding ImageNet).
-* Optimizer: ``optimizer`` (see :data:`bort_jax.training.OPTIMIZER_NAMES`),
+* Optimizer: ``optimizer`` (:data:`OPTIMIZER_NAMES`, built by
+  :func:`bort_jax.training.create_optimizer`),
   ``learning_rate`` (peak; if ``lr_reference_batch_size`` is positive the
   peak is ``learning_rate * batch_size / lr_reference_batch_size``, the
   linear scaling rule), ``schedule`` (``cosine`` to 0, ``step``: times
@@ -72,6 +73,14 @@ SCHEDULES = ('cosine', 'step', 'constant')
 PARALLEL_MODES = ('jit', 'pmap')
 PARAM_SHARDINGS = ('replicated', 'fsdp')
 DTYPES = ('float32', 'bfloat16')
+
+#: The optimizer families; each has a baseline ``NAME`` and ``bort_NAME``.
+OPTIMIZER_FAMILIES: tuple[str, ...] = ('sgd', 'adamw', 'lamb', 'lion')
+#: The names the ``optimizer`` field takes
+#: (:func:`bort_jax.training.create_optimizer` builds them).
+OPTIMIZER_NAMES: tuple[str, ...] = tuple(
+    name for family in OPTIMIZER_FAMILIES for name in (family, f'bort_{family}')
+)
 
 # Fields that must be positive, and fields that must not be negative.
 _POSITIVE = (
@@ -227,6 +236,22 @@ def _check_type(name: str, value: Any, default: Any) -> None:
     raise ValueError(f'{name} must be {_type_name(kind)}, got {value!r}')
 
 
+def check_optimizer_name(name: str) -> None:
+  """Raises ``ValueError`` for a name not in :data:`OPTIMIZER_NAMES`.
+
+  Example:
+    >>> check_optimizer_name('bort_adam')
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown optimizer 'bort_adam'; valid optimizers: ['sgd', 'bort_sgd', 'adamw', 'bort_adamw', 'lamb', 'bort_lamb', 'lion', 'bort_lion']
+  """
+  if name not in OPTIMIZER_NAMES:
+    raise ValueError(
+        f'unknown optimizer {name!r}; valid optimizers: '
+        f'{list(OPTIMIZER_NAMES)}'
+    )
+
+
 def _choice(name: str, value: Any, valid: tuple[str, ...]) -> None:
   if value not in valid:
     raise ValueError(f'{name} must be one of {list(valid)}, got {value!r}')
@@ -239,9 +264,10 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   finite, the choices (``schedule``, ``parallel``, ``param_sharding``,
   ``dtype``), signs and ranges (``learning_rate``, ``keep_checkpoints``
   and the batch sizes positive; ``b1``, ``b2``, ``label_smoothing`` in
-  [0, 1)), the ``bort_exclude`` patterns (valid regular expressions), and
-  that ``fsdp`` goes with ``jit``. The optimizer and model names are
-  checked where they are built; what depends on the data and the devices
+  [0, 1)), the ``bort_exclude`` patterns (valid regular expressions),
+  that ``fsdp`` goes with ``jit``, and the ``optimizer`` name
+  (:func:`check_optimizer_name`). The model name and its arguments are
+  checked where the model is built; what depends on the data and the devices
   (batch size against the data set and the device count, the model's
   arguments) by :mod:`bort_jax.training.preflight` before a run starts.
 
@@ -307,6 +333,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       ) from None
   if config.parallel == 'pmap' and config.param_sharding != 'replicated':
     raise ValueError('param_sharding=fsdp needs parallel=jit')
+  check_optimizer_name(config.optimizer)
   return config
 
 

@@ -8,8 +8,9 @@
   explainability experiment and its report.
 
 Programs import the library (:mod:`bort_jax.configs`, :mod:`bort_jax.data`,
-:mod:`bort_jax.training`, :mod:`bort_jax.explain`...); no library module
-imports a program.
+:mod:`bort_jax.training`, :mod:`bort_jax.explain`...) and what they share
+(:mod:`~bort_jax.programs.common`), never another program; no library
+module imports a program.
 """
 
 from bort_jax._extras import require_extra

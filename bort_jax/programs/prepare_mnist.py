@@ -18,30 +18,18 @@ import sys
 import time
 from collections.abc import Sequence
 
-import tensorflow_datasets as tfds
-
 from bort_jax import data
 from bort_jax.data import mnist_idx
+from bort_jax.programs import common
+from bort_jax.programs.common import IDX_DIR_ENV
 
-#: The environment variable naming the folder of the IDX files.
-IDX_DIR_ENV = 'BORT_MNIST_IDX_DIR'
-
-
-def quiet_tfds_off_terminal() -> None:
-  """Turns tfds' progress bars off when stderr is not a terminal.
-
-  Off a terminal they write one line per update into the log. The switch is
-  global to the process, so only programs (which own the process) call it;
-  the library leaves tfds' setting as the caller has it.
-  """
-  if not sys.stderr.isatty():
-    tfds.disable_progress_bar()
+PROGRAM = 'bort-prepare-mnist'
 
 
 def build_parser() -> argparse.ArgumentParser:
   """The command-line parser of ``bort-prepare-mnist``."""
   parser = argparse.ArgumentParser(
-      prog='bort-prepare-mnist',
+      prog=PROGRAM,
       description=(
           'Build the tfds "mnist" data set (3.0.1, array_record) from the four '
           'MNIST IDX .gz files, without TensorFlow or a download. Does nothing '
@@ -68,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
   """Entry point of ``bort-prepare-mnist``; returns the exit status."""
   args = build_parser().parse_args(argv)
-  quiet_tfds_off_terminal()
+  common.quiet_tfds_off_terminal()
   data_dir = data.resolve_data_dir(args.data_dir)
   start = time.perf_counter()
   try:
@@ -76,8 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Counted from the data read back, not from its metadata.
     counts = mnist_idx.verify_prepared(data_dir)
   except (OSError, ValueError) as error:
-    print(f'bort-prepare-mnist: error: {error}', file=sys.stderr)
-    return 1
+    return common.report_error(PROGRAM, error, 1)
   counts = ', '.join(f'{split} {count}' for split, count in counts.items())
   print(
       f'mnist ready in {path} ({counts}; {time.perf_counter() - start:.1f} s).\n'

@@ -38,16 +38,16 @@ import ml_collections
 import optax
 
 import bort_jax
+from bort_jax.configs import base as configs_base
 
 ScalarOrSchedule = optax.ScalarOrSchedule
 
 #: The optimizer families; each has a baseline ``NAME`` and ``bort_NAME``.
-FAMILIES: tuple[str, ...] = ('sgd', 'adamw', 'lamb', 'lion')
+FAMILIES: tuple[str, ...] = configs_base.OPTIMIZER_FAMILIES
 
-#: The names :func:`create_optimizer` accepts.
-OPTIMIZER_NAMES: tuple[str, ...] = tuple(
-    name for family in FAMILIES for name in (family, f'bort_{family}')
-)
+#: The names :func:`create_optimizer` accepts (the config's ``optimizer``
+#: field takes the same, :func:`bort_jax.configs.validate` checks it).
+OPTIMIZER_NAMES: tuple[str, ...] = configs_base.OPTIMIZER_NAMES
 
 
 def split_name(name: str) -> tuple[str, bool]:
@@ -56,11 +56,7 @@ def split_name(name: str) -> tuple[str, bool]:
   Raises:
     ValueError: unknown name; the message lists the valid ones.
   """
-  if name not in OPTIMIZER_NAMES:
-    raise ValueError(
-        f'unknown optimizer {name!r}; valid optimizers: '
-        f'{list(OPTIMIZER_NAMES)}'
-    )
+  configs_base.check_optimizer_name(name)
   return name.removeprefix('bort_'), name.startswith('bort_')
 
 

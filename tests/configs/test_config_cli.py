@@ -8,6 +8,7 @@ import pytest
 
 from bort_jax import configs, models
 from bort_jax.configs import base
+from bort_jax.programs import train_runs
 from bort_jax.programs import train as train_program
 from bort_jax.training import checkpoint, optimizer_factory
 
@@ -274,7 +275,7 @@ def test_cli_errors_exit_with_a_message(argv, message, tmp_path, capsys):
 
 def test_format_comparison_table():
   rows = [
-      train_program.comparison_row(
+      train_runs.comparison_row(
           'adamw',
           {
               'eval_accuracy': 0.9876,
@@ -283,9 +284,9 @@ def test_format_comparison_table():
           },
           61.2,
       ),
-      train_program.comparison_row('bort_adamw', {'eval_accuracy': 0.99}, 70.0),
+      train_runs.comparison_row('bort_adamw', {'eval_accuracy': 0.99}, 70.0),
   ]
-  lines = train_program.format_comparison(rows).splitlines()
+  lines = train_runs.format_comparison(rows).splitlines()
   assert lines[0].split()[:3] == ['optimizer', 'test', 'acc']
   assert lines[1].split() == [
       'adamw',

@@ -49,10 +49,9 @@ import numpy as np
 
 from bort_jax import configs, data
 from bort_jax.data import mnist_idx
-from bort_jax.programs import train as train_program
+from bort_jax.programs import common
+from bort_jax.programs.common import IDX_DIR_ENV
 from bort_jax.programs.explain import experiment, measure, protocol, report
-from bort_jax.programs import prepare_mnist
-from bort_jax.programs.prepare_mnist import IDX_DIR_ENV
 from bort_jax.training import checkpoint, errors, modeling, numerics
 from bort_jax.training import workdir as workdir_lib
 from bort_jax.programs.explain import analysis
@@ -103,12 +102,12 @@ def training_configs(args: argparse.Namespace) -> dict[str, Any]:
       epochs={**DEFAULT_EPOCHS, **(args.epochs or {})},
       train_examples={**DEFAULT_TRAIN_EXAMPLES, **(args.train_examples or {})},
   )
-  overrides = train_program.set_overrides(args.set)
+  overrides = configs.assignments_to_overrides(args.set)
   if overrides:
     for by_seed in runs.values():
       for pair in by_seed.values():
         for role, config in pair.items():
-          pair[role] = train_program.parse_config(config, overrides)
+          pair[role] = configs.override(config, overrides=overrides)
   return runs
 
 
@@ -240,7 +239,7 @@ def run(args: argparse.Namespace) -> dict[str, str]:
 def main(argv: Sequence[str] | None = None) -> int:
   """Entry point of ``bort-explain``; returns the exit status."""
   args = build_parser().parse_args(argv)
-  prepare_mnist.quiet_tfds_off_terminal()
+  common.quiet_tfds_off_terminal()
   try:
     run(args)
   except errors.BortError as error:
