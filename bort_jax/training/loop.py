@@ -139,8 +139,9 @@ def orthogonality_summary(
 ) -> dict[str, jax.Array]:
   """:func:`bort_jax.summarize_report` of the kernels Bort constrains.
 
-  ``exclude`` are the config's ``bort_exclude`` patterns: the kernels the
-  optimizer leaves out of the Bort term are left out of the report too.
+  ``exclude`` are the config's ``bort_exclude`` patterns
+  (:func:`~bort_jax.training.modeling.bort_exclude_patterns`): the kernels
+  the optimizer leaves out of the Bort term are left out of the report too.
   """
   mask = bort_jax.kernels_except(*exclude) if exclude else None
   return bort_jax.summarize_report(
@@ -164,8 +165,9 @@ def compile_steps(
     template: the train state or its shapes (``jax.eval_shape``), for the
       shardings.
   """
+  exclude = modeling.bort_exclude_patterns(config)
   report = lambda state: orthogonality_summary(
-      state.params, config.amplitude, tuple(config.bort_exclude)
+      state.params, config.amplitude, exclude
   )
   multi_device_cpu = jax.default_backend() == 'cpu' and jax.device_count() > 1
   if config.parallel == 'pmap':
