@@ -57,7 +57,7 @@ def layer_paths(model: nnx.Module) -> dict[str, str]:
 
 def kernel_paths(model: nnx.Module) -> list[str]:
   """The paths of the model's kernels (what Bort may constrain)."""
-  params = nnx.state(model, nnx.Param).to_pure_dict()
+  params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
   leaves = jax.tree_util.tree_flatten_with_path(params)[0]
   return [path_string(path) for path, leaf in leaves if is_kernel(path, leaf)]
 
