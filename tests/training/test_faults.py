@@ -38,7 +38,7 @@ from bort_jax import configs
 from bort_jax.data import mnist_idx
 from bort_jax.programs import prepare_mnist as prepare_program
 from bort_jax.programs import train as train_program
-from bort_jax.training import checkpoint, errors, loop, metrics_log, numerics, preflight
+from bort_jax.training import checkpoint, errors, loop, metrics_io, numerics, preflight
 from bort_jax.training import workdir as workdir_lib
 
 pytestmark = pytest.mark.expensive
@@ -572,7 +572,7 @@ def test_diverged_run_with_skipped_steps_fails(
 
 
 def test_metrics_log_is_strict_json(tmp_path):
-  log = metrics_log.MetricsLog(tmp_path)
+  log = metrics_io.MetricsLog(tmp_path)
   log.write(
       {
           'step': 1,
@@ -943,9 +943,9 @@ def test_check_regular_files_names_a_fifo(tmp_path):
 def test_truncate_after(tmp_path):
   path = tmp_path / 'metrics.jsonl'
   path.write_text('{"step": 1}\n{"step": 2}\n{"step": 3}\n{"step": 4, "tr')
-  assert metrics_log.truncate_after(path, 2) == 2
+  assert metrics_io.truncate_after(path, 2) == 2
   assert path.read_text() == '{"step": 1}\n{"step": 2}\n'
-  assert metrics_log.truncate_after(path, 2) == 0
+  assert metrics_io.truncate_after(path, 2) == 0
 
 
 # One run per work directory.
