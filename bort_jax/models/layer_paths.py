@@ -66,9 +66,12 @@ def _valid_names(model: nnx.Module, paths: dict[str, str]) -> str:
   if isinstance(model, NamedSequential):
     return f'layer names: {list(paths)}'
   top_level = [name for name in paths if '/' not in name]
+  nested = [name for name in paths if '/' in name]
+  if not nested:
+    return f'submodules: {top_level}'
   return (
       f'top-level submodules: {top_level} (nested ones by path, e.g. '
-      f'{next((n for n in paths if "/" in n), top_level[0])!r})'
+      f'{nested[0]!r})'
   )
 
 

@@ -34,12 +34,18 @@ def input_shape_kwargs(
 def model_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """All constructor arguments but ``num_classes`` and ``rngs``.
 
-  Input-shape arguments come from the data set; ``dtype`` from
-  ``config.dtype`` (float32: the model's default); ``config.model_kwargs``
-  overrides both.
+  Input-shape arguments come from the data set (as the model's catalogue
+  entry asks for them); ``dtype`` from ``config.dtype`` (float32: the
+  model's default); ``config.model_kwargs`` overrides both.
+
+  Raises:
+    ConfigError: an unknown model; the message lists the valid names.
   """
   spec = input_pipeline.dataset_spec(config)
-  kwargs = models.input_kwargs(config.model, spec.image_shape)
+  try:
+    kwargs = models.input_kwargs(config.model, spec.image_shape)
+  except ValueError as error:  # an unknown model; the message lists them
+    raise ConfigError(str(error)) from None
   if COMPUTE_DTYPES[config.dtype] is not None:
     kwargs['dtype'] = COMPUTE_DTYPES[config.dtype]
   kwargs.update(config.model_kwargs.to_dict())
