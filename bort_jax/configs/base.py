@@ -30,9 +30,11 @@ Fields:
 * Bort (``bort_*`` optimizers only, see ``docs/method.md``): ``gamma``, the
   coefficient; ``amplitude``, a positive number or ``'adaptive'`` (also the
   amplitude the orthogonality figures are measured against); ``bort_mode``
-  (see :data:`bort_jax.MODES`); ``bort_exclude``, regular expressions naming
-  kernels (``layers/3/kernel``, ``head/kernel``) left out of the Bort term
-  (:func:`bort_jax.kernels_except`; weight decay still applies).
+  (see :data:`bort_jax.MODES`); ``bort_exclude``, the layers left out of the
+  Bort term (weight decay still applies): layer names (``classifier``,
+  ``head``, resolved by the model, :func:`bort_jax.models.exclusion_patterns`)
+  or regular expressions over kernel paths (``^layers/3/kernel$``, ``^head/``,
+  :func:`bort_jax.kernels_except`).
 * Loop: ``epochs``, ``batch_size`` and ``eval_batch_size`` (global: all
   devices and processes), ``dtype`` (compute dtype, ``float32`` or
   ``bfloat16``; parameters and optimizer state stay float32), ``seed``
@@ -264,8 +266,9 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   finite, the choices (``schedule``, ``parallel``, ``param_sharding``,
   ``dtype``), signs and ranges (``learning_rate``, ``keep_checkpoints``
   and the batch sizes positive; ``b1``, ``b2``, ``label_smoothing`` in
-  [0, 1)), the ``bort_exclude`` patterns (valid regular expressions),
-  that ``fsdp`` goes with ``jit``, and the ``optimizer`` name
+  [0, 1)), the ``bort_exclude`` entries (layer names or valid regular
+  expressions; the names are resolved when the model is built), that
+  ``fsdp`` goes with ``jit``, and the ``optimizer`` name
   (:func:`check_optimizer_name`). The model name and its arguments are
   checked where the model is built; what depends on the data and the devices
   (batch size against the data set and the device count, the model's

@@ -7,7 +7,10 @@ overcomplete, so that the transposed weights invert it under Bort),
 :class:`VGG16` (and :class:`InvertibleVGG16`).
 Other models: :class:`ResNet18`, :class:`ResNet50` (BatchNorm),
 :class:`VisionTransformer` (DeiT-S by default). Build any of them by name with
-:func:`create_model`.
+:func:`create_model`; the catalogue (:mod:`~bort_jax.models.registry`) also
+says what each needs from the data, and :func:`register_model` adds a model
+of one's own. :func:`exclusion_patterns` turns layer names (a config's
+``bort_exclude``) into the kernel paths left out of the Bort term.
 """
 
 from bort_jax._extras import extra_imports
@@ -28,7 +31,26 @@ with extra_imports('bort_jax.models', 'models'):
       ReLU,
   )
   from bort_jax.models.mlp import MLP
-  from bort_jax.models.registry import MODEL_NAMES, create_model
+  from bort_jax.models.layer_paths import (
+      exclusion_patterns,
+      layer_paths,
+      looks_like_layer_name,
+  )
+  from bort_jax.models.registry import (
+      MODEL_CATALOGUE,
+      MODEL_NAMES,
+      ModelEntry,
+      channels_input,
+      create_model,
+      flat_input,
+      image_input,
+      input_kwargs,
+      model_builder,
+      model_entry,
+      register_model,
+      registered_model_names,
+      unregister_model,
+  )
   from bort_jax.models.resnet import (
       BasicBlock,
       BottleneckBlock,
@@ -43,12 +65,12 @@ with extra_imports('bort_jax.models', 'models'):
       PatchEmbedding,
       VisionTransformer,
       deit_small,
-      vit_tiny_test,
   )
 
 __all__ = [
     'BORT_INVERTIBLE_CNN_CLASSIFIER_PATTERN',
     'MLP',
+    'MODEL_CATALOGUE',
     'MODEL_NAMES',
     'SEQUENCE_LAYER_TYPES',
     'VGG16',
@@ -63,6 +85,7 @@ __all__ = [
     'InvertibleVGG16',
     'LeakyReLU',
     'MaxPool',
+    'ModelEntry',
     'NamedSequential',
     'PatchEmbedding',
     'ReLU',
@@ -70,7 +93,18 @@ __all__ = [
     'ResNet18',
     'ResNet50',
     'VisionTransformer',
+    'channels_input',
     'create_model',
     'deit_small',
-    'vit_tiny_test',
+    'exclusion_patterns',
+    'flat_input',
+    'image_input',
+    'input_kwargs',
+    'layer_paths',
+    'looks_like_layer_name',
+    'model_builder',
+    'model_entry',
+    'register_model',
+    'registered_model_names',
+    'unregister_model',
 ]

@@ -124,8 +124,8 @@ class InvertibleCNN(NamedSequential):
 
 
 #: Kernel-path pattern of :class:`BortInvertibleCNN`'s classifier (layer 9),
-#: for :func:`bort_jax.kernels_except` or a config's ``bort_exclude``: the
-#: classifier is meant to be trained free of the Bort term.
+#: for :func:`bort_jax.kernels_except`: the classifier is meant to be trained
+#: free of the Bort term (in a config: ``bort_exclude=('classifier',)``).
 BORT_INVERTIBLE_CNN_CLASSIFIER_PATTERN = '^layers/9/kernel$'
 
 
@@ -164,8 +164,8 @@ class BortInvertibleCNN(NamedSequential):
   (``units < fan_in``, and its units are class templates, not a code to
   invert) is meant to be left out of the Bort term: pass
   :data:`BORT_INVERTIBLE_CNN_CLASSIFIER_PATTERN` (equal to
-  ``model.kernel_pattern('classifier')``) to :func:`bort_jax.kernels_except`
-  or a config's ``bort_exclude``.
+  ``model.kernel_pattern('classifier')``) to :func:`bort_jax.kernels_except`,
+  or name it in a config: ``bort_exclude=('classifier',)``.
 
   Args:
     num_classes: number of output logits.

@@ -243,8 +243,8 @@ class NamedSequential(nnx.Module):
 
     Parameter paths of a :class:`NamedSequential` read ``layers/<i>/kernel``;
     the pattern matches exactly that path. Pass it to
-    :func:`bort_jax.kernels_except` (or a config's ``bort_exclude``) to leave
-    the layer out of the Bort term.
+    :func:`bort_jax.kernels_except` to leave the layer out of the Bort term
+    (a config's ``bort_exclude`` takes the layer name itself).
 
     Raises:
       ValueError: if there is no layer of that name, or it has no kernel.

@@ -358,32 +358,3 @@ def deit_small(
   )
   config.update(kwargs)
   return VisionTransformer(num_classes, rngs=rngs, **config)
-
-
-def vit_tiny_test(
-    num_classes: int = 10, *, rngs: nnx.Rngs, **kwargs: Any
-) -> VisionTransformer:
-  """A tiny ViT for tests: 32x32 inputs, patch 4, width 64, 2 heads, 2 blocks.
-
-  Args:
-    num_classes: number of output logits.
-    rngs: random number generators.
-    **kwargs: overrides of the :class:`VisionTransformer` arguments.
-
-  Example:
-    >>> from flax import nnx
-    >>> import jax.numpy as jnp
-    >>> from bort_jax.models import vit_tiny_test
-    >>> vit_tiny_test(rngs=nnx.Rngs(0))(jnp.zeros((2, 32, 32, 3))).shape
-    (2, 10)
-  """
-  config = dict(
-      image_size=32,
-      patch_size=4,
-      embed_dim=64,
-      depth=2,
-      num_heads=2,
-      mlp_ratio=4.0,
-  )
-  config.update(kwargs)
-  return VisionTransformer(num_classes, rngs=rngs, **config)

@@ -70,8 +70,7 @@ from bort_jax.training import (
     checkpoint,
     input_pipeline,
     interrupt,
-    metric_writers,
-    metrics_log,
+    metrics_io,
     modeling,
     numerics,
     optimizer_factory,
@@ -89,7 +88,7 @@ from bort_jax.training.errors import (
     WorkdirError,
 )
 
-METRICS_FILE = metrics_log.METRICS_FILE
+METRICS_FILE = metrics_io.METRICS_FILE
 
 logger = logging.getLogger('bort_jax')
 
@@ -139,8 +138,9 @@ def orthogonality_summary(
 ) -> dict[str, jax.Array]:
   """:func:`bort_jax.summarize_report` of the kernels Bort constrains.
 
-  ``exclude`` are the config's ``bort_exclude`` patterns: the kernels the
-  optimizer leaves out of the Bort term are left out of the report too.
+  ``exclude`` are the config's ``bort_exclude`` patterns
+  (:func:`~bort_jax.training.modeling.bort_exclude_patterns`): the kernels
+  the optimizer leaves out of the Bort term are left out of the report too.
   """
   mask = bort_jax.kernels_except(*exclude) if exclude else None
   return bort_jax.summarize_report(
@@ -164,8 +164,9 @@ def compile_steps(
     template: the train state or its shapes (``jax.eval_shape``), for the
       shardings.
   """
+  exclude = modeling.bort_exclude_patterns(config)
   report = lambda state: orthogonality_summary(
-      state.params, config.amplitude, tuple(config.bort_exclude)
+      state.params, config.amplitude, exclude
   )
   multi_device_cpu = jax.default_backend() == 'cpu' and jax.device_count() > 1
   if config.parallel == 'pmap':
@@ -400,7 +401,7 @@ class _MetricsWindow:
 
 def read_metrics(workdir: str | os.PathLike[str]) -> list[dict[str, Any]]:
   """The records of ``WORKDIR/metrics.jsonl``, oldest first ([] if none)."""
-  return metrics_log.read_records(Path(workdir) / METRICS_FILE)
+  return metrics_io.read_records(Path(workdir) / METRICS_FILE)
 
 
 def last_evaluation(workdir: str | os.PathLike[str]) -> dict[str, Any]:
@@ -410,8 +411,8 @@ def last_evaluation(workdir: str | os.PathLike[str]) -> dict[str, Any]:
   )
 
 
-#: Appends strict JSON lines to ``metrics.jsonl`` (see :mod:`metrics_log`).
-MetricsWriter = metrics_log.MetricsLog
+#: Appends strict JSON lines to ``metrics.jsonl`` (see :mod:`metrics_io`).
+MetricsWriter = metrics_io.MetricsLog
 
 
 class _StepTimer:
@@ -755,7 +756,7 @@ def _run(
       np.asarray(jax.device_get(state.step)).reshape(-1)[0]
   )  # pmap: one per device
   if jax.process_index() == 0:
-    dropped = metrics_log.truncate_after(workdir / METRICS_FILE, step)
+    dropped = metrics_io.truncate_after(workdir / METRICS_FILE, step)
     if dropped:
       logger.warning(
           '%s: dropped %d record(s) after step %d, the checkpoint '
@@ -765,10 +766,10 @@ def _run(
           step,
       )
 
-  writer = metrics_log.MetricsLog(workdir)
+  writer = metrics_io.MetricsLog(workdir)
   # Event files beside metrics.jsonl; a resumed run hides the stopped run's
   # events after its checkpoint, as metrics.jsonl drops them.
-  tensorboard = metric_writers.TensorBoardWriter(
+  tensorboard = metrics_io.TensorBoardWriter(
       workdir, purge_step=step + 1 if step else None
   )
   records = []

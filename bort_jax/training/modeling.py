@@ -1,4 +1,5 @@
-"""The config's model, with input-shape arguments derived from its data set."""
+"""The config's model, with input-shape arguments derived from its data set,
+and the kernels its ``bort_exclude`` leaves out of the Bort term."""
 
 from __future__ import annotations
 
@@ -10,25 +11,16 @@ from flax import nnx
 
 from bort_jax import models
 from bort_jax.training import input_pipeline
+from bort_jax.training.errors import ConfigError
 
 COMPUTE_DTYPES = {'float32': None, 'bfloat16': jnp.bfloat16}
-
-# Models told their input's size and channels; the MLP is told its fan-in,
-# the ResNets their channels only.
-_SIZED_MODELS = (
-    'invertible_cnn',
-    'bort_invertible_cnn',
-    'vgg16',
-    'invertible_vgg16',
-    'deit_s',
-    'vit_tiny_test',
-)
 
 
 def input_shape_kwargs(
     model: str, image_shape: tuple[int, int, int]
 ) -> dict[str, Any]:
-  """The constructor arguments that tell ``model`` its input shape.
+  """The constructor arguments that tell ``model`` its input shape (the
+  catalogue's :func:`bort_jax.models.input_kwargs`).
 
   Example:
     >>> input_shape_kwargs('mlp', (28, 28, 1))
@@ -36,23 +28,24 @@ def input_shape_kwargs(
     >>> input_shape_kwargs('resnet18', (32, 32, 3))
     {'in_channels': 3}
   """
-  height, width, channels = image_shape
-  if model == 'mlp':
-    return {'in_features': height * width * channels}
-  if model in _SIZED_MODELS:
-    return {'image_size': height, 'in_channels': channels}
-  return {'in_channels': channels}
+  return models.input_kwargs(model, image_shape)
 
 
 def model_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """All constructor arguments but ``num_classes`` and ``rngs``.
 
-  Input-shape arguments come from the data set; ``dtype`` from
-  ``config.dtype`` (float32: the model's default); ``config.model_kwargs``
-  overrides both.
+  Input-shape arguments come from the data set (as the model's catalogue
+  entry asks for them); ``dtype`` from ``config.dtype`` (float32: the
+  model's default); ``config.model_kwargs`` overrides both.
+
+  Raises:
+    ConfigError: an unknown model; the message lists the valid names.
   """
   spec = input_pipeline.dataset_spec(config)
-  kwargs = input_shape_kwargs(config.model, spec.image_shape)
+  try:
+    kwargs = models.input_kwargs(config.model, spec.image_shape)
+  except ValueError as error:  # an unknown model; the message lists them
+    raise ConfigError(str(error)) from None
   if COMPUTE_DTYPES[config.dtype] is not None:
     kwargs['dtype'] = COMPUTE_DTYPES[config.dtype]
   kwargs.update(config.model_kwargs.to_dict())
@@ -86,3 +79,47 @@ def model_from_config(
       rngs=rngs,
       **model_kwargs(config),
   )
+
+
+def bort_exclude_patterns(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The config's ``bort_exclude`` as patterns for :func:`bort_jax.kernels_except`.
+
+  Layer names (``'classifier'``) are resolved by the config's model
+  (:func:`bort_jax.models.exclusion_patterns`, on a shape-only build);
+  regular expressions over kernel paths (``'^layers/9/kernel$'``) are kept
+  as they are. Both the optimizer's Bort mask and the orthogonality figures
+  the training loop logs use these patterns.
+
+  Args:
+    config: uses ``bort_exclude``, and to resolve layer names ``model``,
+      ``dataset``, ``image_size``, ``dtype`` and ``model_kwargs``.
+
+  Returns:
+    One pattern per entry (empty: Bort constrains every kernel).
+
+  Raises:
+    ConfigError: a name that is no layer of the model (the message lists
+      the valid names), a layer without a kernel, or a model that cannot be
+      built from the config.
+
+  Example:
+    >>> from bort_jax import configs
+    >>> config = configs.get_config('mnist_invertible_cnn')
+    >>> tuple(config.bort_exclude), bort_exclude_patterns(config)
+    (('classifier',), ('^layers/9/',))
+  """
+  exclude = tuple(config.bort_exclude)
+  if not any(models.looks_like_layer_name(entry) for entry in exclude):
+    return exclude
+  try:
+    model = nnx.eval_shape(lambda: model_from_config(config, rngs=nnx.Rngs(0)))
+  except (TypeError, ValueError, ArithmeticError) as error:
+    raise ConfigError(
+        f'model {config.model!r} cannot be built from the config (to find '
+        f'the bort_exclude layers {list(exclude)}): '
+        f'{type(error).__name__}: {error}'
+    ) from error
+  try:
+    return models.exclusion_patterns(model, exclude)
+  except ValueError as error:
+    raise ConfigError(f'bort_exclude: {error}') from None

@@ -39,6 +39,7 @@ import optax
 
 import bort_jax
 from bort_jax.configs import base as configs_base
+from bort_jax.training import modeling
 
 ScalarOrSchedule = optax.ScalarOrSchedule
 
@@ -252,6 +253,10 @@ def optimizer_from_config(
 
   Returns:
     ``(tx, schedule)``.
+
+  Raises:
+    ConfigError: a ``bort_exclude`` layer name the model does not have
+      (:func:`bort_jax.training.modeling.bort_exclude_patterns`).
   """
   schedule = create_learning_rate_schedule(config, steps_per_epoch)
   tx = create_optimizer(
@@ -261,7 +266,7 @@ def optimizer_from_config(
       gamma=config.gamma,
       amplitude=config.amplitude,
       bort_mode=config.bort_mode,
-      bort_exclude=tuple(config.bort_exclude),
+      bort_exclude=modeling.bort_exclude_patterns(config),
       momentum=config.momentum,
       nesterov=config.nesterov,
       b1=config.b1,

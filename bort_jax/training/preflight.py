@@ -96,21 +96,20 @@ def _parameters(constructor: Any) -> dict[str, inspect.Parameter] | None:
 
 
 def model_constructor(name: str) -> Any:
-  """The class (or function) ``create_model(name, ...)`` ends up calling."""
-  from bort_jax.models import (
-      mlp,  # pylint: disable=import-outside-toplevel
-      registry,  # pylint: disable=import-outside-toplevel
+  """The class (or function) ``create_model(name, ...)`` ends up calling
+  (the catalogue's :func:`bort_jax.models.model_builder`).
+
+  Raises:
+    ConfigError: an unknown name; the message lists the valid names.
+  """
+  from bort_jax.models import (  # pylint: disable=import-outside-toplevel
+      registry,
   )
 
-  if name == 'mlp':  # registered as a lambda forwarding to MLP
-    return mlp.MLP
   try:
-    return registry.MODEL_BUILDERS[name]
-  except KeyError:
-    raise ConfigError(
-        f'unknown model {name!r}; valid model names: '
-        f'{list(registry.MODEL_NAMES)}'
-    ) from None
+    return registry.model_builder(name)
+  except ValueError as error:
+    raise ConfigError(str(error)) from None
 
 
 def check_model_kwargs(

@@ -4,6 +4,10 @@ Big models (VGG-16, ResNet-50, DeiT-S) are mostly checked abstractly: built
 with ``nnx.eval_shape`` (no parameter is allocated or initialised) and run
 with ``jax.eval_shape`` (shapes and dtypes only). Real forward passes use
 batch 2 and small images so the suite stays fast on two CPU cores.
+
+A tiny ViT, ``vit_tiny_test``, is registered in the model catalogue for
+these tests (:func:`bort_jax.models.register_model`), so that they build it
+by name like the packaged models.
 """
 
 import functools
@@ -14,7 +18,37 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from bort_jax.models import create_model
+from bort_jax import models
+from bort_jax.models import VisionTransformer, create_model
+
+#: Name of the test-only ViT in the model catalogue.
+TINY_VIT = 'vit_tiny_test'
+
+
+def vit_tiny_test(
+    num_classes: int = 10, *, rngs: nnx.Rngs, **kwargs
+) -> VisionTransformer:
+  """A tiny ViT: 32x32 inputs, patch 4, width 64, 2 heads, 2 blocks."""
+  config = dict(
+      image_size=32,
+      patch_size=4,
+      embed_dim=64,
+      depth=2,
+      num_heads=2,
+      mlp_ratio=4.0,
+  )
+  config.update(kwargs)
+  return VisionTransformer(num_classes, rngs=rngs, **config)
+
+
+@pytest.fixture(scope='session', autouse=True)
+def tiny_vit_in_catalogue():
+  """Registers :func:`vit_tiny_test` as ``'vit_tiny_test'`` for the session."""
+  models.register_model(
+      TINY_VIT, vit_tiny_test, input_kwargs=models.image_input
+  )
+  yield TINY_VIT
+  models.unregister_model(TINY_VIT)
 
 
 @functools.lru_cache(maxsize=None)

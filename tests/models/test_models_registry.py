@@ -1,9 +1,11 @@
-"""Registry, output shapes and parameter counts of every registered model."""
+"""The model catalogue: names, input arguments, registration, and the output
+shapes and parameter counts of every model in it."""
 
 import jax.numpy as jnp
 import pytest
 from flax import nnx
 
+from bort_jax import models
 from bort_jax.models import (
     MLP,
     MODEL_NAMES,
@@ -58,15 +60,78 @@ CASES = {
 }
 
 
-def test_registry_names():
-  assert set(MODEL_NAMES) == set(CASES)
+TEST_MODELS = {'vit_tiny_test'}  # registered by conftest.py
+
+
+def test_catalogue_names():
+  assert set(MODEL_NAMES) == set(CASES) - TEST_MODELS
+  assert set(models.registered_model_names()) == set(CASES)
 
 
 def test_unknown_name_lists_valid_names():
   with pytest.raises(ValueError) as info:
     create_model('resnet1000', num_classes=10, rngs=nnx.Rngs(0))
-  for name in MODEL_NAMES:
+  for name in models.registered_model_names():
     assert name in str(info.value)
+
+
+# A small image every model takes: square, a multiple of 32 (VGG), of the
+# patch sizes (16, 4) and of 4 (the CNNs); one channel (BortInvertibleCNN's
+# stem needs 9 units per input channel).
+SMALL_IMAGE = (32, 32, 1)
+
+
+@pytest.mark.parametrize('name', sorted(CASES))
+def test_entry_builds_from_the_data_shape(name, abstract_model, abstract_apply):
+  kwargs = models.input_kwargs(name, SMALL_IMAGE)
+  model = abstract_model(name, 7, **kwargs)
+  assert abstract_apply(model, (2, *SMALL_IMAGE)).shape == (2, 7)
+
+
+@pytest.mark.parametrize(
+    'name, expected',
+    [
+        ('mlp', {'in_features': 32 * 32 * 1}),
+        ('bort_invertible_cnn', {'image_size': 32, 'in_channels': 1}),
+        ('vgg16', {'image_size': 32, 'in_channels': 1}),
+        ('resnet50', {'in_channels': 1}),
+        ('deit_s', {'image_size': 32, 'in_channels': 1}),
+    ],
+)
+def test_input_kwargs(name, expected):
+  assert models.input_kwargs(name, SMALL_IMAGE) == expected
+
+
+def test_builders_are_the_model_classes():
+  assert models.model_builder('mlp') is MLP
+  assert models.model_builder('resnet18') is ResNet18
+
+
+def test_register_and_unregister_a_model(fast_rngs):
+  def small_mlp(num_classes=10, *, rngs, **kwargs):
+    return MLP(
+        hidden_features=(8,), num_classes=num_classes, rngs=rngs, **kwargs
+    )
+
+  entry = models.register_model(
+      'small_mlp', small_mlp, input_kwargs=models.flat_input
+  )
+  try:
+    assert models.model_entry('small_mlp') is entry
+    assert 'small_mlp' in models.registered_model_names()
+    assert 'small_mlp' not in MODEL_NAMES
+    kwargs = models.input_kwargs('small_mlp', (4, 4, 1))
+    model = create_model('small_mlp', num_classes=3, rngs=fast_rngs(), **kwargs)
+    assert model(jnp.ones((2, 4, 4, 1))).shape == (2, 3)
+    with pytest.raises(ValueError, match='already registered'):
+      models.register_model('small_mlp', small_mlp)
+    models.register_model('small_mlp', MLP, replace=True)
+    assert models.model_builder('small_mlp') is MLP
+  finally:
+    models.unregister_model('small_mlp')
+  assert 'small_mlp' not in models.registered_model_names()
+  with pytest.raises(ValueError, match="unknown model 'small_mlp'"):
+    models.unregister_model('small_mlp')
 
 
 @pytest.mark.parametrize('name', sorted(CASES))

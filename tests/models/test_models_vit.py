@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from bort_jax.models import VisionTransformer, vit_tiny_test
+from bort_jax.models import VisionTransformer, create_model
 
 
 def test_deit_s_layout(abstract_model):
@@ -29,8 +29,12 @@ def test_deit_s_layout(abstract_model):
 
 
 def test_tiny_vit_forward_and_dropout_modes(fast_rngs, random_images):
-  model = vit_tiny_test(
-      num_classes=10, drop_path_rate=0.5, dropout_rate=0.1, rngs=fast_rngs()
+  model = create_model(
+      'vit_tiny_test',
+      num_classes=10,
+      drop_path_rate=0.5,
+      dropout_rate=0.1,
+      rngs=fast_rngs(),
   )
   x = random_images((2, 32, 32, 3))
   assert model.features(x).shape == (2, 1 + 8 * 8, 64)
@@ -45,7 +49,9 @@ def test_tiny_vit_forward_and_dropout_modes(fast_rngs, random_images):
 def test_bf16_compute_f32_params(fast_rngs, random_images):
   """bfloat16 compute, float32 parameters; the logits agree with the float32
   model of the same parameters to bfloat16 precision."""
-  model = vit_tiny_test(num_classes=10, dtype=jnp.bfloat16, rngs=fast_rngs())
+  model = create_model(
+      'vit_tiny_test', num_classes=10, dtype=jnp.bfloat16, rngs=fast_rngs()
+  )
   model.eval()
   x = random_images((2, 32, 32, 3))
   assert model.patch_embed(x).dtype == jnp.bfloat16
@@ -55,7 +61,7 @@ def test_bf16_compute_f32_params(fast_rngs, random_images):
   assert {p.dtype for p in jax.tree.leaves(nnx.state(model, nnx.Param))} == {
       jnp.dtype(jnp.float32)
   }
-  reference = vit_tiny_test(num_classes=10, rngs=fast_rngs())
+  reference = create_model('vit_tiny_test', num_classes=10, rngs=fast_rngs())
   reference.eval()
   nnx.update(reference, nnx.state(model, nnx.Param))
   want = np.asarray(reference(x))

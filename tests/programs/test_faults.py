@@ -180,6 +180,14 @@ def _library_warnings_reach_caplog():
             "model_kwargs: mlp takes no argument(s) ['hidden_width']; its arguments: ",
         ),
         (
+            ['--set', 'model=resnet1000'],
+            "unknown model 'resnet1000'; valid model names: ['mlp', ",
+        ),
+        (
+            ['--set', 'bort_exclude=["clasifier"]'],
+            "bort_exclude: MLP has no layer 'clasifier'; its layer names: ",
+        ),
+        (
             ['--resume', '--overwrite'],
             '--resume and --overwrite exclude each other',
         ),

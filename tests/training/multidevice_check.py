@@ -61,7 +61,7 @@ CASES = {
         ('jit_fsdp',),
     ),
     'vit_dropout_bort_adamw': (
-        'vit_tiny_test',
+        'vit',
         dict(
             image_size=8,
             patch_size=4,
@@ -103,6 +103,10 @@ def setup(case):
         model_name == 'resnet'
     ):  # a two-block ResNet: BatchNorm at a small compile cost
       model = models.ResNet(num_classes=10, rngs=nnx.Rngs(0), **kwargs)
+    elif model_name == 'vit':  # a one-block ViT on 8x8 images
+      model = models.VisionTransformer(
+          num_classes=10, rngs=nnx.Rngs(0), **kwargs
+      )
     else:
       model = models.create_model(
           model_name, num_classes=10, rngs=nnx.Rngs(0), **kwargs

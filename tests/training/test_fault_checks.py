@@ -13,7 +13,7 @@ import pytest
 
 from testing import strict_records
 
-from bort_jax.training import checkpoint, errors, metrics_log, numerics, preflight
+from bort_jax.training import checkpoint, errors, metrics_io, numerics, preflight
 from bort_jax.training import workdir as workdir_lib
 
 # pmap over 8 devices in 2 processes: batches are split per process.
@@ -61,8 +61,8 @@ def test_read_only_workdir_message(tmp_path, monkeypatch):
     workdir_lib.check_directory(tmp_path)
 
 
-def test_metrics_log_is_strict_json(tmp_path):
-  log = metrics_log.MetricsLog(tmp_path)
+def test_metrics_io_is_strict_json(tmp_path):
+  log = metrics_io.MetricsLog(tmp_path)
   log.write(
       {
           'step': 1,
@@ -115,9 +115,9 @@ def test_check_regular_files_names_a_fifo(tmp_path):
 def test_truncate_after_drops_the_records_past_a_step(tmp_path):
   path = tmp_path / 'metrics.jsonl'
   path.write_text('{"step": 1}\n{"step": 2}\n{"step": 3}\n{"step": 4, "tr')
-  assert metrics_log.truncate_after(path, 2) == 2
+  assert metrics_io.truncate_after(path, 2) == 2
   assert path.read_text() == '{"step": 1}\n{"step": 2}\n'
-  assert metrics_log.truncate_after(path, 2) == 0
+  assert metrics_io.truncate_after(path, 2) == 0
 
 
 def test_lock_names_its_owner(tmp_path):

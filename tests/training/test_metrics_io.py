@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bort_jax.training import metric_writers, metrics_log
+from bort_jax.training import metrics_io
 from bort_jax.training import workdir as workdir_lib
 
 event_pb2 = pytest.importorskip('tensorboardX.proto.event_pb2')
@@ -54,7 +54,7 @@ def test_record_scalars_tags_and_skips():
       'flag': True,
       'orthogonality': {'relative_error/mean': 2.0, 'bad': None},
   }
-  assert metric_writers.record_scalars(record) == {
+  assert metrics_io.record_scalars(record) == {
       'epoch': 1.0,
       'train/loss': 0.5,
       'eval/accuracy': 0.75,
@@ -65,10 +65,10 @@ def test_record_scalars_tags_and_skips():
 
 
 def test_writer_round_trip_and_errors(tmp_path):
-  with metric_writers.TensorBoardWriter(tmp_path) as writer:
+  with metrics_io.TensorBoardWriter(tmp_path) as writer:
     writer.write({'step': 3, 'train_loss': 0.5})
     writer.write(
-        metrics_log.sanitize(
+        metrics_io.sanitize(
             {'step': 6, 'train_loss': float('nan'), 'eval_accuracy': 0.25}
         )
     )
@@ -82,11 +82,11 @@ def test_writer_round_trip_and_errors(tmp_path):
   with pytest.raises(ValueError, match='closed'):
     writer.write({'step': 9, 'train_loss': 0.5})
   with pytest.raises(ValueError, match='purge_step'):
-    metric_writers.TensorBoardWriter(tmp_path, purge_step=-1)
+    metrics_io.TensorBoardWriter(tmp_path, purge_step=-1)
 
 
 def test_disabled_writer_writes_nothing(tmp_path):
-  writer = metric_writers.TensorBoardWriter(tmp_path, enabled=False)
+  writer = metrics_io.TensorBoardWriter(tmp_path, enabled=False)
   assert writer.write({'step': 1, 'train_loss': 0.5}) == {'train/loss': 0.5}
   writer.close()
   assert not list(tmp_path.iterdir())
@@ -145,7 +145,7 @@ def test_bort_train_leaves_curves_and_a_short_log(
   for tag in ('train/accuracy', 'train/learning_rate', 'eval/loss', 'epoch'):
     assert tag in scalars, sorted(scalars)
   # The same numbers as metrics.jsonl.
-  last = metrics_log.read_records(workdir / metrics_log.METRICS_FILE)[-1]
+  last = metrics_io.read_records(workdir / metrics_io.METRICS_FILE)[-1]
   assert scalars['eval/accuracy'][-1] == (
       20,
       pytest.approx(last['eval_accuracy'], rel=1e-6),
@@ -153,7 +153,7 @@ def test_bort_train_leaves_curves_and_a_short_log(
 
 
 def test_overwrite_removes_the_previous_runs_event_files(tmp_path):
-  with metric_writers.TensorBoardWriter(tmp_path) as writer:
+  with metrics_io.TensorBoardWriter(tmp_path) as writer:
     writer.write({'step': 1, 'train_loss': 0.5})
   (tmp_path / 'notes.txt').write_text('not a run file')
   workdir_lib.remove_run(tmp_path)
