@@ -34,7 +34,20 @@ checkpoint always follows that epoch's evaluation record, so no resume
 skips an evaluation.
 
 This is the one training loop of the package: ``bort-train`` and
-``bort-explain`` both train through it.
+``bort-explain`` both train through it. It is built of pieces, each in its
+module:
+
+* :mod:`~bort_jax.training.loop_settings`: what the loop reads from the
+  config, read once;
+* :mod:`~bort_jax.training.compiled_steps`: the train, eval and report steps,
+  compiled for the devices;
+* :mod:`~bort_jax.training.resumption`: the checkpoint resumed from, checked;
+* :mod:`~bort_jax.training.trainer`: the steps of an epoch, with the records
+  and checkpoints within it;
+* :mod:`~bort_jax.training.saver`: checkpoints of finite states only; the
+  stop on a signal;
+* :mod:`~bort_jax.training.reporting`: records to ``metrics.jsonl`` and
+  TensorBoard, step times, the progress bar.
 
 Example:
   >>> from bort_jax import configs
