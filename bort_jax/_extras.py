@@ -23,6 +23,7 @@ EXTRA_MODULES = {
     'train': (
         'flax',
         'tensorflow_datasets',
+        'grain',
         'importlib_resources',
         'PIL',
         'orbax',

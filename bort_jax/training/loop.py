@@ -731,6 +731,7 @@ def _run(
             steps.state_shardings,
         ),
         loop_template=_MetricsWindow.EMPTY,
+        data=True,
         allow_unverified=allow_unverified,
     )
   if restored is not None:
@@ -765,6 +766,17 @@ def _run(
           step,
       )
 
+  try:
+    train_batches = input_pipeline.TrainBatches.resume(
+        config,
+        train_source,
+        step=step,
+        saved=None if restored is None else restored.data,
+    )
+  except ValueError as error:
+    raise CheckpointError(
+        f'checkpoint {step} in {manager.directory}: {error}'
+    ) from None
   writer = metrics_log.MetricsLog(workdir)
   # Event files beside metrics.jsonl; a resumed run hides the stopped run's
   # events after its checkpoint, as metrics.jsonl drops them.
@@ -816,7 +828,10 @@ def _run(
     nonlocal saved_step
     check_finite(params_too=True)
     checkpoint.save_state(
-        manager, steps.get_state(state), loop_state=window.state_dict()
+        manager,
+        steps.get_state(state),
+        loop_state=window.state_dict(),
+        data_state=train_batches.state(),
     )
     saved_step = step
 
@@ -851,9 +866,7 @@ def _run(
     for epoch in range(step // steps_per_epoch, config.epochs):
       if step >= stop_step:
         break
-      for batch in input_pipeline.train_batches(
-          config, train_source, epoch=epoch, start_step=step % steps_per_epoch
-      ):
+      for batch in train_batches.take(steps_per_epoch - step % steps_per_epoch):
         state, metrics = steps.train_step(state, steps.put_batch(batch))
         step += 1
         window.add(metrics, step)
@@ -913,6 +926,7 @@ def _run(
   finally:
     bar.close()
     tensorboard.close()  # also when stopped by a fault or a signal
+    train_batches.close()
   return TrainResult(state=steps.get_state(state), metrics=records)
 
 
