@@ -24,6 +24,7 @@ EXTRA_MODULES = {
     'train': (
         'flax',
         'tensorflow_datasets',
+        'grain',
         'importlib_resources',
         'PIL',
         'orbax',

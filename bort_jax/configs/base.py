@@ -15,7 +15,9 @@ Fields:
   unless given here), ``image_size`` (ImageNet train/eval resolution, 0:
   224), ``augment``, ``train_examples`` / ``eval_examples`` (the first N
   examples only, 0: all), ``in_memory`` (decode MNIST/CIFAR-10 into memory),
-  ``data_threads`` (threads decoding ImageNet).
+  ``data_workers`` (Grain worker processes reading and decoding batches,
+  0: in the training process), ``data_threads`` (reading threads in each
+  of those processes). Neither changes the batches.
 * Optimizer: ``optimizer`` (:data:`OPTIMIZER_NAMES`, built by
   :func:`bort_jax.training.create_optimizer`),
   ``learning_rate`` (peak; if ``lr_reference_batch_size`` is positive the
@@ -106,6 +108,7 @@ _NON_NEGATIVE = (
     'checkpoint_every_steps',
     'image_size',
     'data_threads',
+    'data_workers',
     'lr_reference_batch_size',
     'momentum',
     'eps',
@@ -129,6 +132,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_examples = 0
   config.in_memory = True
   config.data_threads = 0
+  config.data_workers = 0
   # Optimizer.
   config.optimizer = 'adamw'
   config.learning_rate = 1e-3
@@ -183,7 +187,8 @@ def get_imagenet_config() -> ml_collections.ConfigDict:
   config.amplitude = 'adaptive'
   config.dtype = 'bfloat16'
   config.in_memory = False
-  config.data_threads = 16
+  config.data_workers = 8
+  config.data_threads = 2
   config.log_every_steps = 500
   config.checkpoint_every_steps = 5000
   return config

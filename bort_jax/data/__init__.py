@@ -1,7 +1,8 @@
-"""Input pipelines for MNIST, CIFAR-10 and ImageNet on tfds data sources.
+"""Input pipelines for MNIST, CIFAR-10 and ImageNet: Grain over tfds data sources.
 
 No TensorFlow and no ``tf.data``: tfds ``array_record`` data sources give
-random access, numpy and pillow do the rest. Offline first: a data set that
+random access, Grain (``grain.MapDataset``) orders, shards and prefetches
+(optionally in worker processes), numpy and pillow do the rest. Offline first: a data set that
 is not prepared in ``data_dir`` fails at once with a message saying how to
 provide it (MNIST: ``bort-prepare-mnist``, or
 :func:`bort_jax.data.mnist_idx.prepare_mnist`, which builds it from the four
@@ -25,9 +26,13 @@ from bort_jax._extras import extra_imports
 with extra_imports('bort_jax.data', 'train'):
   from bort_jax.data.pipeline import Batch
   from bort_jax.data.pipeline import epoch_permutation
+  from bort_jax.data.pipeline import eval_dataset
+  from bort_jax.data.pipeline import iterator_position
   from bort_jax.data.pipeline import make_eval_iterator
+  from bort_jax.data.pipeline import make_iterator
   from bort_jax.data.pipeline import make_train_iterator
   from bort_jax.data.pipeline import steps_per_epoch
+  from bort_jax.data.pipeline import train_dataset
   from bort_jax.data.sources import ArraySource
   from bort_jax.data.sources import DatasetDownloadError
   from bort_jax.data.sources import DatasetNotFoundError
@@ -55,12 +60,16 @@ __all__ = [
     'TfdsSource',
     'dataset_info',
     'epoch_permutation',
+    'eval_dataset',
+    'iterator_position',
     'load_into_memory',
     'make_eval_iterator',
+    'make_iterator',
     'make_train_iterator',
     'num_examples',
     'open_split',
     'prepare_builder',
     'resolve_data_dir',
     'steps_per_epoch',
+    'train_dataset',
 ]

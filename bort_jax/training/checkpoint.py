@@ -5,8 +5,10 @@ A work directory holds::
 
   WORKDIR/config.json          the config (bort_jax.configs; process 0 writes it)
   WORKDIR/checkpoints/<step>/  params, model_state, opt_state, progress,
-                               and loop (the training loop's own state:
-                               the running sums of the record in progress)
+                               loop (the training loop's own state: the
+                               running sums of the record in progress) and
+                               data (the input iterator's state, Grain's
+                               process_<i>-of-<n>.json)
   WORKDIR/checkpoint_records/<step>.json
                                the SHA-256 of every saved array
   WORKDIR/metrics.jsonl        see bort_jax.training.loop
@@ -50,6 +52,7 @@ from typing import Any, NamedTuple
 import jax
 import ml_collections
 import numpy as np
+import grain.checkpoint
 import orbax.checkpoint as ocp
 from flax import nnx
 from jax.experimental import multihost_utils
@@ -65,6 +68,7 @@ RECORD_DIR = 'checkpoint_records'
 CORRUPT_DIR = 'corrupt_checkpoints'
 STATE_ITEMS = ('params', 'model_state', 'opt_state', 'progress')
 LOOP_ITEM = 'loop'
+DATA_ITEM = 'data'
 
 PyTree = Any
 
@@ -299,6 +303,7 @@ def save_state(
     force: bool = False,
     extra: dict[str, Any] | None = None,
     loop_state: dict[str, Any] | None = None,
+    data_state: dict[str, Any] | None = None,
 ) -> bool:
   """Saves ``state`` as checkpoint ``step`` (default: ``state.step``).
 
@@ -318,6 +323,9 @@ def save_state(
     loop_state: arrays of the training loop (the running sums of the record
       in progress), saved as the checkpoint's ``loop`` item and verified
       like the state.
+    data_state: the input iterator's state (JSON-ready, e.g. a Grain
+      iterator's ``get_state()``), saved as the ``data`` item with Grain's
+      Orbax handler (a file per process) and verified by its digest.
 
   Returns:
     Whether a checkpoint was saved.
@@ -328,7 +336,9 @@ def save_state(
   """
   step = int(jax.device_get(state.step)) if step is None else step
   try:
-    return _save_state(manager, state, step, force, extra, loop_state)
+    return _save_state(
+        manager, state, step, force, extra, loop_state, data_state
+    )
   except CheckpointError:
     raise
   except Exception as error:  # noqa: BLE001  # pylint: disable=broad-exception-caught
@@ -339,7 +349,45 @@ def save_state(
     ) from error
 
 
-def _save_state(manager, state, step, force, extra, loop_state) -> bool:
+class _IteratorStateText:
+  """A frozen iterator state for Grain's Orbax handler, as JSON text.
+
+  The handler saves ``get_state()`` and restores through ``set_state()``;
+  holding the text (not the live iterator) saves the state of the step
+  being checkpointed even when Orbax writes in the background, and lets
+  the restored text be verified before any iterator sees it.
+  """
+
+  def __init__(self, text: str | None = None):
+    self.text = text
+
+  def get_state(self) -> bytes:
+    return self.text.encode()
+
+  def set_state(self, state: bytes) -> None:
+    self.text = state.decode()
+
+  def start_prefetch(self) -> None:
+    pass
+
+
+def _state_text(data_state: Any) -> str:
+  return json.dumps(data_state, sort_keys=True, allow_nan=False)
+
+
+def _text_digest(text: str) -> str:
+  return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _data_file(manager: ocp.CheckpointManager, step: int) -> Path:
+  """This process' file of the ``data`` item (Grain's naming)."""
+  name = f'process_{jax.process_index()}-of-{jax.process_count()}.json'
+  return _step_folder(manager, step) / DATA_ITEM / name
+
+
+def _save_state(
+    manager, state, step, force, extra, loop_state, data_state
+) -> bool:
   error = _not_a_folder(_step_folder(manager, step))
   if error:  # orbax would remove it, blocking forever on a FIFO
     raise error
@@ -350,16 +398,15 @@ def _save_state(manager, state, step, force, extra, loop_state) -> bool:
       name: item for name, item in items.items() if jax.tree.leaves(item)
   }  # orbax refuses empty items (no BatchNorm...)
   record = {'step': step, 'sha256': array_digests(items), 'extra': extra or {}}
+  args = {name: ocp.args.StandardSave(item) for name, item in items.items()}
+  if data_state is not None:
+    text = _state_text(data_state)
+    record['data_sha256'] = _text_digest(text)
+    args[DATA_ITEM] = grain.checkpoint.CheckpointSave(_IteratorStateText(text))
   path = _record_path(manager, step)
   path.parent.mkdir(parents=True, exist_ok=True)
   _write_atomically(path, json.dumps(record, allow_nan=False) + '\n')
-  saved = manager.save(
-      step,
-      args=ocp.args.Composite(
-          **{name: ocp.args.StandardSave(item) for name, item in items.items()}
-      ),
-      force=force,
-  )
+  saved = manager.save(step, args=ocp.args.Composite(**args), force=force)
   if saved:
     _prune_records(manager)
   elif step not in manager.all_steps():
@@ -394,29 +441,32 @@ def _restore_items(
     template: TrainState,
     step: int,
     loop_template: dict[str, Any] | None,
+    data: bool = False,
 ) -> dict[str, PyTree]:
   """The saved items of checkpoint ``step`` (key data, not keys), ``loop``
-  included when ``loop_template`` is given and the checkpoint has one."""
+  included when ``loop_template`` is given and the checkpoint has one, and
+  ``data`` (this process' JSON text) when ``data`` and it has one."""
   check_regular_files(_step_folder(manager, step))
   items = _items(template)
   if loop_template is not None and (
       (_step_folder(manager, step) / LOOP_ITEM).is_dir()
   ):
     items[LOOP_ITEM] = loop_template
-  restored = manager.restore(
-      step,
-      args=ocp.args.Composite(
-          **{
-              name: ocp.args.StandardRestore(_abstract(item))
-              for name, item in items.items()
-              if jax.tree.leaves(item)
-          }
-      ),
-  )
-  return {
+  args = {
+      name: ocp.args.StandardRestore(_abstract(item))
+      for name, item in items.items()
+      if jax.tree.leaves(item)
+  }
+  if data and _data_file(manager, step).is_file():
+    args[DATA_ITEM] = grain.checkpoint.CheckpointRestore(_IteratorStateText())
+  restored = manager.restore(step, args=ocp.args.Composite(**args))
+  items = {
       name: restored[name] if jax.tree.leaves(item) else item
       for name, item in items.items()
   }
+  if DATA_ITEM in args:
+    items[DATA_ITEM] = restored[DATA_ITEM].text
+  return items
 
 
 def _state_from_items(items: dict[str, PyTree], template: TrainState):
@@ -478,6 +528,10 @@ def verify(
   record = read_record(manager, step)
   if record is None:
     return None
+  if DATA_ITEM in items and 'data_sha256' in record:
+    if _text_digest(items[DATA_ITEM]) != record['data_sha256']:
+      raise ValueError(f'checksum mismatch in {DATA_ITEM}')
+  items = {k: v for k, v in items.items() if k != DATA_ITEM}
   expected = record.get('sha256', {})
   actual = array_digests({k: v for k, v in items.items() if jax.tree.leaves(v)})
   common = sorted(set(expected) & set(actual))
@@ -581,6 +635,9 @@ class Restored(NamedTuple):
       ``WORKDIR/corrupt_checkpoints/``).
     loop: the checkpoint's ``loop`` item (``None`` if no ``loop_template``
       was given or the checkpoint has none).
+    data: this process' input iterator state saved with ``data_state``
+      (``None`` if not asked for, or the checkpoint has none for this
+      process layout, e.g. it was saved by another number of processes).
   """
 
   state: TrainState
@@ -588,6 +645,7 @@ class Restored(NamedTuple):
   extra: dict[str, Any]
   corrupt: list[int]
   loop: dict[str, Any] | None = None
+  data: Any = None
 
 
 def restore_verified(
@@ -595,6 +653,7 @@ def restore_verified(
     template: TrainState,
     *,
     loop_template: dict[str, Any] | None = None,
+    data: bool = False,
     allow_unverified: bool = False,
 ) -> Restored | None:
   """Restores the newest checkpoint that restores and matches its record.
@@ -609,6 +668,7 @@ def restore_verified(
     template: as for :func:`restore_state`.
     loop_template: the ``loop_state`` given to :func:`save_state` (arrays
       or shape structs), to restore it too.
+    data: restore this process' ``data_state`` too.
     allow_unverified: restore a checkpoint that has no record (with a
       warning) instead of counting it as unusable.
 
@@ -623,7 +683,7 @@ def restore_verified(
     return None
   step, items, record, corrupt = _restore_first_good(
       manager,
-      lambda step: _restore_items(manager, template, step, loop_template),
+      lambda step: _restore_items(manager, template, step, loop_template, data),
       lambda items: items,
       allow_unverified=allow_unverified,
   )
@@ -647,6 +707,7 @@ def restore_verified(
       extra=(record or {}).get('extra', {}),
       corrupt=corrupt,
       loop=items.get(LOOP_ITEM),
+      data=json.loads(items[DATA_ITEM]) if DATA_ITEM in items else None,
   )
 
 

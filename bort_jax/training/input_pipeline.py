@@ -1,19 +1,25 @@
 """The config's data: splits, batches of this process, the model's input shape.
 
 A thin layer over :mod:`bort_jax.data`: it applies the config's subset,
-in-memory and resolution settings.
+in-memory, resolution and worker settings, and keeps the training batches'
+Grain iterator across epochs (:class:`TrainBatches`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
+import logging
 from collections.abc import Iterator
+from typing import Any
 
 import ml_collections
 
 from bort_jax import data
 from bort_jax.data import transforms
+
+logger = logging.getLogger('bort_jax')
 
 
 def dataset_spec(config: ml_collections.ConfigDict) -> data.DatasetSpec:
@@ -95,29 +101,116 @@ def steps_per_epoch(
   return data.steps_per_epoch(len(train_source), config.batch_size, train=True)
 
 
-def train_batches(
-    config: ml_collections.ConfigDict,
-    source: data.Source,
-    *,
-    epoch: int,
-    start_step: int = 0,
-) -> Iterator[data.Batch]:
-  """This process' rows of one epoch's training batches, from ``start_step``."""
-  return data.make_train_iterator(
-      source,
-      batch_size=config.batch_size,
-      seed=config.seed,
-      epoch=epoch,
-      start_step=start_step,
-      augment=config.augment,
-      num_threads=config.data_threads,
-  )
+class TrainBatches:
+  """The training batches of a run: one Grain iterator over all its epochs.
+
+  The iterator reads ``data.train_dataset(...)[start:]``, the run's batches
+  from global step ``start`` on. Its position is checkpointed with the
+  train state (:meth:`state`) and restored from it (:meth:`resume`), so a
+  run stopped mid-epoch goes on at the exact next batch without replaying
+  the epoch. Where the saved state does not fit this run's layout (saved
+  by another number of processes or worker processes, or by a version
+  without it), the iterator is rebuilt at the checkpoint's step instead:
+  the batches are the same, since they do not depend on either count.
+  """
+
+  def __init__(
+      self,
+      config: ml_collections.ConfigDict,
+      source: data.Source,
+      *,
+      start: int = 0,
+  ):
+    self._config = config
+    self._source = source
+    self._dataset = data.train_dataset(
+        source,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        num_epochs=config.epochs,
+        augment=config.augment,
+    )
+    self._start = start
+    self._iterator = self._open(start)
+
+  def _open(self, start: int):
+    return data.make_iterator(
+        self._dataset[start:],
+        num_workers=self._config.data_workers,
+        num_threads=self._config.data_threads,
+    )
+
+  @classmethod
+  def resume(
+      cls,
+      config: ml_collections.ConfigDict,
+      source: data.Source,
+      *,
+      step: int,
+      saved: Any,
+  ) -> TrainBatches:
+    """The batches from global step ``step``, positioned by the ``saved``
+    :meth:`state` of checkpoint ``step`` where it fits, else rebuilt there.
+
+    Raises:
+      ValueError: ``saved`` fits this layout but is at another step than
+        ``step`` (the checkpoint's items disagree).
+    """
+    iterator = saved.get('iterator') if isinstance(saved, dict) else None
+    position = data.iterator_position(iterator)
+    if (
+        position is None
+        or not isinstance(saved.get('start'), int)
+        or _workers(iterator) != config.data_workers
+    ):
+      if saved is not None:
+        logger.info(
+            'input iterator rebuilt at step %d: its saved state is for '
+            'another number of worker processes',
+            step,
+        )
+      return cls(config, source, start=step)
+    if saved['start'] + position != step:
+      raise ValueError(
+          f'the saved input iterator is at step {saved["start"] + position}, '
+          f'the train state at step {step}'
+      )
+    batches = cls(config, source, start=saved['start'])
+    batches._iterator.set_state(iterator)  # pylint: disable=protected-access
+    return batches
+
+  def take(self, count: int) -> Iterator[data.Batch]:
+    """The next ``count`` batches (fewer at the end of the run)."""
+    return itertools.islice(self._iterator, count)
+
+  def state(self) -> dict[str, Any]:
+    """JSON-ready: the first step of the iterator and its Grain state."""
+    return {'start': self._start, 'iterator': self._iterator.get_state()}
+
+  def close(self) -> None:
+    """Stops the worker processes, if any."""
+    close = getattr(self._iterator, 'close', None)
+    if close is not None:
+      close()
+
+
+def _workers(state: dict[str, Any]) -> int:
+  """Worker processes of the iterator that saved ``state`` (0: none)."""
+  return len(state.get('iterators_in_use_states', ()))
 
 
 def eval_batches(
     config: ml_collections.ConfigDict, source: data.Source
 ) -> Iterator[data.Batch]:
   """This process' rows of the padded, masked eval batches."""
-  return data.make_eval_iterator(
-      source, batch_size=config.eval_batch_size, num_threads=config.data_threads
+  iterator = data.make_iterator(
+      data.eval_dataset(source, batch_size=config.eval_batch_size),
+      num_workers=config.data_workers,
+      num_threads=config.data_threads,
   )
+  try:
+    yield from iterator
+  finally:
+    close = getattr(iterator, 'close', None)
+    if close is not None:
+      close()

@@ -29,7 +29,10 @@ a run stopped (``max_steps``, SIGINT/SIGTERM, ``kill -9``) and resumed ends
 with the same parameters, bit for bit on CPU, as one that was never
 stopped; ``metrics.jsonl`` is cut back to the checkpoint resumed from and
 the running sums of the current record are restored with it (they are part
-of the checkpoint), so the records match too (timings aside). An epoch-end
+of the checkpoint), so the records match too (timings aside). The input
+iterator's position is part of each checkpoint as well: a run stopped
+mid-epoch goes on at the next batch, also with another number of data
+worker processes (the iterator is then rebuilt at the checkpoint's step). An epoch-end
 checkpoint always follows that epoch's evaluation record, so no resume
 skips an evaluation.
 
@@ -41,7 +44,8 @@ module:
   config, read once;
 * :mod:`~bort_jax.training.compiled_steps`: the train, eval and report steps,
   compiled for the devices;
-* :mod:`~bort_jax.training.resumption`: the checkpoint resumed from, checked;
+* :mod:`~bort_jax.training.resumption`: the checkpoint resumed from, checked,
+  and the input batches from its step;
 * :mod:`~bort_jax.training.trainer`: the steps of an epoch, with the records
   and checkpoints within it;
 * :mod:`~bort_jax.training.saver`: checkpoints of finite states only; the
@@ -470,7 +474,7 @@ def _run(
   """The loop of :func:`train_and_evaluate`, in a claimed work directory."""
   steps, settings = prepared.steps, prepared.settings
   window = reporting.MetricsWindow()
-  state = _starting_state(
+  state, saved_input = _starting_state(
       prepared,
       manager,
       window,
@@ -480,14 +484,30 @@ def _run(
   state = steps.replicate_state(state)
   step = resumption.host_step(state)
   resumption.drop_records_after(workdir, step)
-  with reporting.Reporter(
-      workdir, window, prepared.schedule, settings, step=step
-  ) as reporter:
+  train_batches = resumption.train_batches(
+      prepared.config,
+      prepared.train_source,
+      step=step,
+      saved=saved_input,
+      directory=manager.directory,
+  )
+  with (
+      contextlib.closing(train_batches),
+      reporting.Reporter(
+          workdir, window, prepared.schedule, settings, step=step
+      ) as reporter,
+  ):
     saver = Saver(
-        manager, watcher, window, steps.get_state, settings, saved_step=step
+        manager,
+        watcher,
+        window,
+        steps.get_state,
+        settings,
+        saved_step=step,
+        data_state=train_batches.state,
     )
     trainer = Trainer(settings, steps, reporter, saver, state, step)
-    _train(trainer, prepared)
+    _train(trainer, prepared, train_batches)
   return TrainResult(
       state=steps.get_state(trainer.state), metrics=reporter.records
   )
@@ -502,7 +522,8 @@ def _starting_state(
     allow_unverified: bool,
 ):
   """The newest verified checkpoint (resuming; ``window`` takes its running
-  sums), else a new train state; one replica."""
+  sums), else a new train state; one replica, with the checkpoint's input
+  iterator state (``None`` for a new state)."""
   shardings = prepared.steps.state_shardings
   restored = None
   if resume:
@@ -513,12 +534,19 @@ def _starting_state(
         allow_unverified=allow_unverified,
     )
   if restored is None:
-    return initialize_state(lambda: prepared.initialize()[1], shardings)
+    return (
+        initialize_state(lambda: prepared.initialize()[1], shardings),
+        None,
+    )
   window.load(restored.loop)
-  return restored.state
+  return restored.state, restored.data
 
 
-def _train(trainer: Trainer, prepared: _Prepared) -> None:
+def _train(
+    trainer: Trainer,
+    prepared: _Prepared,
+    train_batches: input_pipeline.TrainBatches,
+) -> None:
   """Trains from the trainer's step to ``stop_step``, epoch by epoch; each
   epoch's end is evaluated, recorded, then checkpointed."""
   settings = prepared.settings
@@ -526,11 +554,8 @@ def _train(trainer: Trainer, prepared: _Prepared) -> None:
     if trainer.step >= settings.stop_step:
       break
     trainer.train_epoch(
-        input_pipeline.train_batches(
-            prepared.config,
-            prepared.train_source,
-            epoch=epoch,
-            start_step=trainer.step % settings.steps_per_epoch,
+        train_batches.take(
+            settings.steps_per_epoch - trainer.step % settings.steps_per_epoch
         )
     )
     if not settings.ends_epoch(trainer.step):  # stopped mid-epoch

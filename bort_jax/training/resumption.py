@@ -1,7 +1,8 @@
 """Where a run starts: a restored checkpoint, checked, or nothing.
 
 :func:`restore` gives the newest verified checkpoint of a work directory
-(refusing one with non-finite parameters); :func:`drop_records_after` cuts
+(refusing one with non-finite parameters); :func:`train_batches` goes on
+with the input where it stopped; :func:`drop_records_after` cuts
 ``metrics.jsonl`` back to the step resumed from, so the resumed run writes
 the later records again, once.
 """
@@ -13,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import ml_collections
 import numpy as np
 
-from bort_jax.training import checkpoint, metrics_io, numerics
+from bort_jax.training import checkpoint, input_pipeline, metrics_io, numerics
 from bort_jax.training.errors import CheckpointError
 from bort_jax.training.reporting import MetricsWindow
 
@@ -38,8 +40,8 @@ def restore(
     allow_unverified: accept a checkpoint with no record to verify it by.
 
   Returns:
-    The restored state, step and metrics window, or ``None`` if there is no
-    checkpoint.
+    The restored state, step, metrics window and input iterator state, or
+    ``None`` if there is no checkpoint.
 
   Raises:
     CheckpointError: no checkpoint restores and verifies, or the newest
@@ -55,6 +57,7 @@ def restore(
           shardings,
       ),
       loop_template=MetricsWindow.EMPTY,
+      data=True,
       allow_unverified=allow_unverified,
   )
   if restored is None:
@@ -72,6 +75,32 @@ def restore(
         checkpoint.LOOP_ITEM,
     )
   return restored
+
+
+def train_batches(
+    config: ml_collections.ConfigDict,
+    source: Any,
+    *,
+    step: int,
+    saved: Any,
+    directory: Any,
+) -> input_pipeline.TrainBatches:
+  """The training batches from global step ``step``: positioned by the
+  checkpoint's saved iterator state ``saved`` where it fits, else rebuilt
+  at ``step`` (:meth:`~bort_jax.training.input_pipeline.TrainBatches.resume`).
+
+  Raises:
+    CheckpointError: the saved iterator is at another step than the train
+      state of checkpoint ``step`` in ``directory``.
+  """
+  try:
+    return input_pipeline.TrainBatches.resume(
+        config, source, step=step, saved=saved
+    )
+  except ValueError as error:
+    raise CheckpointError(
+        f'checkpoint {step} in {directory}: {error}'
+    ) from None
 
 
 def drop_records_after(workdir: Path, step: int) -> None:
@@ -94,4 +123,4 @@ def host_step(state) -> int:
   return int(np.asarray(jax.device_get(state.step)).reshape(-1)[0])
 
 
-__all__ = ['drop_records_after', 'host_step', 'restore']
+__all__ = ['drop_records_after', 'host_step', 'restore', 'train_batches']

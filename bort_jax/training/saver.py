@@ -3,7 +3,8 @@
 :class:`Saver` checks that the running losses and the parameters are finite
 before a state is saved or a record written (a non-finite state is never
 saved: the newest checkpoint stays the last finite one), saves through
-:func:`bort_jax.training.checkpoint.save_state` with the metrics window, and
+:func:`bort_jax.training.checkpoint.save_state` with the metrics window and
+the input iterator's position, and
 on SIGINT/SIGTERM saves the current step and raises
 :class:`~bort_jax.training.errors.Interrupted`.
 """
@@ -33,6 +34,8 @@ class Saver:
     settings: the loop's settings (the non-finite policy).
     saved_step: the step of the newest checkpoint (the step resumed from,
       or 0).
+    data_state: returns the input iterator's state (JSON-ready) to save
+      with each checkpoint, or ``None`` to save none.
   """
 
   def __init__(
@@ -44,6 +47,7 @@ class Saver:
       settings: LoopSettings,
       *,
       saved_step: int,
+      data_state: Callable[[], Any] | None = None,
   ):
     self.manager = manager
     self.watcher = watcher
@@ -51,6 +55,7 @@ class Saver:
     self.get_state = get_state
     self.settings = settings
     self.saved_step = saved_step
+    self.data_state = data_state
 
   def check_finite(self, state, step: int, *, params_too: bool) -> None:
     """Raises NonFiniteError if the window's losses (or the parameters of
@@ -117,6 +122,7 @@ class Saver:
         self.manager,
         self.get_state(state),
         loop_state=self.window.state_dict(),
+        data_state=None if self.data_state is None else self.data_state(),
     )
     self.saved_step = step
 

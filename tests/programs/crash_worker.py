@@ -21,6 +21,8 @@ import os
 import signal
 import sys
 
+
+from bort_jax import data
 from bort_jax.programs import train as train_program
 from bort_jax.training import checkpoint, input_pipeline, loop
 
@@ -42,22 +44,16 @@ def main(point: str, n: int, argv: list[str]) -> int:
   checkpoint.save_state = save_and_wait
 
   if point == 'after_step':
-    train_batches = input_pipeline.train_batches
+    take = input_pipeline.TrainBatches.take
 
-    def batches_until(config, source, *, epoch, start_step=0, **kwargs):
-      first = (
-          epoch * input_pipeline.steps_per_epoch(config, source) + start_step
-      )
-      for index, batch in enumerate(
-          train_batches(
-              config, source, epoch=epoch, start_step=start_step, **kwargs
-          )
-      ):
-        if first + index == n:  # the batch of step n + 1
-          _kill()
+    def take_until(self, count):
+      for batch in take(self, count):
+        state = self.state()
+        if state['start'] + data.iterator_position(state['iterator']) == n + 1:
+          _kill()  # the batch of step n + 1 is read
         yield batch
 
-    input_pipeline.train_batches = batches_until
+    input_pipeline.TrainBatches.take = take_until
   elif point == 'in_eval':
     evaluate = loop.evaluate
     calls = []
