@@ -26,6 +26,7 @@ from bort_jax._extras import extra_imports
 with extra_imports('bort_jax.configs', 'train'):
   import ml_collections
 
+  from bort_jax.configs.base import EXECUTION_FIELDS
   from bort_jax.configs.base import OPTIMIZER_NAMES
   from bort_jax.configs.base import field_names
   from bort_jax.configs.base import from_dict
@@ -83,6 +84,7 @@ def get_config(name: str) -> ml_collections.ConfigDict:
 
 __all__ = [
     'CONFIG_NAMES',
+    'EXECUTION_FIELDS',
     'OPTIMIZER_NAMES',
     'apply_overrides',
     'assignments_to_overrides',

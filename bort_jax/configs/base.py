@@ -86,6 +86,11 @@ OPTIMIZER_NAMES: tuple[str, ...] = tuple(
     name for family in OPTIMIZER_FAMILIES for name in (family, f'bort_{family}')
 )
 
+#: Fields that say how a run is executed, not what it computes: a run
+#: resumes with other values of them (e.g. fewer data worker processes on
+#: a smaller machine), with the same batches and results.
+EXECUTION_FIELDS: tuple[str, ...] = ('data_workers', 'data_threads')
+
 # Fields that must be positive, and fields that must not be negative.
 _POSITIVE = (
     'epochs',

@@ -146,7 +146,8 @@ def train_and_evaluate(
   devices and model (:mod:`bort_jax.training.preflight`) and the work
   directory checked: it must be a writable directory, not in use by
   another process (:class:`~bort_jax.training.workdir.WorkdirLock`), and
-  hold no other run unless ``resume`` (same config) or ``overwrite``.
+  hold no other run unless ``resume`` (same config, its
+  :data:`~bort_jax.configs.EXECUTION_FIELDS` aside) or ``overwrite``.
 
   Faults: a non-finite training loss or parameters stop the run with
   :class:`~bort_jax.training.errors.NonFiniteError` without saving that
@@ -450,7 +451,11 @@ def _claim_workdir(
     )
   saved = configs.to_dict(checkpoint.load_config(workdir))
   now = configs.to_dict(config)
-  changed = {k: (v, now.get(k)) for k, v in saved.items() if now.get(k) != v}
+  changed = {
+      k: (v, now.get(k))
+      for k, v in saved.items()
+      if now.get(k) != v and k not in configs.EXECUTION_FIELDS
+  }
   if changed:
     raise ConfigError(
         f'cannot resume {workdir} with a different config; changed (saved, '

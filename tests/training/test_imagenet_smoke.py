@@ -57,6 +57,7 @@ def test_imagenet_config_smoke(name, tmp_path):
       batch_size=4,
       eval_batch_size=4,
       epochs=1,
+      data_workers=0,
       data_threads=2,
       log_every_steps=1,
       **SHRINK[name],
