@@ -18,6 +18,35 @@ from flax import nnx
 
 from bort_jax.models.layers import Flatten, LeakyReLU, NamedSequential, ReLU
 
+# A 16-unit MLP on 640 MNIST images for 2 epochs of 10 steps: the smallest
+# bort-train run, as config fields.
+TINY = {
+    'epochs': 2,
+    'batch_size': 64,
+    'eval_batch_size': 128,
+    'train_examples': 640,
+    'eval_examples': 300,
+    'model_kwargs': {'hidden_features': [16]},
+}
+# The same as bort-train arguments.
+TINY_ARGS = [
+    '--config',
+    'mnist_mlp',
+    '--no-progress',
+    '--epochs',
+    '2',
+    '--batch-size',
+    '64',
+    '--set',
+    'eval_batch_size=128',
+    '--set',
+    'train_examples=640',
+    '--set',
+    'eval_examples=300',
+    '--set',
+    'model_kwargs={"hidden_features": [16]}',
+]
+
 # The layers of InvertibleCNN and BortInvertibleCNN, in order.
 INVERTIBLE_CNN_LAYER_NAMES = (
     'conv1',

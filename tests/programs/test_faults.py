@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 from flax import nnx
 
-from testing import assert_trees_equal, strict_records, train
+from testing import TINY, TINY_ARGS, assert_trees_equal, strict_records, train
 
 from bort_jax import configs
 from bort_jax.data import mnist_idx
@@ -43,32 +43,6 @@ from bort_jax.training import workdir as workdir_lib
 
 pytestmark = pytest.mark.expensive
 
-TINY = {
-    'epochs': 2,
-    'batch_size': 64,
-    'eval_batch_size': 128,
-    'train_examples': 640,
-    'eval_examples': 300,
-    'model_kwargs': {'hidden_features': [16]},
-}
-# The same as command-line arguments.
-TINY_ARGS = [
-    '--config',
-    'mnist_mlp',
-    '--no-progress',
-    '--epochs',
-    '2',
-    '--batch-size',
-    '64',
-    '--set',
-    'eval_batch_size=128',
-    '--set',
-    'train_examples=640',
-    '--set',
-    'eval_examples=300',
-    '--set',
-    'model_kwargs={"hidden_features": [16]}',
-]
 # AdamW at learning rate 1e38: step 1 leaves finite (huge) weights, the loss
 # of step 2 overflows.
 DIVERGING_ARGS = ['--optimizer', 'adamw', '--learning-rate', '1e38']

@@ -15,33 +15,17 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from testing import TINY_ARGS
+
 from bort_jax import configs, data
 from bort_jax.programs import train as train_program
 from bort_jax.training import checkpoint, input_pipeline
 
 pytestmark = pytest.mark.expensive
 
-# 2 epochs of 10 steps of a 16-unit MLP; a checkpoint every 4 steps, so
+# The tiny run with a checkpoint every 4 steps, so
 # that a kill after step 6 resumes mid-epoch from step 4.
-ARGS = [
-    '--config',
-    'mnist_mlp',
-    '--no-progress',
-    '--epochs',
-    '2',
-    '--batch-size',
-    '64',
-    '--set',
-    'eval_batch_size=128',
-    '--set',
-    'train_examples=640',
-    '--set',
-    'eval_examples=300',
-    '--set',
-    'model_kwargs={"hidden_features": [16]}',
-    '--set',
-    'checkpoint_every_steps=4',
-]
+ARGS = [*TINY_ARGS, '--set', 'checkpoint_every_steps=4']
 TIMEOUT = 300
 
 
