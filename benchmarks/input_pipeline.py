@@ -199,8 +199,12 @@ def jpeg_source(count: int) -> data.Source:
 # --- Timing ------------------------------------------------------------------
 
 
-def loaders(source, *, batch_size, threads, workers, epochs):
-  """name -> (workers, threads, function opening a fresh iterator)."""
+def loaders(source, *, batch_size, threads, workers, grain_threads, epochs):
+  """name -> (workers, threads, function opening a fresh iterator).
+
+  The baseline reads with ``threads``; Grain with every count of ``workers``
+  and of ``grain_threads`` (its reading threads, which also read ahead).
+  """
   dataset = data.train_dataset(
       source,
       batch_size=batch_size,
@@ -218,19 +222,36 @@ def loaders(source, *, batch_size, threads, workers, epochs):
           ),
       )
   }
-  for count in workers:
-    result[f'grain, {count} worker{"" if count == 1 else "s"}'] = (
+  for count, reading in itertools.product(workers, grain_threads):
+    name = (
+        f'grain, {count} worker{"" if count == 1 else "s"}, {reading} '
+        f'thread{"" if reading == 1 else "s"}'
+    )
+    result[name] = (
         count,
-        threads,
-        lambda count=count: data.make_iterator(
-            dataset, num_workers=count, num_threads=threads
+        reading,
+        lambda count=count, reading=reading: data.make_iterator(
+            dataset, num_workers=count, num_threads=reading
         ),
     )
   return result
 
 
-def measure(open_iterator, *, warmup: int, steps: int, batch_size: int):
-  """(images per second over ``steps`` batches after ``warmup``, first batch)."""
+def measure(
+    open_iterator,
+    *,
+    warmup: int,
+    steps: int,
+    batch_size: int,
+    step_seconds: float = 0.0,
+):
+  """(images per second over ``steps`` batches after ``warmup``, first batch).
+
+  After each timed batch the reader waits ``step_seconds`` with the GIL
+  released (``time.sleep``), as the host does while a device runs the
+  train step: a loader that reads ahead in threads or processes fills
+  that time.
+  """
   iterator = open_iterator()
   try:
     first = next(iterator)
@@ -239,6 +260,8 @@ def measure(open_iterator, *, warmup: int, steps: int, batch_size: int):
     start = time.perf_counter()
     for _ in range(steps):
       next(iterator)
+      if step_seconds:
+        time.sleep(step_seconds)
     seconds = time.perf_counter() - start
   finally:
     close = getattr(iterator, 'close', None)
@@ -312,6 +335,21 @@ def main(argv=None):
       help="reading/decoding threads of both loaders (default: the configs'"
       ' data_threads, MNIST 0, ImageNet 2)',
   )
+  parser.add_argument(
+      '--grain-threads',
+      nargs='+',
+      type=int,
+      help="Grain's reading threads (default: the baseline's, and 1 where"
+      ' that is 0: a thread reading ahead)',
+  )
+  parser.add_argument(
+      '--step-ms',
+      nargs='+',
+      type=float,
+      default=[0.0, 1.0],
+      help='milliseconds the reader waits after each batch, GIL released, as'
+      ' during a device step (0: the loader alone)',
+  )
   parser.add_argument('--repeats', type=int, default=5)
   parser.add_argument(
       '--jpeg-examples',
@@ -346,13 +384,16 @@ def main(argv=None):
       )
       + '`',
       '',
-      f'Training batches (shuffled, augmented, normalised), read alone; '
-      f'median of {args.repeats} interleaved repeats of a fresh iterator '
-      '(warm-up batches, then the timed ones); range = min-max over repeats.',
+      'Training batches (shuffled, augmented, normalised); median of '
+      f'{args.repeats} interleaved repeats of a fresh iterator (warm-up '
+      'batches, then the timed ones); range = min-max over repeats. '
+      '"step (ms)": the reader waits that long after each batch with the GIL '
+      'released, as while a device runs the train step (0: the loader '
+      'alone).',
       '',
-      '| data | batch | steps | loader | workers | threads | images / s |'
-      ' range | vs baseline |',
-      '|---|---|---|---|---|---|---|---|---|',
+      '| data | batch | steps | step (ms) | loader | workers | threads |'
+      ' images / s | range | vs baseline |',
+      '|---|---|---|---|---|---|---|---|---|---|',
   ]
   print('\n'.join(header), flush=True)
   rows, notes = [], []
@@ -374,35 +415,43 @@ def main(argv=None):
     else:
       source = mnist_source(args, in_memory=name == 'mnist')
     epochs = -(-(warmup + steps) // (len(source) // batch_size))
+    threads = settings['threads']
     runners = loaders(
         source,
         batch_size=batch_size,
-        threads=settings['threads'],
+        threads=threads,
         workers=args.workers,
+        grain_threads=args.grain_threads or sorted({threads, max(threads, 1)}),
         epochs=epochs,
     )
-    rates = {loader: [] for loader in runners}
-    reference = None
-    for repeat in range(args.repeats):
-      for loader, (_, _, open_iterator) in runners.items():
-        rate, first = measure(
-            open_iterator, warmup=warmup, steps=steps, batch_size=batch_size
+    for step_ms in args.step_ms:
+      rates = {loader: [] for loader in runners}
+      reference = None
+      for repeat in range(args.repeats):
+        for loader, (_, _, open_iterator) in runners.items():
+          rate, first = measure(
+              open_iterator,
+              warmup=warmup,
+              steps=steps,
+              batch_size=batch_size,
+              step_seconds=step_ms / 1000,
+          )
+          rates[loader].append(rate)
+          if reference is None:
+            reference = first
+          elif repeat == 0 and not same_batch(first, reference):
+            raise AssertionError(f'{name}: {loader} yields another first batch')
+      base = statistics.median(rates['baseline (old thread loader)'])
+      for loader, (workers, reading, _) in runners.items():
+        median = statistics.median(rates[loader])
+        row = (
+            f'| {name} | {batch_size} | {steps} | {step_ms:g} | {loader} | '
+            f'{workers} | {reading} | {median:,.0f} | '
+            f'{min(rates[loader]):,.0f}-{max(rates[loader]):,.0f} | '
+            f'{median / base:.2f}x |'
         )
-        rates[loader].append(rate)
-        if reference is None:
-          reference = first
-        elif repeat == 0 and not same_batch(first, reference):
-          raise AssertionError(f'{name}: {loader} yields another first batch')
-    base = statistics.median(rates['baseline (old thread loader)'])
-    for loader, (workers, threads, _) in runners.items():
-      median = statistics.median(rates[loader])
-      row = (
-          f'| {name} | {batch_size} | {steps} | {loader} | {workers} | '
-          f'{threads} | {median:,.0f} | {min(rates[loader]):,.0f}-'
-          f'{max(rates[loader]):,.0f} | {median / base:.2f}x |'
-      )
-      rows.append(row)
-      print(row, flush=True)
+        rows.append(row)
+        print(row, flush=True)
   footer = [
       '',
       *notes,
