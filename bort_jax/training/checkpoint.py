@@ -569,6 +569,25 @@ class _Unverified(ValueError):
   pass
 
 
+def _unverified(manager: ocp.CheckpointManager, step: int) -> _Unverified:
+  """Why checkpoint ``step`` has no record for this process; names the
+  process count that wrote its records where that differs."""
+  folder = Path(manager.directory).parent / RECORD_DIR
+  saved_by = len(list(folder.glob(f'{step}.process*.json'))) or int(
+      (folder / f'{step}.json').is_file()
+  )
+  if saved_by and saved_by != jax.process_count():
+    return _Unverified(
+        f'was saved by {saved_by} process(es), this run has '
+        f'{jax.process_count()}: its records of checksums are per process, '
+        'so it cannot be verified here (pass --allow-unverified-checkpoint, '
+        'allow_unverified=True, to resume on this many processes; the input '
+        "iterator then restarts at the checkpoint's step, with the same "
+        'batches)'
+    )
+  return _Unverified(UNVERIFIED)
+
+
 def _restore_first_good(
     manager,
     restore,
@@ -592,7 +611,7 @@ def _restore_first_good(
     try:
       check_regular_files(_step_folder(manager, step))
       if not allow_unverified and read_record(manager, step) is None:
-        raise _Unverified(UNVERIFIED)
+        raise _unverified(manager, step)
       restored = restore(step)
       record = verify(manager, step, to_items(restored))
       ok, problem = True, None

@@ -144,6 +144,48 @@ def test_kill9_mid_epoch_then_resume_equals_the_run_never_stopped(
     np.testing.assert_array_equal(np.asarray(want), np.asarray(got))
 
 
+def _as_if_saved_by_two_processes(workdir):
+  """Renames the checkpoints' records and input states as two processes
+  name theirs (one file each)."""
+  for record in (workdir / checkpoint.RECORD_DIR).glob('*.json'):
+    step = record.name.split('.')[0]
+    for process in range(2):
+      (record.parent / f'{step}.process{process}.json').write_bytes(
+          record.read_bytes()
+      )
+    record.unlink()
+  for state in (workdir / 'checkpoints').glob('*/data/process_0-of-1.json'):
+    for process in range(2):
+      state.with_name(f'process_{process}-of-2.json').write_bytes(
+          state.read_bytes()
+      )
+    state.unlink()
+
+
+def test_resume_on_another_process_count(
+    tmp_path, mnist_data_dir, never_stopped, capsys
+):
+  """Checkpoints of two processes, resumed by one: a clear refusal, then,
+  allowed, the input restarts at the checkpoint's step with the same
+  batches."""
+  workdir = tmp_path / 'run'
+  args = [*ARGS, '--data-dir', mnist_data_dir, '--workdir', workdir]
+  code, err = _run([*args, '--max-steps', '6'], capsys)
+  assert code == 0, err
+  _as_if_saved_by_two_processes(workdir)
+  code, err = _run([*args, '--resume'], capsys)
+  assert code != 0
+  assert 'checkpoint 6 was saved by 2 process(es), this run has 1' in err
+  code, err = _run([*args, '--resume', '--allow-unverified-checkpoint'], capsys)
+  assert code == 0, err
+  for want, got in zip(
+      jax.tree.leaves(never_stopped),
+      jax.tree.leaves(_params(workdir)),
+      strict=True,
+  ):
+    np.testing.assert_array_equal(np.asarray(want), np.asarray(got))
+
+
 def test_a_damaged_iterator_state_makes_its_checkpoint_corrupt(
     tmp_path, mnist_data_dir, capsys
 ):
