@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from bort_jax import data
 from bort_jax.models.layers import Flatten, LeakyReLU, NamedSequential, ReLU
 
 # A 16-unit MLP on 640 MNIST images for 2 epochs of 10 steps: the smallest
@@ -206,3 +207,36 @@ def make_lossless_cnn(seed=0, num_classes=10):
           ('classifier', classifier),
       ]
   )
+
+
+def array_source(name: str, count: int, labels=None) -> data.ArraySource:
+  """``count`` random uint8 images of data set ``name``'s shape, in memory;
+  labels ``0, 1, ...`` modulo the classes unless given."""
+  spec = data.dataset_info(name)
+  rng = np.random.default_rng(0)
+  return data.ArraySource(
+      spec,
+      'train',
+      rng.integers(0, 256, (count, *spec.image_shape), dtype=np.uint8),
+      (
+          np.arange(count) % spec.num_classes if labels is None else labels
+      ).astype(np.int32),
+  )
+
+
+def train_batches(source, batch_size: int, **kwargs) -> list[data.Batch]:
+  """Epoch 0 of seed 0 of ``source`` for one process, as a list."""
+  kwargs = {
+      'seed': 0,
+      'epoch': 0,
+      'process_index': 0,
+      'process_count': 1,
+      **kwargs,
+  }
+  return list(data.make_train_iterator(source, batch_size=batch_size, **kwargs))
+
+
+def eval_batches(source, batch_size: int, **kwargs) -> list[data.Batch]:
+  """The eval batches of ``source`` for one process, as a list."""
+  kwargs = {'process_index': 0, 'process_count': 1, **kwargs}
+  return list(data.make_eval_iterator(source, batch_size=batch_size, **kwargs))

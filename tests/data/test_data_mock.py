@@ -17,9 +17,13 @@ the builder's ``data_dir`` to a mock folder. Two details shape these tests:
   sources example by example.
 """
 
+import functools
+
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+
+import testing
 
 from bort_jax import data
 from bort_jax.data import sources
@@ -47,21 +51,8 @@ def open_mock(name, split='train'):
   )
 
 
-def train_batches(source, **kwargs):
-  kwargs = {
-      'batch_size': 8,
-      'seed': 0,
-      'epoch': 0,
-      'process_index': 0,
-      'process_count': 1,
-      **kwargs,
-  }
-  return list(data.make_train_iterator(source, **kwargs))
-
-
-def eval_batches(source, **kwargs):
-  kwargs = {'batch_size': 8, 'process_index': 0, 'process_count': 1, **kwargs}
-  return list(data.make_eval_iterator(source, **kwargs))
+train_batches = functools.partial(testing.train_batches, batch_size=8)
+eval_batches = functools.partial(testing.eval_batches, batch_size=8)
 
 
 def denormalize(name, images):

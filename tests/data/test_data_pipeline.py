@@ -5,8 +5,12 @@ whose label is the example's index, so every example can be traced; the rest
 runs on the real MNIST.
 """
 
+import functools
+
 import numpy as np
 import pytest
+
+import testing
 
 from bort_jax import data
 from bort_jax.data import sources
@@ -29,21 +33,8 @@ def indexed() -> sources.ArraySource:
   )
 
 
-def train_batches(source, **kwargs):
-  kwargs = {
-      'batch_size': 96,
-      'seed': 0,
-      'epoch': 0,
-      'process_index': 0,
-      'process_count': 1,
-      **kwargs,
-  }
-  return list(data.make_train_iterator(source, **kwargs))
-
-
-def eval_batches(source, **kwargs):
-  kwargs = {'batch_size': 96, 'process_index': 0, 'process_count': 1, **kwargs}
-  return list(data.make_eval_iterator(source, **kwargs))
+train_batches = functools.partial(testing.train_batches, batch_size=96)
+eval_batches = functools.partial(testing.eval_batches, batch_size=96)
 
 
 def assert_batches_equal(a, b):

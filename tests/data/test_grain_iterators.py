@@ -4,6 +4,8 @@ and threads, and a saved state that resumes at the exact next batch."""
 import numpy as np
 import pytest
 
+from testing import array_source
+
 from bort_jax import data
 
 EPOCHS = 3
@@ -12,13 +14,7 @@ EPOCHS = 3
 @pytest.fixture(scope='module')
 def source():
   """50 CIFAR-shaped images (the augmented data set: crops and flips)."""
-  rng = np.random.default_rng(0)
-  return data.ArraySource(
-      data.dataset_info('cifar10'),
-      'train',
-      rng.integers(0, 256, (50, 32, 32, 3), dtype=np.uint8),
-      rng.integers(0, 10, 50).astype(np.int32),
-  )
+  return array_source('cifar10', 50)
 
 
 def _train(source, **kwargs):

@@ -10,12 +10,10 @@ import sys
 import time
 from pathlib import Path
 
-import jax
-import numpy as np
 import pytest
 from flax import nnx
 
-from testing import TINY_ARGS
+from testing import TINY_ARGS, array_source, assert_trees_equal
 
 from bort_jax import configs, data
 from bort_jax.programs import train as train_program
@@ -136,12 +134,7 @@ def test_kill9_mid_epoch_then_resume_equals_the_run_never_stopped(
       [*args, '--resume', '--set', f'data_workers={resume_workers}'], capsys
   )
   assert code == 0, err
-  for want, got in zip(
-      jax.tree.leaves(never_stopped),
-      jax.tree.leaves(_params(workdir)),
-      strict=True,
-  ):
-    np.testing.assert_array_equal(np.asarray(want), np.asarray(got))
+  assert_trees_equal(never_stopped, _params(workdir))
 
 
 def _as_if_saved_by_two_processes(workdir):
@@ -178,12 +171,7 @@ def test_resume_on_another_process_count(
   assert 'checkpoint 6 was saved by 2 process(es), this run has 1' in err
   code, err = _run([*args, '--resume', '--allow-unverified-checkpoint'], capsys)
   assert code == 0, err
-  for want, got in zip(
-      jax.tree.leaves(never_stopped),
-      jax.tree.leaves(_params(workdir)),
-      strict=True,
-  ):
-    np.testing.assert_array_equal(np.asarray(want), np.asarray(got))
+  assert_trees_equal(never_stopped, _params(workdir))
 
 
 def test_a_damaged_iterator_state_makes_its_checkpoint_corrupt(
@@ -211,13 +199,7 @@ def _config(**changes):
 
 @pytest.fixture(scope='module')
 def tiny_source():
-  rng = np.random.default_rng(0)
-  return data.ArraySource(
-      data.dataset_info('mnist'),
-      'train',
-      rng.integers(0, 256, (10, 28, 28, 1), dtype=np.uint8),
-      np.arange(10, dtype=np.int32),
-  )
+  return array_source('mnist', 10)
 
 
 def _labels(batches, count):
