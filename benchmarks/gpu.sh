@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The GPU comparison asked for in issue 12, in one run, on a machine with
-# jax/flax/optax and the working tree (tensorflow-datasets and orbax are not
-# needed):
+# The GPU comparison of Bort's cost (README, "What Bort costs in time"), in
+# one run, on a machine with jax/flax/optax and the working tree
+# (tensorflow-datasets and orbax are not needed):
 #   bash benchmarks/gpu.sh [OUTPUT_DIR]
 # A full jitted train step (benchmarks/train_step.py: forward, backward,
 # update; batch 128, 224^2, bf16 compute, f32 params) of ResNet-50 and DeiT-S
