@@ -40,14 +40,18 @@ from __future__ import annotations
 import multiprocessing
 import os
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import grain
 import numpy as np
 
 from bort_jax.data import transforms
 from bort_jax.data.sources import Source, open_split
 from bort_jax.data.specs import DatasetSpec
+
+# Grain imports orbax: it is imported where a pipeline is built, so that
+# importing bort_jax.data stays light.
+if TYPE_CHECKING:
+  import grain
 
 __all__ = [
     'Batch',
@@ -296,6 +300,8 @@ def train_dataset(
       rows=rows,
       augment=augment,
   )
+  import grain  # pylint: disable=import-outside-toplevel
+
   return grain.MapDataset.range(num_epochs * steps).map(read)
 
 
@@ -336,6 +342,8 @@ def eval_dataset(
   rows = _rows(batch_size, process_index, process_count)
   steps = steps_per_epoch(len(source), batch_size, train=False)
   read = _EvalBatch(source, batch_size=batch_size, rows=rows)
+  import grain  # pylint: disable=import-outside-toplevel
+
   return grain.MapDataset.range(steps).map(read)
 
 
@@ -423,6 +431,8 @@ def make_iterator(
   _check_non_negative(
       num_workers=num_workers, num_threads=num_threads, prefetch=prefetch
   )
+  import grain  # pylint: disable=import-outside-toplevel
+
   options = grain.ReadOptions(
       num_threads=num_threads,
       prefetch_buffer_size=max(prefetch, num_threads),

@@ -30,7 +30,7 @@ def test_protocol_configs_pairs_and_layout():
   # One gamma for every architecture: the preset recipe's.
   assert pair['bort'].gamma == 30.0
   assert runs['mlp'][0]['bort'].gamma == 30.0
-  assert pair['bort'].bort_exclude == ('^layers/9/kernel$',)
+  assert pair['bort'].bort_exclude == ('classifier',)
   assert pair['bort'].seed == 2
   assert pair['bort'].train_examples == 100
   assert pair['bort'].eval_examples == 0
