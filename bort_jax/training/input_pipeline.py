@@ -7,6 +7,7 @@ Grain iterator across epochs (:class:`TrainBatches`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import itertools
@@ -121,9 +122,7 @@ class TrainBatches:
       *,
       start: int = 0,
   ):
-    self._config = config
-    self._source = source
-    self._dataset = data.train_dataset(
+    dataset = data.train_dataset(
         source,
         batch_size=config.batch_size,
         seed=config.seed,
@@ -131,13 +130,10 @@ class TrainBatches:
         augment=config.augment,
     )
     self._start = start
-    self._iterator = self._open(start)
-
-  def _open(self, start: int):
-    return data.make_iterator(
-        self._dataset[start:],
-        num_workers=self._config.data_workers,
-        num_threads=self._config.data_threads,
+    self._iterator = data.make_iterator(
+        dataset[start:],
+        num_workers=config.data_workers,
+        num_threads=config.data_threads,
     )
 
   @classmethod
@@ -165,8 +161,8 @@ class TrainBatches:
     ):
       if saved is not None:
         logger.info(
-            'input iterator rebuilt at step %d: its saved state is for '
-            'another number of worker processes',
+            'input iterator rebuilt at step %d: its saved state does not fit '
+            'this run (another number of worker processes, or another format)',
             step,
         )
       return cls(config, source, start=step)
@@ -189,9 +185,7 @@ class TrainBatches:
 
   def close(self) -> None:
     """Stops the worker processes, if any."""
-    close = getattr(self._iterator, 'close', None)
-    if close is not None:
-      close()
+    self._iterator.close()
 
 
 def _workers(state: dict[str, Any]) -> int:
@@ -208,9 +202,5 @@ def eval_batches(
       num_workers=config.data_workers,
       num_threads=config.data_threads,
   )
-  try:
+  with contextlib.closing(iterator):
     yield from iterator
-  finally:
-    close = getattr(iterator, 'close', None)
-    if close is not None:
-      close()

@@ -23,18 +23,18 @@ directory::
     ``nonfinite_steps`` counts the skipped steps of a record.
   WORKDIR/.lock           held by the process that owns the directory
 
-A run is a function of its config: the batches depend only on
-``(seed, epoch, step)`` and every random number lives in the train state, so
-a run stopped (``max_steps``, SIGINT/SIGTERM, ``kill -9``) and resumed ends
-with the same parameters, bit for bit on CPU, as one that was never
-stopped; ``metrics.jsonl`` is cut back to the checkpoint resumed from and
-the running sums of the current record are restored with it (they are part
-of the checkpoint), so the records match too (timings aside). The input
-iterator's position is part of each checkpoint as well: a run stopped
-mid-epoch goes on at the next batch, also with another number of data
-worker processes (the iterator is then rebuilt at the checkpoint's step). An epoch-end
-checkpoint always follows that epoch's evaluation record, so no resume
-skips an evaluation.
+A run is a function of its config: the batches depend only on ``(seed, epoch,
+step)`` and every random number lives in the train state, so a run stopped
+(``max_steps``, SIGINT/SIGTERM, ``kill -9``) and resumed ends with the same
+parameters, bit for bit on CPU, as one that was never stopped;
+``metrics.jsonl`` is cut back to the checkpoint resumed from and the running
+sums of the current record are restored with it (they are part of the
+checkpoint), so the records match too (timings aside). The input iterator's
+position is part of each checkpoint as well: a run stopped mid-epoch goes on
+at the next batch, also with another number of data worker processes (the
+iterator is then rebuilt at the checkpoint's step). An epoch-end checkpoint
+always follows that epoch's evaluation record, so no resume skips an
+evaluation.
 
 This is the one training loop of the package: ``bort-train`` and
 ``bort-explain`` both train through it. It is built of pieces, each in its
